@@ -1,0 +1,119 @@
+"""Dataset sources. Each turns the ``data`` section of a sweep into train/val/test datasets of
+``(PIL.Image RGB, label)`` with a ``targets`` list, plus the class names."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+from torch.utils.data import Dataset
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+class DataError(ValueError):
+    """A dataset problem, naming the path at fault."""
+
+
+class ImageList(Dataset):
+    """Images from ``(path, label)`` pairs, converted to RGB."""
+
+    def __init__(self, samples: list[tuple[str, int]], classes: list[str]):
+        self.samples = samples
+        self.classes = classes
+        self.targets = [label for _, label in samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index]
+        with Image.open(path) as img:
+            return img.convert("RGB"), label
+
+
+@dataclass
+class Splits:
+    classes: list[str]
+    train: Dataset
+    val: Dataset
+    test: Dataset
+
+    def sizes(self) -> dict[str, int]:
+        return {name: len(getattr(self, name)) for name in SPLIT_NAMES}
+
+
+SOURCES: dict[str, Callable[[dict, int], Splits]] = {}
+
+
+def register_source(name: str):
+    def deco(fn):
+        SOURCES[name] = fn
+        return fn
+
+    return deco
+
+
+def load_splits(data: dict, seed: int = 0) -> Splits:
+    """``data`` is the plain ``data`` section of a sweep (see ``tlsweep.spec.DataSpec``)."""
+    source = data.get("source", "imagefolder")
+    if source not in SOURCES:
+        raise DataError(f"unknown data source {source!r}; allowed: {', '.join(sorted(SOURCES))}")
+    return SOURCES[source](data, seed)
+
+
+def stratified_split(targets: list[int], fractions: dict, seed: int) -> dict[str, list[int]]:
+    """Indices per split, stratified by class and reproducible for a seed."""
+    from sklearn.model_selection import train_test_split
+
+    indices = list(range(len(targets)))
+    test_frac = fractions.get("test", 0.0)
+    if test_frac > 0:
+        rest, test = train_test_split(indices, test_size=test_frac, stratify=targets, random_state=seed)
+    else:
+        rest, test = indices, []
+    val_share = fractions["val"] / (1.0 - test_frac)
+    train, val = train_test_split(rest, test_size=val_share, stratify=[targets[i] for i in rest],
+                                  random_state=seed)
+    return {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
+
+
+def _scan(folder: Path, classes: list[str] | None = None) -> tuple[list[str], list[tuple[str, int]]]:
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+    found, _ = find_classes(str(folder))
+    classes = classes or found
+    if set(found) != set(classes):
+        raise DataError(f"{folder}: class folders {sorted(found)} differ from train's {sorted(classes)}")
+    mapping = {c: i for i, c in enumerate(classes)}
+    samples = make_dataset(str(folder), mapping, extensions=IMG_EXTENSIONS, allow_empty=True)
+    return classes, samples
+
+
+@register_source("imagefolder")
+def imagefolder(data: dict, seed: int) -> Splits:
+    """``root/{train,val,test}/<class>/*.jpg``, or ``root/<class>/*.jpg`` split by ``data.split`` fractions."""
+    root = Path(data["root"])
+    if not root.is_dir():
+        raise DataError(f"data root {root} does not exist or is not a folder")
+    if (root / "train").is_dir():
+        missing = [s for s in SPLIT_NAMES if not (root / s).is_dir()]
+        if missing:
+            raise DataError(f"{root} has train/ but not {', '.join(m + '/' for m in missing)}")
+        classes, train = _scan(root / "train")
+        parts = {"train": train}
+        for name in ("val", "test"):
+            parts[name] = _scan(root / name, classes)[1]
+    else:
+        classes, samples = _scan(root)
+        idx = stratified_split([y for _, y in samples], data.get("split") or
+                               {"train": 0.7, "val": 0.15, "test": 0.15}, seed)
+        parts = {name: [samples[i] for i in idx[name]] for name in SPLIT_NAMES}
+    if len(classes) < 2:
+        raise DataError(f"{root}: found {len(classes)} class folder(s); classification needs at least 2")
+    for name in ("train", "val"):
+        if not parts[name]:
+            raise DataError(f"{root}: the {name} split has no images")
+    return Splits(classes, *(ImageList(parts[name], classes) for name in SPLIT_NAMES))

@@ -1,0 +1,31 @@
+"""torchvision.transforms.v2 pipelines: PIL image → normalized float tensor."""
+
+from __future__ import annotations
+
+import torch
+from torchvision.transforms import v2
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+AUGMENTATIONS = {
+    "none": lambda size: [],
+    "flip": lambda size: [v2.RandomHorizontalFlip()],
+    "basic": lambda size: [v2.RandomResizedCrop(size, scale=(0.7, 1.0), antialias=True),
+                           v2.RandomHorizontalFlip(), v2.ColorJitter(0.2, 0.2, 0.2)],
+}
+
+
+def build_transform(image_size: int, augment: str = "none", train: bool = False) -> v2.Compose:
+    steps = [v2.ToImage(), v2.Resize((image_size, image_size), antialias=True)]
+    if train:
+        steps += AUGMENTATIONS[augment](image_size)
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    return v2.Compose(steps)
+
+
+def denormalize(x: torch.Tensor) -> torch.Tensor:
+    """Undo ``Normalize`` for display: (…,3,H,W) float in [0, 1]."""
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(3, 1, 1)
+    return (x * std + mean).clamp(0, 1)

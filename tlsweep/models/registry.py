@@ -1,0 +1,143 @@
+"""Backbone registry: one entry per torchvision backbone, and nothing else knows their quirks.
+
+An entry names the torchvision constructor and weights enum, where the classifier head sits, the ordered
+stages used for freeze depth, the Grad-CAM target layer and the input size. Entries hold strings only, so
+listing and validating names never imports torch.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """``stages`` are ordered input→output; a stage is a dotted path, ``a-b`` for the siblings from a to b,
+    or several of those joined with ``+`` (paths may name parameters, e.g. ViT's class token)."""
+
+    name: str
+    weights_enum: str
+    head: str
+    stages: tuple[str, ...]
+    cam_layer: str
+    family: str
+    input_size: int = 224
+    fixed_input_size: bool = False
+    reshape: str | None = None  # token layout for Grad-CAM: "vit" or "swin"
+    builder_kwargs: dict = field(default_factory=dict)
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.stages)
+
+    def weights(self, tag: str = "DEFAULT"):
+        """torchvision's weights enum member (``DEFAULT`` or a member name such as ``IMAGENET1K_V1``)."""
+        import torchvision.models as tvm
+
+        enum = getattr(tvm, self.weights_enum)
+        return getattr(enum, tag)
+
+    def constructor(self):
+        import torchvision.models as tvm
+
+        return getattr(tvm, self.name)
+
+
+_REGISTRY: dict[str, Backbone] = {}
+
+
+def register_backbone(entry: Backbone) -> Backbone:
+    if entry.name in _REGISTRY:
+        raise ValueError(f"backbone {entry.name!r} is registered twice")
+    _REGISTRY[entry.name] = entry
+    return entry
+
+
+def get_backbone(name: str) -> Backbone:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown backbone {name!r}; available: {', '.join(list_backbones())}") from None
+
+
+def list_backbones(pattern: str = "*") -> list[str]:
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def _resnet(name: str, enum: str, family: str = "resnet") -> Backbone:
+    return Backbone(
+        name, enum, head="fc",
+        stages=("conv1", "layer1", "layer2", "layer3", "layer4"),
+        cam_layer="layer4", family=family,
+    )
+
+
+def _features_net(name, enum, head, family, n_blocks, cam_index=-1, **kw) -> Backbone:
+    """Nets whose body is ``features`` (a Sequential); stages are its children."""
+    return Backbone(
+        name, enum, head=head,
+        stages=tuple(f"features.{i}" for i in range(n_blocks)),
+        cam_layer=f"features.{n_blocks + cam_index if cam_index < 0 else cam_index}",
+        family=family, **kw,
+    )
+
+
+for _entry in (
+    _resnet("resnet18", "ResNet18_Weights"),
+    _resnet("resnet34", "ResNet34_Weights"),
+    _resnet("resnet50", "ResNet50_Weights"),
+    _resnet("resnet101", "ResNet101_Weights"),
+    _resnet("wide_resnet50_2", "Wide_ResNet50_2_Weights", family="wide_resnet"),
+    Backbone(
+        "vgg16", "VGG16_Weights", head="classifier.6",
+        # the conv blocks end at each max-pool; the first two classifier layers form the last stage
+        stages=("features.0-4", "features.5-9", "features.10-16", "features.17-23", "features.24-30",
+                "classifier.0-5"),
+        cam_layer="features.29", family="vgg",
+    ),
+    Backbone(
+        "densenet121", "DenseNet121_Weights", head="classifier",
+        stages=("features.conv0-pool0", "features.denseblock1-transition1", "features.denseblock2-transition2",
+                "features.denseblock3-transition3", "features.denseblock4-norm5"),
+        cam_layer="features.norm5", family="densenet",
+    ),
+    Backbone(
+        "densenet161", "DenseNet161_Weights", head="classifier",
+        stages=("features.conv0-pool0", "features.denseblock1-transition1", "features.denseblock2-transition2",
+                "features.denseblock3-transition3", "features.denseblock4-norm5"),
+        cam_layer="features.norm5", family="densenet",
+    ),
+    Backbone(
+        "googlenet", "GoogLeNet_Weights", head="fc",
+        stages=("conv1-maxpool2", "inception3a-maxpool3", "inception4a-inception4e", "maxpool4-inception5b"),
+        cam_layer="inception5b", family="googlenet",
+        builder_kwargs={"aux_logits": False, "init_weights": True},
+    ),
+    _features_net("mobilenet_v2", "MobileNet_V2_Weights", "classifier.1", "mobilenet", 19),
+    _features_net("mobilenet_v3_small", "MobileNet_V3_Small_Weights", "classifier.3", "mobilenet", 13),
+    _features_net("mobilenet_v3_large", "MobileNet_V3_Large_Weights", "classifier.3", "mobilenet", 17),
+    Backbone(
+        "mnasnet0_75", "MNASNet0_75_Weights", head="classifier.1",
+        stages=tuple(f"layers.{i}" for i in range(17)), cam_layer="layers.16", family="mnasnet",
+    ),
+    Backbone(
+        "shufflenet_v2_x2_0", "ShuffleNet_V2_X2_0_Weights", head="fc",
+        stages=("conv1", "maxpool", "stage2", "stage3", "stage4", "conv5"),
+        cam_layer="conv5", family="shufflenet",
+    ),
+    _features_net("efficientnet_b0", "EfficientNet_B0_Weights", "classifier.1", "efficientnet", 9),
+    _features_net("convnext_tiny", "ConvNeXt_Tiny_Weights", "classifier.2", "convnext", 8),
+    Backbone(
+        "swin_t", "Swin_T_Weights", head="head",
+        stages=tuple(f"features.{i}" for i in range(8)) + ("norm",),
+        cam_layer="norm", family="swin", reshape="swin",
+    ),
+    Backbone(
+        "vit_b_16", "ViT_B_16_Weights", head="heads.head",
+        stages=("conv_proj+class_token+encoder.pos_embedding", *(f"encoder.layers.encoder_layer_{i}" for i in range(12)),
+                "encoder.ln"),
+        cam_layer="encoder.layers.encoder_layer_11.ln_1", family="vit", fixed_input_size=True, reshape="vit",
+    ),
+):
+    register_backbone(_entry)

@@ -1,0 +1,144 @@
+"""A torchvision backbone with its classifier swapped for a new head, and freeze depth applied by stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .heads import build_head
+from .registry import Backbone, get_backbone
+
+
+def resolve_path(root: nn.Module, path: str):
+    """The module or parameter at a dotted path."""
+    obj = root
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _set_path(root: nn.Module, path: str, value: nn.Module) -> None:
+    parent, _, leaf = path.rpartition(".")
+    setattr(resolve_path(root, parent) if parent else root, leaf, value)
+
+
+def stage_members(root: nn.Module, stage: str) -> list[nn.Module | nn.Parameter]:
+    """Modules/parameters named by a stage string (see ``Backbone``)."""
+    members = []
+    for part in stage.split("+"):
+        if "-" not in part:
+            members.append(resolve_path(root, part))
+            continue
+        first, last = part.split("-")
+        parent_path, _, first_leaf = first.rpartition(".")
+        parent = resolve_path(root, parent_path) if parent_path else root
+        names = [n for n, _ in parent.named_children()]
+        lo, hi = names.index(first_leaf), names.index(last)
+        members.extend(getattr(parent, n) for n in names[lo: hi + 1])
+    return members
+
+
+def frozen_stage_count(freeze_depth: float | str, num_stages: int) -> int:
+    """0 = fine-tune everything, 1 (or ``all``) = linear probe; a fraction freezes that share of stages."""
+    if freeze_depth == "all":
+        return num_stages
+    if freeze_depth == "none":
+        return 0
+    depth = float(freeze_depth)
+    if not 0.0 <= depth <= 1.0:
+        raise ValueError(f"freeze_depth must be within [0, 1] or 'all'/'none', got {freeze_depth!r}")
+    return round(depth * num_stages)
+
+
+def load_backbone(entry: Backbone, weights: str | None) -> nn.Module:
+    """Build the torchvision model: ``imagenet`` (torchvision's DEFAULT weights), ``none``, a weights-enum
+    member name such as ``IMAGENET1K_V2``, or a path to a state dict saved from the same architecture."""
+    weights = (weights or "none")
+    kwargs = dict(entry.builder_kwargs)
+    ctor = entry.constructor()
+    if weights.lower() == "none":
+        return ctor(weights=None, **kwargs)
+    if Path(weights).suffix in {".pt", ".pth"} or "/" in weights:
+        model = ctor(weights=None, **kwargs)
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        model.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
+        return model
+    tag = "DEFAULT" if weights.lower() == "imagenet" else weights
+    kwargs.pop("init_weights", None)
+    model = ctor(weights=entry.weights(tag), **{k: v for k, v in kwargs.items() if k != "aux_logits"})
+    if entry.family == "googlenet":  # pretrained GoogLeNet comes with auxiliary heads; training here uses the main one
+        model.aux_logits, model.aux1, model.aux2 = False, None, None
+    return model
+
+
+class TransferModel(nn.Module):
+    """``backbone`` returns pooled features (its classifier is an Identity); ``head`` maps them to classes."""
+
+    def __init__(self, entry: Backbone, backbone: nn.Module, head: nn.Module, feature_dim: int):
+        super().__init__()
+        self.entry = entry
+        self.backbone = backbone
+        self.head = head
+        self.feature_dim = feature_dim
+        self.frozen_stages = 0
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+    def stages(self) -> list[list[nn.Module | nn.Parameter]]:
+        return [stage_members(self.backbone, s) for s in self.entry.stages]
+
+    def freeze(self, freeze_depth: float | str) -> int:
+        """Freeze the first stages; returns how many are frozen. Frozen stages keep BatchNorm in eval mode."""
+        self.frozen_stages = frozen_stage_count(freeze_depth, self.entry.num_stages)
+        for p in self.backbone.parameters():
+            p.requires_grad_(True)
+        if self.frozen_stages == self.entry.num_stages:
+            self.backbone.requires_grad_(False)  # linear probe: stray parameters outside the stages freeze too
+        for stage in self.stages()[: self.frozen_stages]:
+            for member in stage:
+                member.requires_grad_(False)
+        self.train(self.training)
+        return self.frozen_stages
+
+    @property
+    def fully_frozen(self) -> bool:
+        return self.frozen_stages == self.entry.num_stages
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode and self.frozen_stages:
+            if self.fully_frozen:
+                self.backbone.eval()
+            else:
+                for stage in self.stages()[: self.frozen_stages]:
+                    for member in stage:
+                        if isinstance(member, nn.Module):
+                            member.eval()
+        return self
+
+
+def build_backbone_model(
+    name: str, num_classes: int, weights: str | None = "none", head: dict | None = None,
+    freeze_depth: float | str = 0.0,
+) -> TransferModel:
+    entry = get_backbone(name)
+    backbone = load_backbone(entry, weights)
+    old_head = resolve_path(backbone, entry.head)
+    feature_dim = old_head.in_features
+    _set_path(backbone, entry.head, nn.Identity())
+    model = TransferModel(entry, backbone, build_head(feature_dim, num_classes, **(head or {})), feature_dim)
+    model.freeze(freeze_depth)
+    return model
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(total, trainable) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return total, trainable

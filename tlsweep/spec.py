@@ -1,0 +1,383 @@
+"""The sweep file: pydantic models validated once, at the edge.
+
+``load_spec(path)`` reads YAML and returns a ``Spec``; every problem is reported at once as a ``SpecError``
+naming the YAML path, the line and the allowed values. Inside tlsweep only ``Spec.to_plain()`` dicts travel.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
+
+from .distributions import Distribution, candidate_values, parse_param
+from .models.registry import list_backbones
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+LR_SCHEDULERS = ("plateau", "cosine", "step", "onecycle", "none")
+WEIGHTS_HELP = "imagenet, none, a torchvision weights name (e.g. IMAGENET1K_V2) or a path to a .pt/.pth file"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True, validate_default=True)
+
+
+Param = Annotated[Any, BeforeValidator(parse_param)]
+
+
+class SplitSpec(Strict):
+    """Fractions used when the data root has no train/val/test folders (stratified, seeded)."""
+
+    train: float = Field(0.7, gt=0, lt=1)
+    val: float = Field(0.15, gt=0, lt=1)
+    test: float = Field(0.15, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sums_to_one(self):
+        if abs(self.train + self.val + self.test - 1.0) > 1e-6:
+            raise ValueError(f"split fractions must add up to 1, got {self.train + self.val + self.test:g}")
+        return self
+
+
+class DataSpec(Strict):
+    root: Path
+    source: str = "imagefolder"
+    split: SplitSpec = SplitSpec()
+    image_size: int = Field(224, ge=16, le=1024)
+    num_workers: int = Field(0, ge=0, le=64)
+    augment: Literal["none", "flip", "basic"] = "flip"
+
+
+class HeadSpec(Strict):
+    hidden: tuple[int, ...] = ()
+    dropout: float | tuple[float, ...] = 0.0
+    norm: Literal["none", "layernorm", "batchnorm"] = "none"
+
+
+class ModelSpec(Strict):
+    """One backbone (``name``) or a two-backbone ensemble (``ensemble`` + ``fusion``)."""
+
+    name: str | None = None
+    ensemble: tuple[str, str] | None = None
+    fusion: Literal["logits", "features", "mean"] = "logits"
+    weights: str | None = None
+    head: HeadSpec | None = None
+    id: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value):
+        return {"name": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check(self):
+        if (self.name is None) == (self.ensemble is None):
+            raise ValueError("a model needs exactly one of 'name' (a backbone) or 'ensemble' (two backbones)")
+        for backbone in ([self.name] if self.name else list(self.ensemble)):
+            if backbone not in list_backbones():
+                raise ValueError(unknown_value("backbone", backbone, list_backbones()))
+        return self
+
+    @property
+    def label(self) -> str:
+        if self.id:
+            return self.id
+        if self.name:
+            return self.name
+        return f"{'+'.join(self.ensemble)}[{self.fusion}]"
+
+
+class SearchSpec(Strict):
+    """Each field is a constant or a distribution: loguniform, uniform, int, choice, grid."""
+
+    lr: Param = {"loguniform": [1e-4, 1e-2]}
+    batch_size: Param = 32
+    freeze_depth: Param = 0.0
+    optimizer: Param = "adam"
+    momentum: Param = 0.9
+    weight_decay: Param = 0.0
+    label_smoothing: Param = 0.0
+    lr_scheduler: Param = "plateau"
+    plateau_factor: Param = 0.1
+    plateau_patience: Param = 2
+    step_size: Param = 5
+    step_gamma: Param = 0.1
+    cosine_eta_min: Param = 0.0
+    onecycle_pct_start: Param = 0.3
+
+    @model_validator(mode="after")
+    def _domains(self):
+        problems = []
+        for name, check in _DOMAIN_CHECKS.items():
+            param = getattr(self, name)
+            bounds = param.bounds() if isinstance(param, Distribution) else None
+            values = list(bounds) if bounds else candidate_values(param)
+            for v in values:
+                message = check(v)
+                if message:
+                    problems.append(f"{name}: {message} (got {v!r})")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def params(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in type(self).model_fields}
+
+
+def _number(low=None, high=None, low_open=False, integer=False):
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return "must be a number"
+        if integer and v != int(v):
+            return "must be a whole number"
+        if low is not None and (v <= low if low_open else v < low):
+            return f"must be {'>' if low_open else '>='} {low}"
+        if high is not None and v > high:
+            return f"must be <= {high}"
+        return None
+
+    return check
+
+
+def _one_of(allowed):
+    return lambda v: None if v in allowed else f"allowed values: {', '.join(map(str, allowed))}"
+
+
+def _freeze(v):
+    if v in ("all", "none"):
+        return None
+    return _number(0, 1)(v) and "must be a fraction in [0, 1] (0 = fine-tune all, 1 or 'all' = linear probe)"
+
+
+_DOMAIN_CHECKS = {
+    "lr": _number(0, low_open=True),
+    "batch_size": _number(1, integer=True),
+    "freeze_depth": _freeze,
+    "optimizer": _one_of(OPTIMIZERS),
+    "momentum": _number(0, 1),
+    "weight_decay": _number(0),
+    "label_smoothing": _number(0, 0.99),
+    "lr_scheduler": _one_of(LR_SCHEDULERS),
+    "plateau_factor": _number(0, 1, low_open=True),
+    "plateau_patience": _number(0, integer=True),
+    "step_size": _number(1, integer=True),
+    "step_gamma": _number(0, 1, low_open=True),
+    "cosine_eta_min": _number(0),
+    "onecycle_pct_start": _number(0, 1, low_open=True),
+}
+
+
+class SchedulerSpec(Strict):
+    """Trial scheduler: ``asha`` stops weak trials early; ``fifo`` runs every trial to ``epochs``."""
+
+    type: Literal["asha", "fifo"] = "asha"
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: float = Field(3, gt=1)
+    metric: Literal["val_acc", "val_loss", "train_acc", "train_loss"] = "val_acc"
+    mode: Literal["max", "min"] | None = None
+
+    @property
+    def resolved_mode(self) -> str:
+        return self.mode or ("min" if self.metric.endswith("loss") else "max")
+
+
+class SearcherSpec(Strict):
+    """``optuna`` (TPE), ``random`` or ``grid``, all through Optuna samplers. ``per_model`` gives each model its
+    own study and ``num_samples`` trials; otherwise the model is one more categorical dimension."""
+
+    type: Literal["optuna", "random", "grid"] = "optuna"
+    seed: int | None = None
+    per_model: bool = True
+
+
+class ResourcesSpec(Strict):
+    cpu: float = Field(1, gt=0)
+    gpu: float = Field(0, ge=0)
+
+    @field_validator("gpu")
+    @classmethod
+    def _gpu_fraction(cls, v):
+        if v > 1 and v != int(v):
+            raise ValueError("more than one GPU per trial must be a whole number")
+        return v
+
+
+class CheckpointSpec(Strict):
+    num_to_keep: int = Field(2, ge=1)
+
+
+class Spec(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    data: DataSpec
+    models: list[ModelSpec] = Field(min_length=1)
+    weights: str = "imagenet"
+    search: SearchSpec = SearchSpec()
+    epochs: int = Field(10, ge=1)
+    scheduler: SchedulerSpec = SchedulerSpec()
+    searcher: SearcherSpec = SearcherSpec()
+    num_samples: int | None = Field(None, ge=1)
+    max_concurrent: int | None = Field(None, ge=1)
+    max_failures: int = Field(1, ge=0)
+    resources: ResourcesSpec = ResourcesSpec()
+    checkpoints: CheckpointSpec = CheckpointSpec()
+    storage: str | None = None
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _cross_checks(self):
+        labels = [m.label for m in self.models]
+        dupes = sorted({x for x in labels if labels.count(x) > 1})
+        if dupes:
+            raise ValueError(f"models are listed twice: {', '.join(dupes)} (give one of them an 'id')")
+        if self.searcher.type == "grid":
+            bad = [k for k, v in self.search.params().items()
+                   if isinstance(v, Distribution) and v.values() is None]
+            if bad:
+                raise ValueError(f"searcher grid needs finite values (choice, grid or int); continuous: {', '.join(bad)}")
+        if self.scheduler.grace_period > self.epochs:
+            raise ValueError(f"scheduler.grace_period ({self.scheduler.grace_period}) exceeds epochs ({self.epochs})")
+        return self
+
+    @property
+    def storage_dir(self) -> str:
+        """Where this sweep's results live (a local path or a URI such as s3://bucket/sweeps/name)."""
+        return self.storage or str(Path("results") / self.name)
+
+    def model_labels(self) -> list[str]:
+        return [m.label for m in self.models]
+
+    def models_table(self) -> dict[str, dict]:
+        """Label → plain model config (name or ensemble, fusion, weights, head)."""
+        table = {}
+        for m in self.models:
+            cfg = m.model_dump(exclude_none=True, exclude={"id"})
+            cfg["weights"] = m.weights or self.weights
+            if m.ensemble is None:
+                cfg.pop("fusion", None)
+            else:
+                cfg["ensemble"] = list(m.ensemble)
+            table[m.label] = cfg
+        return table
+
+    def to_plain(self) -> dict:
+        """Plain data for trials: the YAML-shaped dict with paths made absolute."""
+        plain = self.model_dump(mode="json")
+        plain["search"] = {k: (v.to_yaml() if isinstance(v, Distribution) else v)
+                           for k, v in self.search.params().items()}
+        plain["models_table"] = self.models_table()
+        return plain
+
+
+class SpecError(ValueError):
+    """Every problem of a sweep file, each with its YAML path and line."""
+
+    def __init__(self, source: str, problems: list[tuple[str, int | None, str]]):
+        self.source = source
+        self.problems = problems
+        super().__init__(self.format())
+
+    def format(self) -> str:
+        lines = [f"{self.source}: {len(self.problems)} problem{'s' if len(self.problems) != 1 else ''}"]
+        for path, line, msg in self.problems:
+            where = f"line {line}: " if line else ""
+            lines.append(f"  {where}{path or '(top level)'}: {msg}")
+        return "\n".join(lines)
+
+
+def unknown_value(what: str, value: str, allowed: list[str]) -> str:
+    close = difflib.get_close_matches(str(value), allowed, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown {what} {value!r}{hint}; allowed: {', '.join(allowed)}"
+
+
+def _node_at(node: yaml.Node | None, loc: tuple) -> yaml.Node | None:
+    """The deepest YAML node along a pydantic error location."""
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if k.value == key), None)
+            if match is None:
+                key_node = next((k for k, _ in node.value if k.value == key), None)
+                return key_node or node
+            node = match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            break
+    return node
+
+
+def _problems(err: ValidationError, root_node) -> list[tuple[str, int | None, str]]:
+    problems = []
+    for e in err.errors():
+        loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and (x.startswith("function-") or x in ("str",))))
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            parent_fields = _fields_at(loc[:-1])
+            msg = unknown_value("field", loc[-1], parent_fields) if parent_fields else "unknown field"
+        elif e["type"] == "literal_error":
+            msg = f"{msg} (got {e.get('input')!r})"
+        node = _node_at(root_node, loc)
+        line = node.start_mark.line + 1 if node is not None else None
+        problems.append((".".join(map(str, loc)), line, msg))
+    return problems
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    model: Any = Spec
+    for key in loc:
+        if isinstance(key, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(key)
+        if field is None:
+            return []
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        model = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if model is None:
+            return []
+    if model is Spec or (isinstance(model, type) and issubclass(model, BaseModel)):
+        return sorted(model.model_fields)
+    return []
+
+
+def parse_spec(data: Any, source: str = "<spec>", root_node: yaml.Node | None = None,
+               base_dir: Path | None = None) -> Spec:
+    if not isinstance(data, dict):
+        raise SpecError(source, [("", None, "a sweep file is a mapping with name, data, models, ...")])
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(source, _problems(err, root_node)) from None
+    return _absolute(spec, base_dir or Path.cwd())
+
+
+def _absolute(spec: Spec, base: Path) -> Spec:
+    root = spec.data.root if spec.data.root.is_absolute() else (base / spec.data.root)
+    storage = spec.storage_dir
+    if "://" not in storage and not os.path.isabs(storage):
+        storage = str((base / storage).resolve())
+    return spec.model_copy(update={"data": spec.data.model_copy(update={"root": root.resolve()}),
+                                   "storage": storage})
+
+
+def load_spec(path: str | os.PathLike, overrides: dict | None = None) -> Spec:
+    """Read and validate a sweep file. Relative paths in it are taken from the current directory."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise SpecError(str(path), [("", None, f"cannot read the sweep file: {err.strerror}")]) from None
+    try:
+        root_node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        raise SpecError(str(path), [("", mark.line + 1 if mark else None, f"not valid YAML: {err}")]) from None
+    if isinstance(data, dict) and overrides:
+        data = {**data, **overrides}
+    return parse_spec(data, str(path), root_node)

@@ -1,0 +1,1 @@
+"""Sweep: search space → grouped Optuna searcher → Ray Tune trainable → runner."""

@@ -1,0 +1,39 @@
+"""Live progress in the terminal: one line per epoch result and per finished trial."""
+
+from __future__ import annotations
+
+from ray.tune import Callback
+from rich.console import Console
+
+
+class ProgressPrinter(Callback):
+    def __init__(self, metric: str = "val_acc", total: int | None = None):
+        self.metric = metric
+        self.total = total
+        self.done = 0
+
+    @property
+    def console(self) -> Console:
+        return _CONSOLE
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        model = (trial.config or {}).get("model", "?")
+        value = result.get(self.metric)
+        flag = " [red]diverged[/]" if result.get("diverged") else ""
+        self.console.print(f"  {trial.trial_id} {model:<28} epoch {result.get('training_iteration'):>3}  "
+                           f"{self.metric} {value:.4f}  ({result.get('epoch_seconds', 0):.1f}s){flag}")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.done += 1
+        self._finished(trial, "done")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.done += 1
+        self._finished(trial, "[red]error[/]")
+
+    def _finished(self, trial, what):
+        of = f"/{self.total}" if self.total else ""
+        self.console.print(f"[bold]{trial.trial_id} {what}[/] ({self.done}{of} trials)")
+
+
+_CONSOLE = Console()

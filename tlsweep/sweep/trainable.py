@@ -1,0 +1,37 @@
+"""The Ray Tune function trainable: a thin wrapper over ``tlsweep.train.Trial``."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import ray.tune as tune
+import torch
+
+from ..train import Trial
+from .space import trial_config
+
+
+def train_trial(config: dict, spec: dict) -> None:
+    """Restore from the trial's last checkpoint if Tune hands one over, then report every epoch."""
+    torch.set_num_threads(max(1, int(os.environ.get("TLSWEEP_TORCH_THREADS", spec["resources"]["cpu"]))))
+    trial = Trial(trial_config(spec, config))
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            trial.restore(directory)
+    info = {"model_label": config["model"], "total_params": trial.total_params,
+            "trainable_params": trial.trainable_params, "node_ip": _node_ip()}
+    for metrics in trial.run():
+        with tempfile.TemporaryDirectory() as directory:
+            trial.save(directory)
+            tune.report({**metrics, **info}, checkpoint=tune.Checkpoint.from_directory(directory))
+
+
+def _node_ip() -> str:
+    import ray.util
+
+    try:
+        return ray.util.get_node_ip_address()
+    except Exception:  # noqa: BLE001 - informational only
+        return "unknown"

@@ -1,0 +1,242 @@
+"""One trial, free of Ray: build data and model from a plain config, train epoch by epoch, yield metrics.
+
+A trial config is a flat dict of hyperparameters plus ``model`` (plain model config), ``model_label``,
+``data`` (plain data section), ``epochs`` and ``seed`` (see ``tlsweep.sweep.space.trial_config``).
+A checkpoint is a plain dict of tensors and numbers, loadable with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from .data import load_splits
+from .data.transforms import build_transform
+from .models import build_model
+from .models.transfer import count_parameters
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class TransformedDataset(Dataset):
+    def __init__(self, base: Dataset, transform):
+        self.base = base
+        self.transform = transform
+        self.targets = getattr(base, "targets", None)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int):
+        image, label = self.base[index]
+        return self.transform(image), label
+
+
+OPTIMIZERS = {
+    "adam": lambda params, c: torch.optim.Adam(params, lr=c["lr"], weight_decay=c.get("weight_decay", 0.0)),
+    "adamw": lambda params, c: torch.optim.AdamW(params, lr=c["lr"], weight_decay=c.get("weight_decay", 0.0)),
+    "sgd": lambda params, c: torch.optim.SGD(params, lr=c["lr"], momentum=c.get("momentum", 0.9),
+                                             weight_decay=c.get("weight_decay", 0.0)),
+}
+
+# name → (builder(optimizer, config, steps_per_epoch), when it steps: "epoch", "batch" or "metric")
+LR_SCHEDULERS = {
+    "none": (lambda opt, c, n: None, "epoch"),
+    "plateau": (lambda opt, c, n: torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, mode="min", factor=c.get("plateau_factor", 0.1), patience=int(c.get("plateau_patience", 2))), "metric"),
+    "cosine": (lambda opt, c, n: torch.optim.lr_scheduler.CosineAnnealingLR(
+        opt, T_max=c["epochs"], eta_min=c.get("cosine_eta_min", 0.0)), "epoch"),
+    "step": (lambda opt, c, n: torch.optim.lr_scheduler.StepLR(
+        opt, step_size=int(c.get("step_size", 5)), gamma=c.get("step_gamma", 0.1)), "epoch"),
+    "onecycle": (lambda opt, c, n: torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=c["lr"], total_steps=max(1, c["epochs"] * n), pct_start=c.get("onecycle_pct_start", 0.3)),
+        "batch"),
+}
+
+
+def resolve_device(requested: str | None = "auto") -> torch.device:
+    if requested in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, generator=None,
+                pin_memory: bool = False) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+                      generator=generator, pin_memory=pin_memory, persistent_workers=num_workers > 0,
+                      drop_last=False)
+
+
+class Trial:
+    """Holds a trial's data, model, optimizer and LR scheduler; ``run()`` yields one metrics dict per epoch."""
+
+    def __init__(self, config: dict, device: str | torch.device | None = None, splits=None):
+        self.config = config
+        self.device = resolve_device(device if device is not None else config.get("device", "auto"))
+        self.epoch = 0
+        self.history: list[dict] = []
+        torch.manual_seed(int(config.get("seed", 0)))
+        data = config["data"]
+        self.splits = splits or load_splits(data, int(config.get("seed", 0)))
+        self.classes = self.splits.classes
+        size = int(data.get("image_size", 224))
+        workers = int(data.get("num_workers", 0))
+        pin = self.device.type == "cuda"
+        self.generator = torch.Generator().manual_seed(int(config.get("seed", 0)))
+        batch_size = int(config["batch_size"])
+        self.train_loader = make_loader(
+            TransformedDataset(self.splits.train, build_transform(size, data.get("augment", "none"), train=True)),
+            batch_size, True, workers, self.generator, pin)
+        self.val_loader = make_loader(TransformedDataset(self.splits.val, build_transform(size)),
+                                      max(batch_size, 64), False, workers, pin_memory=pin)
+        self.model = build_model(config["model"], len(self.classes), config.get("freeze_depth", 0.0)).to(self.device)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = OPTIMIZERS[config.get("optimizer", "adam")](params, config)
+        build_sched, self.sched_step = LR_SCHEDULERS[config.get("lr_scheduler", "none")]
+        self.scheduler = build_sched(self.optimizer, config, len(self.train_loader))
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=float(config.get("label_smoothing", 0.0)))
+        self.total_params, self.trainable_params = count_parameters(self.model)
+
+    @property
+    def max_epochs(self) -> int:
+        return int(self.config["epochs"])
+
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def train_epoch(self) -> dict:
+        self.model.train()
+        total, correct, loss_sum = 0, 0, 0.0
+        start = time.perf_counter()
+        for images, labels in self.train_loader:
+            images = images.to(self.device, non_blocking=True)
+            labels = labels.to(self.device, non_blocking=True)
+            logits = self.model(images)
+            loss = self.loss_fn(logits, labels)
+            if not torch.isfinite(loss):
+                raise Diverged(f"training loss became {loss.item()} at epoch {self.epoch + 1}")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            if self.scheduler is not None and self.sched_step == "batch":
+                self.scheduler.step()
+            n = labels.size(0)
+            total += n
+            loss_sum += loss.item() * n
+            correct += (logits.argmax(1) == labels).sum().item()
+        seconds = time.perf_counter() - start
+        return {"train_loss": loss_sum / total, "train_acc": correct / total,
+                "train_seconds": seconds, "images_per_s": total / seconds}
+
+    @torch.no_grad()
+    def evaluate(self, loader: DataLoader | None = None) -> dict:
+        self.model.eval()
+        total, correct, loss_sum = 0, 0, 0.0
+        for images, labels in loader or self.val_loader:
+            images, labels = images.to(self.device), labels.to(self.device)
+            logits = self.model(images)
+            loss_sum += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
+            correct += (logits.argmax(1) == labels).sum().item()
+            total += labels.size(0)
+        return {"val_loss": loss_sum / max(total, 1), "val_acc": correct / max(total, 1)}
+
+    def step(self) -> dict:
+        """Train one epoch and evaluate; a diverged epoch returns metrics with ``diverged=True``."""
+        start = time.perf_counter()
+        lr = self.lr()
+        try:
+            metrics = self.train_epoch()
+        except Diverged as err:
+            self.epoch += 1
+            metrics = {"epoch": self.epoch, "train_loss": math.inf, "train_acc": 0.0, "val_loss": math.inf,
+                       "val_acc": 0.0, "lr": lr, "diverged": True, "error": str(err),
+                       "epoch_seconds": time.perf_counter() - start}
+            self.history.append(metrics)
+            return metrics
+        metrics.update(self.evaluate())
+        if self.scheduler is not None:
+            if self.sched_step == "metric":
+                self.scheduler.step(metrics["val_loss"])
+            elif self.sched_step == "epoch":
+                self.scheduler.step()
+        self.epoch += 1
+        metrics.update(epoch=self.epoch, lr=lr, diverged=False, epoch_seconds=time.perf_counter() - start)
+        self.history.append(metrics)
+        return metrics
+
+    def run(self) -> Iterator[dict]:
+        """Epochs from the current one to ``epochs``; stops after a diverged epoch."""
+        while self.epoch < self.max_epochs:
+            metrics = self.step()
+            yield metrics
+            if metrics["diverged"]:
+                return
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "epoch": self.epoch,
+            "rng": {"torch": torch.get_rng_state(), "loader": self.generator.get_state()},
+            "history": self.history,
+            "classes": self.classes,
+            "config": _plain(self.config),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch = int(state["epoch"])
+        self.history = list(state.get("history", []))
+        torch.set_rng_state(state["rng"]["torch"])
+        self.generator.set_state(state["rng"]["loader"])
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write the checkpoint atomically (temp file, then rename)."""
+        return save_checkpoint(self.state_dict(), Path(directory) / CHECKPOINT_FILE)
+
+    def restore(self, directory: str | os.PathLike) -> None:
+        self.load_state_dict(load_checkpoint(Path(directory) / CHECKPOINT_FILE))
+
+
+def _plain(value):
+    """Config values as plain Python (str paths), so checkpoints load with ``weights_only=True``."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def save_checkpoint(state: dict, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def fit(config: dict, device=None) -> list[dict]:
+    """Run a whole trial and return its per-epoch metrics."""
+    trial = Trial(config, device)
+    return list(trial.run())

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Hyperparameter sweeps for transfer learning on image classification.")
 data_app = typer.Typer(no_args_is_help=True, help="Datasets: make, inspect, export.")
 app.add_typer(data_app, name="data")
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def _load(path: Path, **overrides):
@@ -64,7 +66,7 @@ def run(
     spec = _load(file)
     from .data.sources import DataError
     from .sweep.progress import ProgressPrinter
-    from .sweep.runner import run_sweep
+    from .sweep.runner import ResourceError, run_sweep
     from .sweep.space import total_trials
 
     plain = spec.to_plain()
@@ -75,8 +77,8 @@ def run(
     try:
         result = run_sweep(spec, address=address, num_samples=num_samples, resume=resume,
                            callbacks=[ProgressPrinter(spec.scheduler.metric, total_trials(plain))])
-    except DataError as err:
-        err_console.print(f"[red]data error:[/] {err}", highlight=False)
+    except (DataError, ResourceError) as err:
+        err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         err_console.print(f"interrupted; continue with: tlsweep run {file} --resume")
@@ -94,12 +96,26 @@ def print_summary(result, metric: str, mode: str) -> None:
     table = Table("model", metric, "epochs", "lr", "batch", "freeze", "optimizer", "lr scheduler",
                   title="best trial per model")
     for model, row in best.iterrows():
-        table.add_row(str(model), f"{row[metric]:.4f}", f"{row['best_epoch']}/{row['epochs']}",
+        table.add_row(escape(str(model)), f"{row[metric]:.4f}", f"{row['best_epoch']}/{row['epochs']}",
                       f"{row.get('config/lr', float('nan')):.2e}", str(row.get("config/batch_size")),
                       str(row.get("config/freeze_depth")), str(row.get("config/optimizer")),
                       str(row.get("config/lr_scheduler")))
     console.print(table)
     console.print(f"results: {result.storage}  (tensorboard --logdir {result.storage})")
+
+
+@app.command()
+def demo(
+    data: Path = typer.Option(Path("data/shapes"), help="Where the generated demo images go."),
+    sweep: Path = typer.Option(Path("sweeps/shapes.yaml"), help="The demo sweep file."),
+) -> None:
+    """The offline demo: generate a small image dataset, then run the demo sweep on it."""
+    if not data.exists():
+        from .data.synthetic import make_shapes_dataset
+
+        make_shapes_dataset(data)
+        console.print(f"wrote demo images to {data}")
+    run(sweep, address=None, num_samples=None, resume=False)
 
 
 @data_app.command("synth")

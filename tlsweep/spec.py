@@ -89,7 +89,7 @@ class ModelSpec(Strict):
             return self.id
         if self.name:
             return self.name
-        return f"{'+'.join(self.ensemble)}[{self.fusion}]"
+        return f"{'+'.join(self.ensemble)}-{self.fusion}"
 
 
 class SearchSpec(Strict):
@@ -110,20 +110,16 @@ class SearchSpec(Strict):
     cosine_eta_min: Param = 0.0
     onecycle_pct_start: Param = 0.3
 
-    @model_validator(mode="after")
-    def _domains(self):
-        problems = []
-        for name, check in _DOMAIN_CHECKS.items():
-            param = getattr(self, name)
-            bounds = param.bounds() if isinstance(param, Distribution) else None
-            values = list(bounds) if bounds else candidate_values(param)
-            for v in values:
-                message = check(v)
-                if message:
-                    problems.append(f"{name}: {message} (got {v!r})")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
+    @field_validator("*", mode="after")
+    @classmethod
+    def _domain(cls, param, info):
+        check = _DOMAIN_CHECKS[info.field_name]
+        bounds = param.bounds() if isinstance(param, Distribution) else None
+        for v in (list(bounds) if bounds else candidate_values(param)):
+            message = check(v)
+            if message:
+                raise ValueError(f"{message} (got {v!r})")
+        return param
 
     def params(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in type(self).model_fields}

@@ -108,6 +108,8 @@ def imagefolder(data: dict, seed: int) -> Splits:
             parts[name] = _scan(root / name, classes)[1]
     else:
         classes, samples = _scan(root)
+        if not samples:
+            raise DataError(f"{root}: no images found in its class folders ({', '.join(classes) or 'none'})")
         idx = stratified_split([y for _, y in samples], data.get("split") or
                                {"train": 0.7, "val": 0.15, "test": 0.15}, seed)
         parts = {name: [samples[i] for i in idx[name]] for name in SPLIT_NAMES}

@@ -26,6 +26,8 @@ class Ensemble(nn.Module):
         if fusion == "logits":
             self.combiner = nn.Linear(num_classes * len(members), num_classes)
         elif fusion == "features":
+            for m in members:  # members only supply pooled features
+                m.head = nn.Identity()
             self.projections = nn.ModuleList(nn.Linear(m.feature_dim, proj_dim) for m in members)
             head = head or {"hidden": (1024, 512), "dropout": 0.5, "norm": "layernorm"}
             self.combiner = build_head(proj_dim * len(members), num_classes, **head)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ray.tune import Callback
 from rich.console import Console
+from rich.markup import escape
 
 
 class ProgressPrinter(Callback):
@@ -17,7 +18,7 @@ class ProgressPrinter(Callback):
         return _CONSOLE
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        model = (trial.config or {}).get("model", "?")
+        model = escape(str((trial.config or {}).get("model", "?")))
         value = result.get(self.metric)
         flag = " [red]diverged[/]" if result.get("diverged") else ""
         self.console.print(f"  {trial.trial_id} {model:<28} epoch {result.get('training_iteration'):>3}  "

@@ -14,6 +14,7 @@ import pandas as pd
 from ..spec import Spec
 from .space import build_groups, samples_per_group, total_trials
 
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 SPEC_FILE = "tlsweep_spec.json"
 SUMMARY_FILE = "summary.csv"
 log = logging.getLogger(__name__)
@@ -58,12 +59,38 @@ def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | N
                  log_to_driver=False, configure_logging=False)
 
 
+class ResourceError(RuntimeError):
+    """The cluster cannot host one trial of the sweep."""
+
+
+def check_resources(resources: dict) -> None:
+    """Fail early when no node could ever run a trial (e.g. GPUs asked on a cluster without any)."""
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    need = {"CPU": resources["cpu"], "GPU": resources["gpu"]}
+    if any(all(node.get(k, 0) >= v for k, v in need.items() if v) for node in nodes):
+        return
+    have = ray.cluster_resources()
+    raise ResourceError(
+        f"each trial asks for {need['CPU']:g} CPU and {need['GPU']:g} GPU, but no node of the Ray cluster has that "
+        f"(cluster: {have.get('CPU', 0):g} CPU, {have.get('GPU', 0):g} GPU in all). Lower `resources` in the sweep "
+        f"file or attach to a cluster with GPUs (--address)."
+    )
+
+
 def _write_spec(plain: dict, storage: str) -> None:
     if "://" in storage:
         return
     path = Path(storage)
     path.mkdir(parents=True, exist_ok=True)
     (path / SPEC_FILE).write_text(json.dumps(plain, indent=2, default=str))
+
+
+def trial_dirname(trial) -> str:
+    """Short trial folder names: ``<trial id>_<model>`` instead of Tune's config dump."""
+    model = str((trial.config or {}).get("model", "trial")).replace("/", "_")
+    return f"{trial.trial_id}_{model}"
 
 
 def build_tuner(plain: dict, callbacks: list | None = None):
@@ -93,7 +120,9 @@ def build_tuner(plain: dict, callbacks: list | None = None):
         trainable,
         tune_config=tune.TuneConfig(metric=metric, mode=mode, search_alg=searcher, scheduler=scheduler,
                                     num_samples=total_trials(plain),
-                                    max_concurrent_trials=plain.get("max_concurrent")),
+                                    max_concurrent_trials=plain.get("max_concurrent"),
+                                    trial_name_creator=trial_dirname, trial_dirname_creator=trial_dirname,
+                                    reuse_actors=True),
         run_config=tune.RunConfig(
             name=name, storage_path=storage_path, verbose=0, callbacks=callbacks or [],
             failure_config=tune.FailureConfig(max_failures=plain["max_failures"]),
@@ -115,6 +144,7 @@ def run_sweep(spec: Spec, address: str | None = None, num_samples: int | None = 
     plain["scheduler"]["mode"] = spec.scheduler.resolved_mode
     load_splits(plain["data"], plain["seed"])  # dataset problems surface before Ray starts
     init_ray(address)
+    check_resources(plain["resources"])
     from ray import tune
 
     start = time.perf_counter()

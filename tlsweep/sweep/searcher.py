@@ -12,6 +12,12 @@ from ray.tune.search.optuna import OptunaSearch
 from .space import Group
 
 
+def _quiet_optuna():
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
 def _tpe(seed):
     import optuna
 
@@ -31,6 +37,7 @@ class GroupedSearcher(Searcher):
     def __init__(self, groups: list[Group], samples_per_group: int, metric: str, mode: str,
                  sampler: str = "optuna", seed: int | None = 0):
         super().__init__(metric=metric, mode=mode)
+        _quiet_optuna()
         self.groups = groups
         self.samples_per_group = samples_per_group
         self.studies: list[OptunaSearch | None] = [

@@ -1,0 +1,45 @@
+"""Shared fixtures: a generated learnable ImageFolder and a small sweep spec over it (weights=none)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("TLSWEEP_TORCH_THREADS", "1")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+
+@pytest.fixture(scope="session")
+def shapes_root(tmp_path_factory):
+    from tlsweep.data.synthetic import make_shapes_dataset
+
+    return make_shapes_dataset(tmp_path_factory.mktemp("data") / "shapes", num_classes=3,
+                               per_class={"train": 24, "val": 12, "test": 12}, size=32, seed=0)
+
+
+@pytest.fixture()
+def spec_dict(shapes_root, tmp_path):
+    """A valid plain sweep mapping; tests change what they need."""
+    return {
+        "name": "tiny",
+        "data": {"root": str(shapes_root), "image_size": 32},
+        "weights": "none",
+        "models": ["resnet18", "mobilenet_v3_small", {"ensemble": ["resnet18", "mobilenet_v3_small"],
+                                                      "fusion": "logits"}],
+        "search": {"lr": {"loguniform": [1e-3, 1e-2]}, "batch_size": {"choice": [8, 16]},
+                   "freeze_depth": {"choice": [0, 0.5]}, "optimizer": "adam", "lr_scheduler": "none"},
+        "epochs": 3,
+        "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+        "searcher": {"type": "optuna", "seed": 0},
+        "num_samples": 2,
+        "storage": str(tmp_path / "results" / "tiny"),
+    }
+
+
+def trial_config_for(shapes_root, **overrides) -> dict:
+    config = {"model": {"name": "resnet18", "weights": "none"}, "model_label": "resnet18",
+              "data": {"root": str(shapes_root), "image_size": 32}, "epochs": 3, "seed": 0, "lr": 1e-3,
+              "batch_size": 16, "optimizer": "adam", "lr_scheduler": "none", "freeze_depth": 0.0}
+    config.update(overrides)
+    return config

@@ -1,10 +1,28 @@
 #!/usr/bin/env bash
-# Create .venv and install tlsweep with its pinned dependencies. Idempotent: reinstalls only when
-# pyproject.toml changed. Set PYTHON to choose the interpreter (3.11+).
+# Set up tlsweep in .venv: `bash scripts/setup.sh [demo|test]`.
+#   (none)  the package and its pinned Python dependencies
+#   demo    + what the offline demo needs
+#   test    + what the test suite needs
+# Idempotent: pip runs again only when pyproject.toml changed. PYTHON picks the interpreter (3.11+).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+mode=${1:-}
 PY=${PYTHON:-python3}
 "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "tlsweep needs Python 3.11+ ($PY is older)" >&2; exit 1; }
+
+apt_install() {  # apt_install PACKAGE... : install Debian packages when missing (root + apt), else say what to do
+  local missing=()
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "installing Debian packages: ${missing[*]}"
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "note: please install ${missing[*]} (Debian/Ubuntu: sudo apt-get install ${missing[*]})" >&2
+    return 1
+  fi
+}
+
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 stamp=.venv/.tlsweep-installed
 want=$(sha256sum pyproject.toml | cut -c1-16)
@@ -13,3 +31,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]' 2> >(grep -v "is ignored: it is neither" >&2)
   echo "$want" > "$stamp"
 fi
+
+case "$mode" in
+  "") ;;
+  demo) ;;
+  test) ;;
+  *) echo "usage: bash scripts/setup.sh [demo|test]" >&2; exit 2 ;;
+esac

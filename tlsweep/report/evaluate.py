@@ -1,0 +1,91 @@
+"""Evaluate a picked checkpoint once on the held-out test split (selection happened on val before)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.transforms import build_transform
+from ..models import build_model
+from ..models.transfer import count_parameters
+from ..train import TransformedDataset, load_checkpoint, make_loader
+
+
+@dataclass
+class Evaluation:
+    labels: np.ndarray  # true class per test image
+    preds: np.ndarray
+    probs: np.ndarray  # (n, classes)
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    macro_f1: float
+    report: dict  # sklearn classification_report(output_dict=True)
+    report_text: str
+    confusion: np.ndarray
+    latency_ms: float  # batch-1 forward, median
+    total_params: int
+    trainable_params: int
+
+
+def load_model(checkpoint: str | Path, num_classes: int) -> nn.Module:
+    """Rebuild the trial's model from the config stored in the checkpoint; tensors only (weights_only)."""
+    state = load_checkpoint(checkpoint)
+    config = state["config"]
+    model = build_model(config["model"], num_classes, config.get("freeze_depth", 0.0))
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+def bootstrap_ci(correct: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of a 0/1 vector."""
+    if len(correct) == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = correct[rng.integers(0, len(correct), size=(n_boot, len(correct)))].mean(axis=1)
+    alpha = (1 - level) / 2
+    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+
+
+@torch.no_grad()
+def predict(model: nn.Module, dataset, image_size: int, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    loader = make_loader(TransformedDataset(dataset, build_transform(image_size)), batch_size, False, 0)
+    probs, labels = [], []
+    for images, y in loader:
+        probs.append(model(images).softmax(dim=1))
+        labels.append(y)
+    return torch.cat(labels).numpy(), torch.cat(probs).numpy()
+
+
+@torch.no_grad()
+def latency_ms(model: nn.Module, image_size: int, repeats: int = 5) -> float:
+    x = torch.randn(1, 3, image_size, image_size)
+    model(x)  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model(x)
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times))
+
+
+def evaluate(model: nn.Module, dataset, classes: list[str], image_size: int) -> Evaluation:
+    from sklearn.metrics import classification_report, confusion_matrix, f1_score
+
+    labels, probs = predict(model, dataset, image_size)
+    preds = probs.argmax(axis=1)
+    correct = (preds == labels).astype(float)
+    low, high = bootstrap_ci(correct)
+    ids = list(range(len(classes)))
+    kw = dict(labels=ids, target_names=classes, zero_division=0)
+    total, trainable = count_parameters(model)
+    return Evaluation(
+        labels, preds, probs, float(correct.mean()) if len(correct) else float("nan"), low, high,
+        float(f1_score(labels, preds, labels=ids, average="macro", zero_division=0)),
+        classification_report(labels, preds, output_dict=True, **kw), classification_report(labels, preds, **kw),
+        confusion_matrix(labels, preds, labels=ids), latency_ms(model, image_size), total, trainable)

@@ -1,0 +1,97 @@
+"""Pick the best checkpoint per model by the validation metric, evaluate each once on test, tabulate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from .collect import Sweep, TrialRecord
+from .evaluate import Evaluation
+
+CONFIG_COLUMNS = ("lr", "batch_size", "freeze_depth", "optimizer", "lr_scheduler")
+
+
+@dataclass
+class Pick:
+    """The chosen checkpoint of one model: its trial, epoch and validation row."""
+
+    model: str
+    trial: TrialRecord
+    epoch: int
+    val: pd.Series
+
+    @property
+    def checkpoint(self):
+        return self.trial.checkpoints[self.epoch]
+
+
+def pick_best(sweep: Sweep) -> dict[str, Pick]:
+    """Per model, the kept checkpoint with the best validation metric (never test), best model first."""
+    best: dict[str, Pick] = {}
+    sign = -1 if sweep.mode == "max" else 1
+    for trial in sweep.trials:
+        if trial.status in ("diverged", "error"):
+            continue
+        row = trial.best_row(sweep.metric, sweep.mode)
+        if row is None:
+            continue
+        pick = Pick(trial.model, trial, int(row["training_iteration"]), row)
+        old = best.get(trial.model)
+        if old is None or sign * row[sweep.metric] < sign * old.val[sweep.metric]:
+            best[trial.model] = pick
+    return dict(sorted(best.items(), key=lambda kv: sign * kv[1].val[sweep.metric]))
+
+
+def leaderboard(sweep: Sweep, picks: dict[str, Pick], evals: dict[str, Evaluation]) -> pd.DataFrame:
+    """One row per model/ensemble, ordered by test accuracy."""
+    rows = []
+    for model, pick in picks.items():
+        ev = evals[model]
+        trials = [t for t in sweep.trials if t.model == model]
+        h = pick.trial.history
+        rows.append({
+            "model": model,
+            "test_acc": ev.accuracy, "test_acc_ci_low": ev.ci_low, "test_acc_ci_high": ev.ci_high,
+            "val_acc": float(pick.val.get("val_acc", float("nan"))), "macro_f1": ev.macro_f1,
+            **{c: pick.trial.config.get(c) for c in CONFIG_COLUMNS},
+            "epoch": pick.epoch, "epochs_trained": pick.trial.epochs,
+            "trials_run": len(trials), "trials_stopped": sum(t.status == "stopped" for t in trials),
+            "trials_failed": sum(t.status in ("error", "diverged") for t in trials),
+            "wall_s": float(sum(t.history["epoch_seconds"].sum() for t in trials if "epoch_seconds" in t.history)),
+            "total_params": ev.total_params, "trainable_params": ev.trainable_params,
+            "train_images_per_s": float(h["images_per_s"].mean()) if "images_per_s" in h else None,
+            "latency_ms": ev.latency_ms,
+            "trial_id": pick.trial.trial_id, "checkpoint": str(pick.checkpoint),
+        })
+    frame = pd.DataFrame(rows)
+    return frame.sort_values("test_acc", ascending=False, kind="stable").reset_index(drop=True) if rows else frame
+
+
+def to_markdown(frame: pd.DataFrame) -> str:
+    """A GitHub-style table without extra dependencies (pandas' to_markdown needs tabulate)."""
+    shown = display_frame(frame)
+    head = "| " + " | ".join(shown.columns) + " |"
+    sep = "|" + "|".join("---" for _ in shown.columns) + "|"
+    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in shown.itertuples(index=False)]
+    return "\n".join([head, sep, *body]) + "\n"
+
+
+def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rounded, human columns for Markdown/HTML/terminal."""
+    out = pd.DataFrame({"model": frame["model"]})
+    out["test acc (95% CI)"] = [f"{a:.3f} [{lo:.3f}, {hi:.3f}]" for a, lo, hi in
+                                zip(frame["test_acc"], frame["test_acc_ci_low"], frame["test_acc_ci_high"])]
+    out["val acc"] = frame["val_acc"].map("{:.3f}".format)
+    out["macro F1"] = frame["macro_f1"].map("{:.3f}".format)
+    out["lr"] = frame["lr"].map(lambda v: f"{v:.2e}" if isinstance(v, (int, float)) else str(v))
+    for c in ("batch_size", "freeze_depth", "optimizer", "lr_scheduler"):
+        out[c.replace("_", " ")] = frame[c].astype(str)
+    out["epochs"] = [f"{e}/{n}" for e, n in zip(frame["epoch"], frame["epochs_trained"])]
+    out["trials (stopped)"] = [f"{r} ({s})" for r, s in zip(frame["trials_run"], frame["trials_stopped"])]
+    out["wall s"] = frame["wall_s"].map("{:.1f}".format)
+    out["params (trainable)"] = [f"{t / 1e6:.2f}M ({tr / 1e6:.2f}M)" for t, tr in
+                                 zip(frame["total_params"], frame["trainable_params"])]
+    out["train img/s"] = frame["train_images_per_s"].map(lambda v: f"{v:.0f}" if v == v and v is not None else "-")
+    out["latency ms"] = frame["latency_ms"].map("{:.1f}".format)
+    return out

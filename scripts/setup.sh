@@ -35,6 +35,6 @@ fi
 case "$mode" in
   "") ;;
   demo) ;;
-  test) ;;
+  test) apt_install chromium chromium-driver ;;  # the report test renders report.html headless
   *) echo "usage: bash scripts/setup.sh [demo|test]" >&2; exit 2 ;;
 esac

@@ -118,6 +118,35 @@ def demo(
     run(sweep, address=None, num_samples=None, resume=False)
 
 
+@app.command()
+def report(
+    results_dir: Path = typer.Argument(..., help="The sweep's storage folder (finished, running, or copied)."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default RESULTS_DIR/report)."),
+    cam_images: int = typer.Option(8, min=0, help="Test images in the Grad-CAM grid and galleries."),
+) -> None:
+    """Leaderboard (picked on val, evaluated once on test), plots, Grad-CAM and report.html."""
+    from .data.sources import DataError
+    from .report import ReportError, make_report
+
+    try:
+        page = make_report(results_dir, out, cam_images=cam_images)
+    except (ReportError, DataError) as err:
+        err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
+        raise typer.Exit(2) from None
+    import pandas as pd
+
+    from .report.leaderboard import display_frame
+
+    shown = display_frame(pd.read_csv(page.parent / "leaderboard.csv"))[
+        ["model", "test acc (95% CI)", "val acc", "macro F1", "lr", "epochs", "trials (stopped)",
+         "params (trainable)", "latency ms"]]
+    table = Table(*shown.columns, title="leaderboard (picked on val, scored on test)")
+    for row in shown.itertuples(index=False):
+        table.add_row(*(escape(str(v)) for v in row))
+    console.print(table)
+    console.print(f"report: {page}")
+
+
 @data_app.command("synth")
 def data_synth(
     root: Path = typer.Argument(..., help="Folder to write the ImageFolder into."),

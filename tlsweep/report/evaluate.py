@@ -28,7 +28,7 @@ class Evaluation:
     report: dict  # sklearn classification_report(output_dict=True)
     report_text: str
     confusion: np.ndarray
-    latency_ms: float  # batch-1 forward, median
+    latency_ms: float  # batch-1 forward, best of 10
     total_params: int
     trainable_params: int
 
@@ -63,15 +63,17 @@ def predict(model: nn.Module, dataset, image_size: int, batch_size: int = 64) ->
 
 
 @torch.no_grad()
-def latency_ms(model: nn.Module, image_size: int, repeats: int = 5) -> float:
+def latency_ms(model: nn.Module, image_size: int, repeats: int = 10) -> float:
+    """Batch-1 forward time, best of ``repeats`` (robust to other load on the machine)."""
     x = torch.randn(1, 3, image_size, image_size)
-    model(x)  # warm-up
+    for _ in range(2):  # warm-up (first calls build kernels)
+        model(x)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         model(x)
         times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times))
+    return 1000 * float(min(times))
 
 
 def evaluate(model: nn.Module, dataset, classes: list[str], image_size: int) -> Evaluation:

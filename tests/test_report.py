@@ -1,0 +1,169 @@
+"""Report on a real tiny sweep: leaderboard picked on val and scored on test, plots, Grad-CAM, HTML in Chromium."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+MODELS = {"resnet18", "mobilenet_v3_small", "resnet18+mobilenet_v3_small-logits"}
+CAM_IMAGES = 4
+
+
+@pytest.fixture(scope="module")
+def sweep_report(shapes_root, tmp_path_factory):
+    """One real Ray sweep (3 models × 2 trials, ASHA) and its report."""
+    import ray
+
+    from tlsweep.report import make_report
+    from tlsweep.spec import parse_spec
+    from tlsweep.sweep.runner import run_sweep
+
+    storage = tmp_path_factory.mktemp("results") / "tiny"
+    spec = parse_spec({
+        "name": "tiny", "data": {"root": str(shapes_root), "image_size": 32}, "weights": "none",
+        "models": ["resnet18", "mobilenet_v3_small", {"ensemble": ["resnet18", "mobilenet_v3_small"],
+                                                      "fusion": "logits"}],
+        "search": {"lr": {"loguniform": [1e-3, 1e-2]}, "batch_size": {"choice": [8, 16]},
+                   "freeze_depth": {"choice": [0, 0.5]}, "optimizer": "adam", "lr_scheduler": "none"},
+        "epochs": 3, "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+        "searcher": {"type": "optuna", "seed": 0}, "num_samples": 2, "storage": str(storage)})
+    try:
+        result = run_sweep(spec)
+    finally:
+        ray.shutdown()
+    page = make_report(storage, cam_images=CAM_IMAGES)
+    return result, page
+
+
+def direct_accuracy(checkpoint: str, shapes_root: Path) -> float:
+    """Accuracy of a checkpoint on the test folder, computed without the report package."""
+    from tlsweep.data.transforms import build_transform
+    from tlsweep.models import build_model
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    classes = state["classes"]
+    model = build_model(state["config"]["model"], len(classes), state["config"]["freeze_depth"])
+    model.load_state_dict(state["model"])
+    model.eval()
+    transform = build_transform(32)
+    correct = total = 0
+    with torch.no_grad():
+        for label, name in enumerate(classes):
+            for file in sorted((shapes_root / "test" / name).iterdir()):
+                x = transform(Image.open(file).convert("RGB")).unsqueeze(0)
+                correct += int(model(x).argmax(1).item() == label)
+                total += 1
+    return correct / total
+
+
+@pytest.mark.slow
+def test_report_writes_all_artifacts(sweep_report):
+    _, page = sweep_report
+    out = page.parent
+    assert page.name == "report.html" and out.name == "report"
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert set(board["model"]) == MODELS
+    assert (board["test_acc_ci_low"] <= board["test_acc"]).all() and (board["test_acc"] <= board["test_acc_ci_high"]).all()
+    assert (board["trainable_params"] <= board["total_params"]).all() and (board["latency_ms"] > 0).all()
+    assert (board["trials_run"] == 2).all()
+    md = (out / "leaderboard.md").read_text()
+    assert all(m in md for m in MODELS) and md.count("\n") == 2 + len(MODELS)
+    figures = out / "figures"
+    for name in ("all_trials.png", "accuracy_latency.png", "cam_grid.png", "cam_depths.png", "occlusion.png"):
+        assert Image.open(figures / name).size[0] > 100, name
+    assert len(list(figures.glob("confusion_*.png"))) == 3
+    assert len(list(figures.glob("curves_*.png"))) == 3
+    reports = json.loads((out / "classification_report.json").read_text())
+    assert set(reports) == MODELS and "macro avg" in reports["resnet18"]
+    trials = pd.read_csv(out / "trials.csv")
+    assert len(trials) == 6 and set(trials["status"]) <= {"finished", "stopped"}
+    assert list((out / "tensorboard").glob("*/events.out.tfevents.*")) or list((out / "tensorboard").glob("*/*/events*"))
+
+
+@pytest.mark.slow
+def test_leaderboard_matches_direct_evaluation_of_val_best_checkpoint(sweep_report, shapes_root):
+    result, page = sweep_report
+    board = pd.read_csv(page.parent / "leaderboard.csv")
+    storage = Path(result.storage)
+    for row in board.itertuples():
+        assert direct_accuracy(row.checkpoint, shapes_root) == pytest.approx(row.test_acc)
+        # the picked checkpoint is the best kept checkpoint of this model by validation accuracy
+        kept = []
+        for trial_dir in storage.glob(f"*_{row.model}"):
+            for line in (trial_dir / "result.json").read_text().splitlines():
+                r = json.loads(line)
+                if (trial_dir / r["checkpoint_dir_name"] / "checkpoint.pt").is_file():
+                    kept.append(r["val_acc"])
+        assert row.val_acc == pytest.approx(max(kept))
+        state = torch.load(row.checkpoint, map_location="cpu", weights_only=True)
+        assert state["history"][-1]["val_acc"] == pytest.approx(row.val_acc)
+
+
+@pytest.mark.slow
+def test_cam_grid_has_images_by_models_panels(sweep_report):
+    _, page = sweep_report
+    meta = json.loads((page.parent / "figures" / "cam_grid.json").read_text())
+    board = pd.read_csv(page.parent / "leaderboard.csv")
+    assert meta["rows"] == CAM_IMAGES
+    assert meta["columns"] == ["original", *board["model"]]
+    assert len(set(meta["labels"])) == 3  # images spread over the classes
+    width, height = Image.open(page.parent / "figures" / "cam_grid.png").size
+    assert width / height == pytest.approx(len(meta["columns"]) / CAM_IMAGES, rel=0.25)
+
+
+@pytest.mark.slow
+def test_html_renders_in_headless_chromium(sweep_report, tmp_path):
+    _, page = sweep_report
+    chromium = shutil.which("chromium")
+    assert chromium, "chromium missing: bash scripts/setup.sh test"
+    dom = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+         "--virtual-time-budget=10000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120).stdout
+    n_img = page.read_text().count("<img ")
+    assert n_img >= 10
+    assert f'data-images="{n_img}"' in dom, dom[:500]
+    assert 'data-broken-images="0"' in dom
+    assert 'id="leaderboard"' in dom and all(m in dom for m in MODELS)
+
+
+def test_report_cli_rejects_folder_without_sweep(tmp_path):
+    from typer.testing import CliRunner
+
+    from tlsweep.cli import app
+
+    res = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert res.exit_code == 2
+    assert "tlsweep_spec.json" in res.output
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    from tlsweep.report.plots import pareto_front
+
+    latency = np.array([1.0, 2.0, 3.0, 4.0])
+    accuracy = np.array([0.5, 0.4, 0.8, 0.7])
+    assert pareto_front(latency, accuracy).tolist() == [0, 2]
+
+
+@pytest.mark.slow
+def test_collect_reads_copied_folder_and_status(sweep_report, tmp_path):
+    from tlsweep.report import collect
+
+    result, _ = sweep_report
+    copy = tmp_path / "copy"
+    shutil.copytree(result.storage, copy, ignore=shutil.ignore_patterns("checkpoint_*", "report"))
+    sweep = collect(copy)
+    assert len(sweep.trials) == 6
+    statuses = {t.trial_id: t.status for t in sweep.trials}
+    expected = dict(zip(result.trials["trial_id"], result.trials["status"]))
+    assert statuses == expected
+    assert all(not t.checkpoints for t in sweep.trials)  # checkpoints were not copied

@@ -167,3 +167,14 @@ def test_collect_reads_copied_folder_and_status(sweep_report, tmp_path):
     expected = dict(zip(result.trials["trial_id"], result.trials["status"]))
     assert statuses == expected
     assert all(not t.checkpoints for t in sweep.trials)  # checkpoints were not copied
+
+
+def test_token_reshapes_for_vit_and_swin_cams():
+    from tlsweep.report.cam import RESHAPES
+
+    tokens = torch.arange(2 * 17 * 8, dtype=torch.float32).view(2, 17, 8)  # class token + 4×4 patches
+    out = RESHAPES["vit"](tokens)
+    assert out.shape == (2, 8, 4, 4) and torch.equal(out[:, :, 0, 0], tokens[:, 1, :])
+    conv = torch.zeros(2, 8, 4, 4)
+    assert RESHAPES["vit"](conv) is conv
+    assert RESHAPES["swin"](torch.zeros(2, 7, 7, 96)).shape == (2, 96, 7, 7)

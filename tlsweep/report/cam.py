@@ -17,6 +17,8 @@ from ..models.transfer import TransferModel, resolve_path, stage_members
 
 
 def _vit_reshape(x: torch.Tensor) -> torch.Tensor:
+    if x.dim() == 4:  # the patch-embedding conv is already (B, C, H, W)
+        return x
     tokens = x[:, 1:, :]  # drop the class token
     side = int(math.isqrt(tokens.shape[1]))
     return tokens.reshape(x.shape[0], side, side, x.shape[2]).permute(0, 3, 1, 2)

@@ -29,8 +29,8 @@ def render(out_dir: Path, title: str, summary: str, board: pd.DataFrame, trials:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              f"<style>{STYLE}</style>{CHECK_SCRIPT}</head><body>",
              f"<h1>{html.escape(title)}</h1><p>{html.escape(summary)}</p>",
-             "<h2>Leaderboard</h2><p>Best checkpoint per model picked by validation metric; test split used once "
-             "for the numbers below.</p>",
+             "<h2>Leaderboard</h2><p>Best checkpoint per model picked by the validation metric (rows in that order); "
+             "the test split is used once, for the test columns.</p>",
              board.to_html(index=False, table_id="leaderboard", border=0, escape=True)]
     for heading, images, extra in sections:
         parts.append(f"<h2>{html.escape(heading)}</h2><div class='row'>")

@@ -44,7 +44,7 @@ def pick_best(sweep: Sweep) -> dict[str, Pick]:
 
 
 def leaderboard(sweep: Sweep, picks: dict[str, Pick], evals: dict[str, Evaluation]) -> pd.DataFrame:
-    """One row per model/ensemble, ordered by test accuracy."""
+    """One row per model/ensemble, in pick order (best validation metric first: the test split ranks nothing)."""
     rows = []
     for model, pick in picks.items():
         ev = evals[model]
@@ -64,8 +64,7 @@ def leaderboard(sweep: Sweep, picks: dict[str, Pick], evals: dict[str, Evaluatio
             "latency_ms": ev.latency_ms,
             "trial_id": pick.trial.trial_id, "checkpoint": str(pick.checkpoint),
         })
-    frame = pd.DataFrame(rows)
-    return frame.sort_values("test_acc", ascending=False, kind="stable").reset_index(drop=True) if rows else frame
+    return pd.DataFrame(rows)
 
 
 def to_markdown(frame: pd.DataFrame) -> str:

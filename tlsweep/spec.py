@@ -44,10 +44,20 @@ class SplitSpec(Strict):
         return self
 
 
+class SubsetSpec(Strict):
+    """At most this many images per split (stratified, seeded); unset = all."""
+
+    train: int | None = Field(None, ge=1)
+    val: int | None = Field(None, ge=1)
+    test: int | None = Field(None, ge=1)
+
+
 class DataSpec(Strict):
     root: Path
     source: str = "imagefolder"
     split: SplitSpec = SplitSpec()
+    val_fraction: float | None = Field(None, gt=0, lt=1)
+    subset: SubsetSpec | None = None
     image_size: int = Field(224, ge=16, le=1024)
     num_workers: int = Field(0, ge=0, le=64)
     augment: Literal["none", "flip", "basic"] = "flip"

@@ -143,6 +143,9 @@ def run_sweep(spec: Spec, address: str | None = None, num_samples: int | None = 
     plain = spec.to_plain()
     plain["scheduler"]["mode"] = spec.scheduler.resolved_mode
     load_splits(plain["data"], plain["seed"])  # dataset problems surface before Ray starts
+    from ..weights import ensure_weights
+
+    ensure_weights(plain)  # fetch each weights file once here, not in every trial at once
     init_ray(address)
     check_resources(plain["resources"])
     from ray import tune

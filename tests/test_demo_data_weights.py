@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 from typer.testing import CliRunner
+from torchvision.models._api import Weights, WeightsEnum
 
 from tlsweep.cli import app
 from tlsweep.data import load_splits
@@ -145,7 +146,8 @@ def test_right_weights_file_lands_where_torch_hub_finds_it(tmp_path, torch_home)
     entry, target = import_weights(path, catalog=[KnownWeights("Tiny_Weights.V1", url)])
     assert entry.label == "Tiny_Weights.V1"
     assert target == torch_home / "hub" / "checkpoints" / f"tiny-{digest[:8]}.pth"
-    loaded = torch.hub.load_state_dict_from_url(url, check_hash=True, weights_only=True)
+    tiny = WeightsEnum("Tiny_Weights", {"V1": Weights(url=url, transforms=None, meta={})})
+    loaded = tiny.V1.get_state_dict(progress=False, check_hash=True)  # torchvision's own loading path
     assert torch.equal(loaded["w"], state["w"])
     with pytest.raises(WeightsError, match="matches none"):
         import_weights(path)  # not one of torchvision's files

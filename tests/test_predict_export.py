@@ -12,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from tests.conftest import trial_config_for
+from .conftest import trial_config_for
 from tlsweep.checkpoints import CheckpointError, resolve_checkpoint
 from tlsweep.export import ExportError, export_checkpoint
 from tlsweep.predict import PredictError, image_files, load_predictor, write_csv
@@ -64,7 +64,6 @@ def test_predict_matches_trained_model(trained, shapes_root):
 
 def test_folder_to_csv(trained, shapes_root, tmp_path):
     _, path = trained
-    (shapes_root / "notes.txt").exists() or None
     files = image_files([shapes_root / "test"])
     assert len(files) == 36 and all(f.suffix == ".png" for f in files)
     preds = load_predictor(path).predict(files, top_k=2, batch_size=7)

@@ -248,6 +248,74 @@ def report(
     console.print(f"report: {page}")
 
 
+@app.command()
+def predict(
+    checkpoint: Path = typer.Argument(..., help="checkpoint.pt, a checkpoint or trial folder, or a sweep's "
+                                                "results folder (its best trial by val metric)."),
+    images: list[Path] = typer.Argument(..., help="Image files and folders (searched recursively)."),
+    top_k: int = typer.Option(1, "--top-k", min=1, help="Also list the K most probable classes."),
+    out: Optional[Path] = typer.Option(None, help="Write a CSV (path, predicted, probability, top_k) here."),
+    model: Optional[str] = typer.Option(None, help="With a results folder: that model's best checkpoint."),
+    device: str = typer.Option("cpu", help="cpu, cuda or auto."),
+) -> None:
+    """Predict the class (and top-k probabilities) of images with a trained checkpoint."""
+    from .checkpoints import CheckpointError
+    from .predict import image_files, load_predictor, write_csv
+
+    try:
+        predictor = load_predictor(checkpoint, model, device)
+        predictions = predictor.predict(image_files(images), top_k)
+    except CheckpointError as err:  # bad path, checkpoint or image
+        err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
+        raise typer.Exit(2) from None
+    err_console.print(f"checkpoint: {predictor.checkpoint.path} ({predictor.checkpoint.how}; "
+                      f"{predictor.model_label}, {predictor.image_size} px)", highlight=False)
+    if out is not None:
+        console.print(f"[green]ok[/] {len(predictions)} predictions → {write_csv(predictions, out)}")
+        return
+    table = Table("image", "predicted", "probability", *(["top-k"] if top_k > 1 else []))
+    for p in predictions:
+        extra = ["  ".join(f"{label} {prob:.3f}" for label, prob in p.top_k)] if top_k > 1 else []
+        table.add_row(escape(p.path), escape(p.label), f"{p.probability:.3f}", *map(escape, extra))
+    console.print(table)
+
+
+@app.command("export")
+def export_cmd(
+    checkpoint: Path = typer.Argument(..., help="checkpoint.pt, a checkpoint or trial folder, or a sweep's "
+                                                "results folder (its best trial by val metric)."),
+    out: Path = typer.Option(..., help="Folder for model.pt / model.onnx and model.json."),
+    format: str = typer.Option("both", "--format", help="torchscript, onnx or both."),
+    model: Optional[str] = typer.Option(None, help="With a results folder: that model's best checkpoint."),
+    include_normalization: bool = typer.Option(False, help="Exported model takes 0-1 pixels and normalizes "
+                                                            "inside (default: it takes normalized tensors)."),
+    onnx_exporter: str = typer.Option("dynamo", help="dynamo (torch.export) or legacy (TorchScript-based)."),
+    tolerance: float = typer.Option(1e-3, help="Largest max abs logit difference to PyTorch accepted."),
+) -> None:
+    """Export a checkpoint to TorchScript and/or ONNX (fixed image size, dynamic batch) with a JSON sidecar;
+    each export is checked against PyTorch on a random batch (exit 1 if it differs)."""
+    from .checkpoints import CheckpointError
+    from .export import FORMAT_FILES, ONNX_EXPORTERS, ExportError, export_checkpoint
+
+    formats = list(FORMAT_FILES) if format == "both" else [format]
+    if not set(formats) <= set(FORMAT_FILES) or onnx_exporter not in ONNX_EXPORTERS:
+        err_console.print(f"[red]error:[/] unknown --format {format!r} or --onnx-exporter {onnx_exporter!r}; "
+                          f"allowed: {', '.join(FORMAT_FILES)}, both; {', '.join(ONNX_EXPORTERS)}")
+        raise typer.Exit(2)
+    try:
+        done = export_checkpoint(checkpoint, out, formats, model, include_normalization=include_normalization,
+                                 onnx_exporter=onnx_exporter, tolerance=tolerance)
+    except ExportError as err:
+        err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
+        raise typer.Exit(1) from None
+    except CheckpointError as err:
+        err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
+        raise typer.Exit(2) from None
+    for e in done:
+        console.print(f"[green]ok[/] {e.format} → {e.path} (max abs diff to PyTorch {e.max_abs_diff:.2e})")
+    console.print(f"sidecar → {out / 'model.json'}")
+
+
 @data_app.command("synth")
 def data_synth(
     root: Path = typer.Argument(..., help="Folder to write the ImageFolder into."),

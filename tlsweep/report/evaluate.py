@@ -33,13 +33,25 @@ class Evaluation:
     trainable_params: int
 
 
+def rebuild_model(state: dict, num_classes: int | None = None) -> nn.Module:
+    """The trial's model from a loaded checkpoint dict, in eval mode. Built without pretrained weights (the
+    checkpoint overwrites them, so no weights cache is needed), falling back to the stored ``weights`` when the
+    architecture depends on them."""
+    config = state["config"]
+    num_classes = len(state["classes"]) if num_classes is None else num_classes
+    freeze = config.get("freeze_depth", 0.0)
+    model = build_model({**config["model"], "weights": "none"}, num_classes, freeze)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError:
+        model = build_model(config["model"], num_classes, freeze)
+        model.load_state_dict(state["model"])
+    return model.eval()
+
+
 def load_model(checkpoint: str | Path, num_classes: int) -> nn.Module:
     """Rebuild the trial's model from the config stored in the checkpoint; tensors only (weights_only)."""
-    state = load_checkpoint(checkpoint)
-    config = state["config"]
-    model = build_model(config["model"], num_classes, config.get("freeze_depth", 0.0))
-    model.load_state_dict(state["model"])
-    return model.eval()
+    return rebuild_model(load_checkpoint(checkpoint), num_classes)
 
 
 def bootstrap_ci(correct: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:

@@ -72,7 +72,7 @@ def _freeze_depth(spec: Spec, problem, address) -> None:
     if not stages:
         return
     for model in spec.models:
-        for name in ([model.name] if model.name else list(model.ensemble)):
+        for name in ([model.name] if model.name is not None else list(model.ensemble)):
             have = get_backbone(name).num_stages
             for depth in stages:
                 if depth > have:

@@ -90,7 +90,7 @@ class ModelSpec(Strict):
     def _check(self):
         if (self.name is None) == (self.ensemble is None):
             raise ValueError("a model needs exactly one of 'name' (a backbone) or 'ensemble' (two backbones)")
-        for backbone in ([self.name] if self.name else list(self.ensemble)):
+        for backbone in ([self.name] if self.name is not None else list(self.ensemble)):
             if backbone not in list_backbones():
                 raise ValueError(unknown_value("backbone", backbone, list_backbones()))
         return self

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,8 +236,12 @@ def _trial_id(path: str | None, config: dict) -> str | None:
 
 
 def error_message(error: BaseException) -> str:
-    """The failing exception's own ``Type: message`` line, not Ray's wrapper header."""
+    """The failing exception's own ``Type: message`` on one line, not Ray's wrapper header or traceback."""
     cause = getattr(error, "cause", None) or error.__cause__ or error
-    text = f"{type(cause).__name__}: {cause}" if cause is not error else str(error)
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return (lines[-1] if lines else type(error).__name__)[:300]
+    lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
+    if cause is not error:
+        return f"{type(cause).__name__}: {' '.join(lines)}"[:300]
+    if "Traceback" not in str(error):
+        return f"{type(error).__name__}: {' '.join(lines)}"[:300]
+    start = max((i for i, ln in enumerate(lines) if re.match(r"^[\w.]*(Error|Exception)\b", ln)), default=0)
+    return " ".join(lines[start:])[:300] or type(error).__name__

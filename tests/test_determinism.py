@@ -10,7 +10,7 @@ from tlsweep.train import fit
 from .conftest import trial_config_for
 
 
-def proposals(spec_dict, seed, n=8):
+def proposals(spec_dict, seed, n=6):
     from tlsweep.sweep.searcher import GroupedSearcher
 
     spec_dict["searcher"]["seed"] = seed
@@ -33,7 +33,7 @@ def test_searcher_proposes_the_same_configs_for_the_same_seed(spec_dict):
 
 
 def test_same_config_same_metrics_on_cpu(shapes_root):
-    config = trial_config_for(shapes_root, epochs=2, batch_size=16, model={"name": "mobilenet_v3_small"},
+    config = trial_config_for(shapes_root, epochs=1, batch_size=16, model={"name": "mobilenet_v3_small"},
                               optimizer="sgd", lr=0.05, lr_scheduler="step", step_size=1)
     a, b = fit(config, "cpu"), fit(config, "cpu")
     keys = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")

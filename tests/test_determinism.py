@@ -56,3 +56,23 @@ def test_run_fails_only_when_every_trial_failed():
 ])
 def test_trial_errors_keep_the_exception_line(error, expected):
     assert error_message(error) == expected
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("this code ran",))
+
+
+def test_checkpoints_are_atomic_and_never_unpickle_code(tmp_path):
+    import pickle
+
+    import torch
+
+    from tlsweep.train import load_checkpoint, save_checkpoint
+
+    path = save_checkpoint({"epoch": 3, "model": {"w": torch.ones(2)}}, tmp_path / "ckpt" / "checkpoint.pt")
+    assert load_checkpoint(path)["epoch"] == 3
+    assert [p.name for p in path.parent.iterdir()] == ["checkpoint.pt"]  # temp file renamed away
+    torch.save({"epoch": 1, "evil": _Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        load_checkpoint(tmp_path / "evil.pt")

@@ -41,6 +41,7 @@ def test_failing_trials_are_kept_and_ctrl_c_resumes(shapes_root, tmp_path):
         "num_samples": 1,
         "max_concurrent": 1,
         "max_failures": 0,
+        "checkpoints": {"num_to_keep": 1},
         "storage": str(storage),
     }
     sweep = tmp_path / "fails.yaml"
@@ -72,3 +73,6 @@ def test_failing_trials_are_kept_and_ctrl_c_resumes(shapes_root, tmp_path):
     diverged_dir = Path(summary.loc[summary["status"] == "diverged", "path"].item())
     assert diverged_dir.name.startswith(summary.loc[summary["status"] == "diverged", "trial_id"].item())
     assert "diverged" in res.stdout and "error" in res.stdout
+    finished_dir = Path(summary.loc[summary["status"] == "finished", "path"].item())
+    assert len(list(finished_dir.glob("checkpoint_*/checkpoint.pt"))) == 1  # num_to_keep, of 2 epochs
+    assert not list(storage.rglob("*.tmp"))

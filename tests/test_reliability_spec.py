@@ -68,7 +68,7 @@ CASES = [
     ("num_samples: 2", "num_samples: 0", "greater than or equal to 1", 15),
     ("num_samples: 2", "num_samples: -3", "greater than or equal to 1", 15),
     ("  image_size: 32", "  image_size: 32\n  on_bad_image: ignore", "'error' or 'skip'", 5),
-    ("  image_size: 32", "  image_size: 32\n  max_image_side: 20", "max_image_side (20) is smaller", 1),
+    ("  image_size: 32", "  image_size: 32\n  max_image_side: 20", "data: max_image_side (20) is smaller than image_size (32)", 3),
     ("  optimizer: adam", "  optimizer: adam\n  class_weighted_loss: maybe", "must be true or false", 14),
     ("epochs: 2", "epochs: 2\nscheduler: {grace_period: 5}", "grace_period (5) exceeds epochs (2)", 1),
     ("epochs: 2", "epochs: 2\nresources: {gpu: -1}", "greater than or equal to 0", 15),

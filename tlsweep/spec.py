@@ -64,6 +64,12 @@ class DataSpec(Strict):
     on_bad_image: Literal["error", "skip"] = "error"  # unreadable/truncated images: stop before any trial, or leave out
     max_image_side: int = Field(1024, ge=16)  # larger images are downscaled when loaded
 
+    @model_validator(mode="after")
+    def _sides(self):
+        if self.max_image_side < self.image_size:
+            raise ValueError(f"max_image_side ({self.max_image_side}) is smaller than image_size ({self.image_size})")
+        return self
+
 
 class HeadSpec(Strict):
     hidden: tuple[int, ...] = ()
@@ -251,9 +257,6 @@ class Spec(Strict):
                    if isinstance(v, Distribution) and v.values() is None]
             if bad:
                 raise ValueError(f"searcher grid needs finite values (choice, grid or int); continuous: {', '.join(bad)}")
-        if self.data.max_image_side < self.data.image_size:
-            raise ValueError(f"data.max_image_side ({self.data.max_image_side}) is smaller than data.image_size "
-                             f"({self.data.image_size})")
         if self.scheduler.grace_period > self.epochs:
             raise ValueError(f"scheduler.grace_period ({self.scheduler.grace_period}) exceeds epochs ({self.epochs})")
         return self

@@ -31,13 +31,36 @@ def _load(path: Path, **overrides):
         raise typer.Exit(2) from None
 
 
+def _preflight(spec, data: bool, address: str | None = None):
+    """Checks against the dataset and machine: warnings printed, problems → exit 2 (see tlsweep.preflight)."""
+    from .preflight import preflight
+
+    checked = preflight(spec, data=data, address=address)
+    for warning in checked.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    if checked.problems:
+        from .spec import SpecError
+
+        err_console.print(f"[red]error:[/] {escape(SpecError(str(spec._source), checked.problems).format())}",
+                          highlight=False)
+        raise typer.Exit(2)
+    return checked
+
+
 @app.command()
-def validate(files: list[Path] = typer.Argument(..., help="Sweep files to check.")) -> None:
+def validate(
+    files: list[Path] = typer.Argument(..., help="Sweep files to check."),
+    data: bool = typer.Option(False, help="Also read the dataset: splits, unreadable images, duplicates, "
+                                          "imbalance, batch size vs the train split."),
+) -> None:
     """Check sweep files without running anything."""
     from .sweep.space import total_trials
 
     for path in files:
         spec = _load(path)
+        checked = _preflight(spec, data)
+        if checked.counts:
+            console.print("data: " + ", ".join(f"{n} {k}" for k, n in checked.counts.items()))
         plain = spec.to_plain()
         console.print(f"[green]ok[/] {path}: {len(spec.models)} model(s), {total_trials(plain)} trials, "
                       f"{spec.epochs} epochs max, results → {spec.storage_dir}")
@@ -68,7 +91,7 @@ def run(
     spec = _load(file)
     from .data.sources import DataError
     from .sweep.progress import ProgressPrinter
-    from .sweep.runner import ResourceError, run_sweep
+    from .sweep.runner import ResourceError, SweepInterrupted, run_sweep
     from .sweep.space import total_trials
     from .weights import WeightsError
 
@@ -78,13 +101,17 @@ def run(
     console.print(f"[bold]{spec.name}[/]: {total_trials(plain)} trials over {len(spec.models)} model(s), "
                   f"results → {spec.storage_dir}")
     try:
+        checked = _preflight(spec, data=True, address=address)
         result = run_sweep(spec, address=address, num_samples=num_samples, resume=resume,
-                           callbacks=[ProgressPrinter(spec.scheduler.metric, total_trials(plain))])
+                           callbacks=[ProgressPrinter(spec.scheduler.metric, total_trials(plain))], checked=checked)
     except (DataError, ResourceError, WeightsError) as err:
         err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
         raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        err_console.print(f"interrupted; continue with: tlsweep run {file} --resume")
+    except KeyboardInterrupt as err:
+        if isinstance(err, SweepInterrupted):
+            print_summary(err.result, spec.scheduler.metric, spec.scheduler.resolved_mode)
+        err_console.print(f"interrupted; what finished is kept. Continue with: tlsweep run {file} --resume",
+                          highlight=False)
         raise typer.Exit(130) from None
     print_summary(result, spec.scheduler.metric, spec.scheduler.resolved_mode)
     if result.all_failed:

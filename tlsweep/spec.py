@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, PrivateAttr,
+                      field_validator, model_validator)
 
 from .distributions import Distribution, candidate_values, parse_param
 from .models.registry import list_backbones
@@ -61,6 +61,14 @@ class DataSpec(Strict):
     image_size: int = Field(224, ge=16, le=1024)
     num_workers: int = Field(0, ge=0, le=64)
     augment: Literal["none", "flip", "basic"] = "flip"
+    on_bad_image: Literal["error", "skip"] = "error"  # unreadable/truncated images: stop before any trial, or leave out
+    max_image_side: int = Field(1024, ge=16)  # larger images are downscaled when loaded
+
+    @model_validator(mode="after")
+    def _sides(self):
+        if self.max_image_side < self.image_size:
+            raise ValueError(f"max_image_side ({self.max_image_side}) is smaller than image_size ({self.image_size})")
+        return self
 
 
 class HeadSpec(Strict):
@@ -88,7 +96,7 @@ class ModelSpec(Strict):
     def _check(self):
         if (self.name is None) == (self.ensemble is None):
             raise ValueError("a model needs exactly one of 'name' (a backbone) or 'ensemble' (two backbones)")
-        for backbone in ([self.name] if self.name else list(self.ensemble)):
+        for backbone in ([self.name] if self.name is not None else list(self.ensemble)):
             if backbone not in list_backbones():
                 raise ValueError(unknown_value("backbone", backbone, list_backbones()))
         return self
@@ -119,6 +127,7 @@ class SearchSpec(Strict):
     step_gamma: Param = 0.1
     cosine_eta_min: Param = 0.0
     onecycle_pct_start: Param = 0.3
+    class_weighted_loss: Param = False
 
     @field_validator("*", mode="after")
     @classmethod
@@ -155,9 +164,10 @@ def _one_of(allowed):
 
 
 def _freeze(v):
-    if v in ("all", "none"):
+    if v in ("all", "none") or (not isinstance(v, bool) and isinstance(v, int) and v >= 2):
         return None
-    return _number(0, 1)(v) and "must be a fraction in [0, 1] (0 = fine-tune all, 1 or 'all' = linear probe)"
+    return _number(0, 1)(v) and ("must be a fraction in [0, 1] (0 = fine-tune all, 1 or 'all' = linear probe) "
+                                 "or a whole number >= 2 of stages to freeze")
 
 
 _DOMAIN_CHECKS = {
@@ -175,6 +185,7 @@ _DOMAIN_CHECKS = {
     "step_gamma": _number(0, 1, low_open=True),
     "cosine_eta_min": _number(0),
     "onecycle_pct_start": _number(0, 1, low_open=True),
+    "class_weighted_loss": lambda v: None if isinstance(v, bool) else "must be true or false",
 }
 
 
@@ -233,6 +244,7 @@ class Spec(Strict):
     checkpoints: CheckpointSpec = CheckpointSpec()
     storage: str | None = None
     seed: int = 0
+    _source: str | None = PrivateAttr(None)  # the sweep file, for line numbers in later checks (preflight)
 
     @model_validator(mode="after")
     def _cross_checks(self):
@@ -386,4 +398,6 @@ def load_spec(path: str | os.PathLike, overrides: dict | None = None) -> Spec:
         raise SpecError(str(path), [("", mark.line + 1 if mark else None, f"not valid YAML: {err}")]) from None
     if isinstance(data, dict) and overrides:
         data = {**data, **overrides}
-    return parse_spec(data, str(path), root_node)
+    spec = parse_spec(data, str(path), root_node)
+    spec._source = str(path)
+    return spec

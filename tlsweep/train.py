@@ -105,8 +105,14 @@ class Trial:
         self.optimizer = OPTIMIZERS[config.get("optimizer", "adam")](params, config)
         build_sched, self.sched_step = LR_SCHEDULERS[config.get("lr_scheduler", "none")]
         self.scheduler = build_sched(self.optimizer, config, len(self.train_loader))
-        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=float(config.get("label_smoothing", 0.0)))
+        self.loss_fn = nn.CrossEntropyLoss(weight=self._class_weights() if config.get("class_weighted_loss") else None,
+                                           label_smoothing=float(config.get("label_smoothing", 0.0)))
         self.total_params, self.trainable_params = count_parameters(self.model)
+
+    def _class_weights(self) -> torch.Tensor:
+        """n / (k · count) per class from the training targets: rare classes weigh more."""
+        counts = torch.bincount(torch.as_tensor(self.splits.train.targets), minlength=len(self.classes)).float()
+        return (counts.sum() / (len(self.classes) * counts.clamp(min=1))).to(self.device)
 
     @property
     def max_epochs(self) -> int:

@@ -7,8 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
 from torch.utils.data import Dataset
+
+from .images import open_rgb
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -18,11 +19,12 @@ class DataError(ValueError):
 
 
 class ImageList(Dataset):
-    """Images from ``(path, label)`` pairs, converted to RGB."""
+    """Images from ``(path, label)`` pairs, converted to RGB and downscaled to ``max_side`` at most."""
 
-    def __init__(self, samples: list[tuple[str, int]], classes: list[str]):
+    def __init__(self, samples: list[tuple[str, int]], classes: list[str], max_side: int | None = None):
         self.samples = samples
         self.classes = classes
+        self.max_side = max_side
         self.targets = [label for _, label in samples]
 
     def __len__(self) -> int:
@@ -30,8 +32,7 @@ class ImageList(Dataset):
 
     def __getitem__(self, index: int):
         path, label = self.samples[index]
-        with Image.open(path) as img:
-            return img.convert("RGB"), label
+        return open_rgb(path, self.max_side), label
 
 
 @dataclass
@@ -113,9 +114,13 @@ def imagefolder(data: dict, seed: int) -> Splits:
         idx = stratified_split([y for _, y in samples], data.get("split") or
                                {"train": 0.7, "val": 0.15, "test": 0.15}, seed)
         parts = {name: [samples[i] for i in idx[name]] for name in SPLIT_NAMES}
+    skip = set(data.get("skip_files") or ())  # unreadable images left out (data.on_bad_image: skip)
+    if skip:
+        parts = {name: [s for s in items if s[0] not in skip] for name, items in parts.items()}
     if len(classes) < 2:
         raise DataError(f"{root}: found {len(classes)} class folder(s); classification needs at least 2")
     for name in ("train", "val"):
         if not parts[name]:
             raise DataError(f"{root}: the {name} split has no images")
-    return Splits(classes, *(ImageList(parts[name], classes) for name in SPLIT_NAMES))
+    max_side = data.get("max_image_side")
+    return Splits(classes, *(ImageList(parts[name], classes, max_side) for name in SPLIT_NAMES))

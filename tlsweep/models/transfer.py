@@ -41,14 +41,20 @@ def stage_members(root: nn.Module, stage: str) -> list[nn.Module | nn.Parameter]
 
 
 def frozen_stage_count(freeze_depth: float | str, num_stages: int) -> int:
-    """0 = fine-tune everything, 1 (or ``all``) = linear probe; a fraction freezes that share of stages."""
+    """0 = fine-tune everything, 1 (or ``all``) = linear probe; a fraction freezes that share of stages,
+    a whole number >= 2 that many stages."""
     if freeze_depth == "all":
         return num_stages
     if freeze_depth == "none":
         return 0
     depth = float(freeze_depth)
+    if depth >= 2 and depth == int(depth):  # a whole number of stages
+        if depth > num_stages:
+            raise ValueError(f"freeze_depth {int(depth)} exceeds the backbone's {num_stages} stages")
+        return int(depth)
     if not 0.0 <= depth <= 1.0:
-        raise ValueError(f"freeze_depth must be within [0, 1] or 'all'/'none', got {freeze_depth!r}")
+        raise ValueError(f"freeze_depth must be within [0, 1], a whole number of stages >= 2, or 'all'/'none', "
+                         f"got {freeze_depth!r}")
     return round(depth * num_stages)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,16 +134,31 @@ def build_tuner(plain: dict, callbacks: list | None = None):
     )
 
 
+class SweepInterrupted(KeyboardInterrupt):
+    """Ray Tune caught Ctrl-C, saved the experiment and returned early; ``--resume`` continues it."""
+
+    def __init__(self, result: "SweepResult"):
+        super().__init__("sweep interrupted")
+        self.result = result
+
+
 def run_sweep(spec: Spec, address: str | None = None, num_samples: int | None = None, resume: bool = False,
-              callbacks: list | None = None) -> SweepResult:
-    """Validate the data, start or attach to Ray, and run (or resume) the sweep to the end."""
-    from ..data import load_splits
+              callbacks: list | None = None, checked=None) -> SweepResult:
+    """Check the sweep against its data and machine (``checked``: a ``tlsweep.preflight.Preflight`` already
+    made), start or attach to Ray, and run (or resume) the sweep to the end. Raises ``SpecError`` for
+    preflight problems and ``SweepInterrupted`` when Ctrl-C stopped it early."""
+    from ..preflight import check_or_raise
 
     if num_samples is not None:
         spec = spec.model_copy(update={"num_samples": num_samples})
     plain = spec.to_plain()
     plain["scheduler"]["mode"] = spec.scheduler.resolved_mode
-    load_splits(plain["data"], plain["seed"])  # dataset problems surface before Ray starts
+    if checked is None:  # dataset and machine problems surface before Ray starts
+        checked = check_or_raise(spec, address=address)
+        for warning in checked.warnings:
+            log.warning(warning)
+    if checked.skip_files:
+        plain["data"]["skip_files"] = checked.skip_files
     from ..weights import ensure_weights
 
     ensure_weights(plain)  # fetch each weights file once here, not in every trial at once
@@ -166,7 +182,16 @@ def run_sweep(spec: Spec, address: str | None = None, num_samples: int | None = 
     trials = trials_frame(grid, plain)
     if "://" not in storage:
         trials.to_csv(Path(storage) / SUMMARY_FILE, index=False)
-    return SweepResult(storage, trials, time.perf_counter() - start)
+    result = SweepResult(storage, trials, time.perf_counter() - start)
+    if interrupted(grid, total_trials(plain)):
+        raise SweepInterrupted(result)
+    return result
+
+
+def interrupted(grid, expected: int) -> bool:
+    """Tune swallows the first SIGINT and returns a partial grid: some trials unfinished or never started."""
+    trials = grid._experiment_analysis.trials
+    return len(trials) < expected or any(t.status not in ("TERMINATED", "ERROR") for t in trials)
 
 
 def trial_status(result, max_epochs: int) -> str:
@@ -187,7 +212,8 @@ def trials_frame(grid, plain: dict) -> pd.DataFrame:
     for result in grid:
         config = dict(result.config or {})
         history = result.metrics_dataframe
-        row = {"trial_id": (result.metrics or {}).get("trial_id"), "model": config.get("model"),
+        row = {"trial_id": (result.metrics or {}).get("trial_id") or _trial_id(result.path, config),
+               "model": config.get("model"),
                "status": trial_status(result, plain["epochs"]), "path": result.path}
         if history is not None and not history.empty and metric in history:
             best = history.loc[history[metric].idxmin() if mode == "min" else history[metric].idxmax()]
@@ -195,7 +221,27 @@ def trials_frame(grid, plain: dict) -> pd.DataFrame:
             row["best_epoch"] = int(best.get("training_iteration", 0))
             row["epochs"] = int(history["training_iteration"].max())
             row["seconds"] = float(history["epoch_seconds"].sum()) if "epoch_seconds" in history else None
-        row["error"] = str(result.error).splitlines()[0][:300] if result.error else (result.metrics or {}).get("error")
+        row["error"] = error_message(result.error) if result.error else (result.metrics or {}).get("error")
         row.update({f"config/{k}": v for k, v in config.items() if k != "model"})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _trial_id(path: str | None, config: dict) -> str | None:
+    """The trial id from its folder name ``<trial id>_<model>`` (see ``trial_dirname``)."""
+    if not path:
+        return None
+    name = Path(path).name
+    return name.removesuffix("_" + str(config.get("model", "trial")).replace("/", "_"))
+
+
+def error_message(error: BaseException) -> str:
+    """The failing exception's own ``Type: message`` on one line, not Ray's wrapper header or traceback."""
+    cause = getattr(error, "cause", None) or error.__cause__ or error
+    lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
+    if cause is not error:
+        return f"{type(cause).__name__}: {' '.join(lines)}"[:300]
+    if "Traceback" not in str(error):
+        return f"{type(error).__name__}: {' '.join(lines)}"[:300]
+    start = max((i for i, ln in enumerate(lines) if re.match(r"^[\w.]*(Error|Exception)\b", ln)), default=0)
+    return " ".join(lines[start:])[:300] or type(error).__name__

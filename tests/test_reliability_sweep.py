@@ -1,0 +1,78 @@
+"""Failing trials and Ctrl-C on a real local Ray: a diverged trial and a trial that raises are kept in the
+results and the sweep goes on; SIGINT stops cleanly with exit 130 and a hint; ``--resume`` finishes."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+pytestmark = pytest.mark.slow
+
+
+def wait_for_first_result(storage: Path, proc, timeout=120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(p.stat().st_size > 0 for p in storage.glob("*/result.json")):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"no trial reported (exit {proc.poll()})")
+
+
+def test_failing_trials_are_kept_and_ctrl_c_resumes(shapes_root, tmp_path):
+    wrong = tmp_path / "wrong_architecture.pt"
+    torch.save({"model": {"conv.weight": torch.zeros(1)}}, wrong)  # loads, then fails load_state_dict in the trial
+    storage = tmp_path / "results" / "fails"
+    spec = {
+        "name": "fails",
+        "data": {"root": str(shapes_root), "image_size": 32},
+        "weights": "none",
+        "models": ["resnet18", {"name": "mobilenet_v3_small", "weights": str(wrong)}],
+        "search": {"lr": {"grid": [1e-3, 1e12]}, "batch_size": 16, "optimizer": "sgd", "momentum": 0.0,
+                   "lr_scheduler": "none"},
+        "epochs": 2,
+        "scheduler": {"type": "fifo"},
+        "num_samples": 1,
+        "max_concurrent": 1,
+        "max_failures": 0,
+        "checkpoints": {"num_to_keep": 1},
+        "storage": str(storage),
+    }
+    sweep = tmp_path / "fails.yaml"
+    sweep.write_text(yaml.safe_dump(spec))
+    cmd = [sys.executable, "-m", "tlsweep.cli", "run", str(sweep)]
+    env = {**os.environ, "TLSWEEP_TORCH_THREADS": "1"}
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    wait_for_first_result(storage, proc)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out[-2000:] + err[-3000:]
+    assert f"Continue with: tlsweep run {sweep} --resume" in err
+    assert "Traceback" not in err
+
+    res = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    summary = pd.read_csv(storage / "summary.csv")
+    assert len(summary) == 4
+    assert summary["trial_id"].notna().all()
+    status = {(r["model"], r["config/lr"]): r["status"] for _, r in summary.iterrows()}
+    assert status[("resnet18", 1e-3)] == "finished"
+    assert status[("resnet18", 1e12)] == "diverged"
+    assert status[("mobilenet_v3_small", 1e-3)] == status[("mobilenet_v3_small", 1e12)] == "error"
+    errors = summary.set_index(["model", "status"])["error"]
+    assert "training loss became" in errors[("resnet18", "diverged")]
+    assert all("Error" in e and "state_dict" in e for e in errors[("mobilenet_v3_small", "error")])
+    diverged_dir = Path(summary.loc[summary["status"] == "diverged", "path"].item())
+    assert diverged_dir.name.startswith(summary.loc[summary["status"] == "diverged", "trial_id"].item())
+    assert "diverged" in res.stdout and "error" in res.stdout
+    finished_dir = Path(summary.loc[summary["status"] == "finished", "path"].item())
+    assert len(list(finished_dir.glob("checkpoint_*/checkpoint.pt"))) == 1  # num_to_keep, of 2 epochs
+    assert not list(storage.rglob("*.tmp"))

@@ -1,0 +1,134 @@
+"""Checks of a valid sweep file against the world, before Ray starts: the dataset, batch size vs the train
+split, freeze depth vs each backbone's stages, GPUs, storage. Problems come back in ``SpecError``'s format
+(YAML path, line, message), all at once; warnings are plain sentences for the CLI to print.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .distributions import Distribution, candidate_values
+from .models.registry import get_backbone
+from .spec import Spec, SpecError, _node_at
+
+Problem = tuple[str, "int | None", str]
+
+
+@dataclass
+class Preflight:
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    skip_files: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def raise_problems(self, source: str) -> "Preflight":
+        if self.problems:
+            raise SpecError(source, self.problems)
+        return self
+
+
+def preflight(spec: Spec, data: bool = True, address: str | None = None) -> Preflight:
+    """Everything a sweep file cannot say about itself; ``data=False`` skips reading the dataset."""
+    result = Preflight()
+    root_node = _compose(spec._source)
+
+    def problem(path: str, message: str) -> None:
+        node = _node_at(root_node, tuple(int(p) if p.isdigit() else p for p in path.split(".")))
+        result.problems.append((path, node.start_mark.line + 1 if node is not None else None, message))
+
+    for check in (_freeze_depth, _storage, _gpus):
+        check(spec, problem, address)
+    if data:
+        _data(spec, problem, result)
+    return result
+
+
+def check_or_raise(spec: Spec, data: bool = True, address: str | None = None) -> Preflight:
+    return preflight(spec, data, address).raise_problems(spec._source or "<spec>")
+
+
+def _compose(source: str | None):
+    if not source:
+        return None
+    try:
+        return yaml.compose(Path(source).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def _values(param) -> list:
+    if isinstance(param, Distribution) and param.values() is None:
+        return list(param.bounds())
+    return candidate_values(param)
+
+
+def _freeze_depth(spec: Spec, problem, address) -> None:
+    stages = [v for v in _values(spec.search.freeze_depth) if not isinstance(v, (bool, str)) and v >= 2]
+    if not stages:
+        return
+    for model in spec.models:
+        for name in ([model.name] if model.name is not None else list(model.ensemble)):
+            have = get_backbone(name).num_stages
+            for depth in stages:
+                if depth > have:
+                    problem("search.freeze_depth", f"freeze_depth {depth} exceeds {name}'s {have} stages "
+                                                   f"(use at most {have}, or a fraction in [0, 1])")
+
+
+def _storage(spec: Spec, problem, address) -> None:
+    storage = spec.storage_dir
+    if "://" in storage:
+        return
+    path = Path(storage)
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    key = "storage" if spec.storage else "name"
+    if existing is None:
+        return
+    if not existing.is_dir():
+        problem(key, f"cannot store results in {storage}: {existing} is a file, not a folder")
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem(key, f"cannot store results in {storage}: {existing} is not writable")
+
+
+def _gpus(spec: Spec, problem, address) -> None:
+    need = spec.resources.gpu
+    if not need or address or os.environ.get("RAY_ADDRESS"):
+        return  # a cluster's GPUs are checked once Ray is up (runner.check_resources)
+    import torch
+
+    have = torch.cuda.device_count()
+    if have < math.ceil(need):
+        problem("resources.gpu", f"each trial asks for {need:g} GPU but this machine has {have}; set "
+                                 f"resources.gpu: 0, or attach to a cluster with GPUs (--address)")
+
+
+def _data(spec: Spec, problem, result: Preflight) -> None:
+    from .data import DataError, load_splits
+    from .data.checks import scan_splits
+
+    plain = spec.to_plain()["data"]
+    try:
+        splits = load_splits(plain, spec.seed)
+    except DataError as err:
+        problem("data.source" if "source" in str(err) and "unknown" in str(err) else "data.root", str(err))
+        return
+    if plain.get("source", "imagefolder") == "imagefolder":
+        report = scan_splits(splits, Path(plain["root"]), spec.data.on_bad_image, spec.data.max_image_side)
+        for message in report.errors:
+            problem("data.root", message)
+        result.warnings += report.warnings
+        result.skip_files = report.skip_files
+        result.counts = report.counts
+        if report.errors:
+            return
+    else:
+        result.counts = splits.sizes()
+    train = result.counts.get("train", 0)
+    too_big = [b for b in _values(spec.search.batch_size) if isinstance(b, (int, float)) and b > train]
+    if too_big:
+        problem("search.batch_size", f"batch size {max(too_big):g} is larger than the train split ({train} images)")

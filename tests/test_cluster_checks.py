@@ -6,6 +6,7 @@ import pickle
 
 import pandas as pd
 import pytest
+import yaml
 
 from tlsweep.spec import SpecError, parse_spec
 from tlsweep.sweep.cluster import (ResourceError, StorageError, check_resources, check_storage, filesystem_type,
@@ -81,7 +82,7 @@ def test_resumable_asha_rungs_round_trip_through_the_callback(tmp_path):
     rungs[2]["b"] = 0.8
     callback = SchedulerState(asha, str(tmp_path))
     state = callback.get_state()
-    assert json.loads((tmp_path / STATE_FILE).read_text()) == state["scheduler"]
+    assert yaml.safe_load((tmp_path / STATE_FILE).read_text()) == state["scheduler"]
 
     # Tune pickles the Tuner (scheduler and callbacks together) before fit: the callback must still
     # point at the scheduler Tune uses after unpickling, and fill its empty rungs on restore.

@@ -2,7 +2,9 @@
 pickles its Optuna studies) but not the scheduler: Ray pickles the ASHA object as it was before ``fit`` and
 its rungs start empty again (ray-project/ray#30838). ``SchedulerState`` is a stateful Tune callback that
 checkpoints the rungs with the experiment state and puts them back on restore; it also writes them as
-``scheduler_state.json`` next to the experiment state for people and tests."""
+``scheduler_state.yaml`` next to the experiment state for people and tests (not ``.json``: on restore Tune
+copies every ``*.json``/``*.pkl`` of the storage into its staging folder and syncs them back up later,
+which would overwrite the fresh file with the stale one)."""
 
 from __future__ import annotations
 
@@ -12,10 +14,12 @@ import logging
 import os
 from pathlib import Path
 
+import yaml
+
 from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler
 
-STATE_FILE = "scheduler_state.json"
+STATE_FILE = "scheduler_state.yaml"
 UNFINISHED = {"PENDING", "RUNNING", "PAUSED"}
 log = logging.getLogger(__name__)
 
@@ -25,7 +29,8 @@ class ResumableASHA(ASHAScheduler):
 
     def get_state(self) -> dict:
         return {"num_stopped": self._num_stopped,
-                "brackets": [[[milestone, dict(recorded)] for milestone, recorded in b._rungs]
+                "brackets": [[[float(milestone), {str(t): float(v) for t, v in recorded.items()}]
+                              for milestone, recorded in b._rungs]
                              for b in self._brackets]}
 
     def set_state(self, state: dict) -> None:
@@ -47,7 +52,7 @@ class SchedulerState(Callback):
         state = self.scheduler.get_state()
         if self.storage and os.path.isdir(self.storage):
             tmp = Path(self.storage) / f".{STATE_FILE}.tmp"
-            tmp.write_text(json.dumps(state, indent=1))
+            tmp.write_text(yaml.safe_dump(state, sort_keys=False))
             tmp.replace(Path(self.storage) / STATE_FILE)
         return {"scheduler": state}
 

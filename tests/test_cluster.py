@@ -257,6 +257,16 @@ def test_driver_killed_mid_sweep_resumes_without_rerunning_finished_trials(clust
                 assert rungs[milestone].get(trial_id) == pytest.approx(last.loc[milestone, "val_acc"]), \
                     (milestone, trial_id, rungs)
     assert set(finished) <= set(rungs[1])
+
+    # The searcher's Optuna study holds every trial's result, from both driver runs.
+    import optuna
+
+    from tlsweep.sweep.searcher import GroupedSearcher
+
+    searcher = GroupedSearcher.__new__(GroupedSearcher)
+    searcher.restore(sorted(storage.glob("searcher-state-*.pkl"))[-1])
+    told = searcher.studies[0]._ot_study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
+    assert len(told) == 3 and sum(searcher.assigned.values()) == 3
     stopped = summary[summary["status"] == "stopped"]
     assert set(stopped["epochs"]) <= {1, 2}  # ASHA (max_t 3, reduction factor 2) stops only at its milestones
 

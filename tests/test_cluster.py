@@ -1,5 +1,5 @@
-"""A real two-node Ray cluster on this machine (``ray start --head`` + ``ray start --address``, token auth,
-its own temp dir and free ports); sweeps attach with ``tlsweep run --address`` in subprocesses.
+"""A real two-node Ray cluster on this machine (``ray start --head`` + ``ray start --address``, token auth
+with its own token, its own temp dir and free ports); sweeps attach with ``tlsweep run --address`` in subprocesses.
 
 1. Killing the driver mid-sweep, then running again: the unfinished sweep resumes by itself, finished trials
    are not rerun, the trials count stays, and ASHA's rungs hold every trial's result (before and after).
@@ -14,6 +14,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -136,7 +137,9 @@ class LocalCluster:
 def cluster():
     temp = Path(tempfile.mkdtemp(prefix="tlc", dir="/tmp"))  # short: Ray's socket paths must stay < 108 bytes
     port = free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "TLSWEEP_TORCH_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0",
+    # Token auth on, with this cluster's own token (``ray start --head`` does not create one; ~/.ray is left alone).
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
+           "TLSWEEP_TORCH_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     c = LocalCluster(f"127.0.0.1:{port}", env, temp)
     try:

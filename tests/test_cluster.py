@@ -1,10 +1,11 @@
 """A real two-node Ray cluster on this machine (``ray start --head`` + ``ray start --address``, token auth
 with its own token, its own temp dir and free ports); sweeps attach with ``tlsweep run --address`` in subprocesses.
 
-1. Killing the driver mid-sweep, then running again: the unfinished sweep resumes by itself, finished trials
-   are not rerun, the trials count stays, and ASHA's rungs hold every trial's result (before and after).
-2. Killing the worker node's raylet mid-trial: the trial is retried on the head from its checkpoint and its
+1. Killing the worker node's raylet mid-trial: the trial is retried on the head from its checkpoint and its
    epochs continue; the report's trials table shows both nodes.
+2. With a new worker node, killing the driver mid-sweep, then running again: the unfinished sweep resumes by
+   itself, finished trials are not rerun, the trials count and Optuna history stay, and ASHA's rungs hold
+   every trial's result (before and after).
 
 Every process is started here and stopped by PID (never ``ray stop``: other Ray clusters may share the machine).
 """
@@ -95,9 +96,10 @@ class LocalCluster:
                                 stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
         self.procs[role] = proc
         self.seen.add(proc.pid)
-        wait_for(lambda: proc.poll() is not None or "Ray runtime started" in (self.temp / f"{role}.log").read_text(),
+        log_file = self.temp / f"{role}.log"
+        wait_for(lambda: proc.poll() is not None or "Ray runtime started" in log_file.read_text(),
                  120, f"the Ray {role} node")
-        assert proc.poll() is None, (self.temp / f"{role}.log").read_text()[-3000:]
+        assert proc.poll() is None, log_file.read_text()[-3000:]
         self.remember()
         return proc
 
@@ -113,6 +115,34 @@ class LocalCluster:
                 node_id = next(a.split("=", 1)[1] for a in args if a.startswith("--node_id="))
                 return pid, node_id
         raise AssertionError(f"no raylet under the {role} node")
+
+    def ensure_worker(self) -> None:
+        """A live worker node: a new one when the last was killed (its ``ray start --block`` then exits)."""
+        proc = self.procs["worker"]
+        if proc.poll() is None and any(cmdline(p)[0].endswith("/raylet") for p in descendants(proc.pid) if cmdline(p)):
+            return
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        self.procs[f"worker-{proc.pid}"] = self.procs.pop("worker")
+        self.start("worker", [f"--address={self.address}"])
+
+    def wait_idle(self, cpus: int, timeout: float = 120) -> None:
+        """Until ``ray status`` shows ``cpus`` alive CPUs, all free (earlier sweeps' actors gone)."""
+        last = ""
+
+        def idle():
+            nonlocal last
+            res = subprocess.run([RAY, "status", f"--address={self.address}"], capture_output=True, text=True,
+                                 env=self.env, timeout=60)
+            last = res.stdout + res.stderr
+            return f"0.0/{cpus:.1f} CPU" in [line.strip() for line in last.splitlines()]  # nothing reserved
+
+        try:
+            wait_for(idle, timeout, f"{cpus} idle CPUs", interval=1)
+        except AssertionError as err:
+            raise AssertionError(f"{err}\n{last[-2000:]}") from None
 
     def stop(self) -> None:
         self.remember()
@@ -217,11 +247,53 @@ def statuses(storage: Path) -> dict[str, str]:
     return {s["trial_id"]: s["status"] for s in (json.loads(t[0]) for t in data["trial_data"])}
 
 
+def test_worker_node_lost_mid_trial_retries_from_checkpoint(cluster, data_root, tmp_path):
+    from tlsweep.report.collect import collect, trials_table
+
+    sweep, storage = sweep_file(tmp_path, data_root, "nodeloss", num_samples=2, scheduler={"type": "fifo"})
+    raylet_pid, worker_id = cluster.raylet("worker")
+    cluster.wait_idle(2)
+    driver = launch(cluster, sweep)
+
+    def trial_mid_run_on_worker():
+        for trial_id, h in histories(storage).items():
+            last = h.iloc[-1]
+            if last.get("node_id") == worker_id and 1 <= last["epoch"] <= EPOCHS - 2:
+                return trial_id
+        return None
+
+    try:
+        victim = wait_for(trial_mid_run_on_worker, 240, "a trial running on the worker node")
+        cluster.remember()
+        os.kill(raylet_pid, signal.SIGKILL)
+        out = finish(driver)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    summary = pd.read_csv(storage / "summary.csv")
+    assert len(summary) == 2 and set(summary["status"]) == {"finished"}, out[-3000:]
+
+    h = histories(storage)[victim]
+    assert h["epoch"].tolist() == list(range(1, EPOCHS + 1)), h[["epoch", "node_id", "start_epoch"]]
+    moved = h[h["node_id"] != worker_id]
+    assert len(moved) and (h.loc[: moved.index[0] - 1, "node_id"] == worker_id).all()
+    assert moved["start_epoch"].iloc[0] == moved["epoch"].iloc[0] - 1 >= 1  # restored, not restarted
+
+    head_id = cluster.raylet("head")[1]
+    assert {n for h in histories(storage).values() for n in h["node_id"]} == {worker_id, head_id}
+
+    table = trials_table(collect(storage)).set_index("trial_id")
+    assert table.loc[victim, "nodes"].count("→") == 1 and worker_id[:8] in table.loc[victim, "nodes"]
+    assert summary.set_index("trial_id").loc[victim, "nodes"] == table.loc[victim, "nodes"]
+
+
 def test_driver_killed_mid_sweep_resumes_without_rerunning_finished_trials(cluster, data_root, tmp_path):
     from tlsweep.sweep.resume import STATE_FILE, sweep_state
 
     sweep, storage = sweep_file(tmp_path, data_root, "resume", num_samples=3, epochs=3,
                                 scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2})
+    cluster.ensure_worker()  # the previous test killed it
+    cluster.wait_idle(2)
     driver = launch(cluster, sweep)
 
     def some_finished_some_not():
@@ -272,39 +344,3 @@ def test_driver_killed_mid_sweep_resumes_without_rerunning_finished_trials(clust
     assert len(told) == 3 and sum(searcher.assigned.values()) == 3
     stopped = summary[summary["status"] == "stopped"]
     assert set(stopped["epochs"]) <= {1, 2}  # ASHA (max_t 3, reduction factor 2) stops only at its milestones
-
-
-def test_worker_node_lost_mid_trial_retries_from_checkpoint(cluster, data_root, tmp_path):
-    from tlsweep.report.collect import collect, trials_table
-
-    sweep, storage = sweep_file(tmp_path, data_root, "nodeloss", num_samples=2, scheduler={"type": "fifo"})
-    raylet_pid, worker_id = cluster.raylet("worker")
-    driver = launch(cluster, sweep)
-
-    def trial_mid_run_on_worker():
-        for trial_id, h in histories(storage).items():
-            last = h.iloc[-1]
-            if last.get("node_id") == worker_id and 1 <= last["epoch"] <= EPOCHS - 2:
-                return trial_id
-        return None
-
-    try:
-        victim = wait_for(trial_mid_run_on_worker, 240, "a trial running on the worker node")
-        cluster.remember()
-        os.kill(raylet_pid, signal.SIGKILL)
-        out = finish(driver)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-    summary = pd.read_csv(storage / "summary.csv")
-    assert len(summary) == 2 and set(summary["status"]) == {"finished"}, out[-3000:]
-
-    h = histories(storage)[victim]
-    assert h["epoch"].tolist() == list(range(1, EPOCHS + 1)), h[["epoch", "node_id", "start_epoch"]]
-    moved = h[h["node_id"] != worker_id]
-    assert len(moved) and (h.loc[: moved.index[0] - 1, "node_id"] == worker_id).all()
-    assert moved["start_epoch"].iloc[0] == moved["epoch"].iloc[0] - 1 >= 1  # restored, not restarted
-
-    table = trials_table(collect(storage)).set_index("trial_id")
-    assert table.loc[victim, "nodes"].count("→") == 1 and worker_id[:8] in table.loc[victim, "nodes"]
-    assert summary.set_index("trial_id").loc[victim, "nodes"] == table.loc[victim, "nodes"]

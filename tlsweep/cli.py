@@ -91,7 +91,8 @@ def run(
     spec = _load(file)
     from .data.sources import DataError
     from .sweep.progress import ProgressPrinter
-    from .sweep.runner import ResourceError, SweepInterrupted, run_sweep
+    from .sweep.resume import sweep_state
+    from .sweep.runner import ResourceError, StorageError, SweepInterrupted, run_sweep
     from .sweep.space import total_trials
     from .weights import WeightsError
 
@@ -100,11 +101,14 @@ def run(
         plain["num_samples"] = num_samples
     console.print(f"[bold]{spec.name}[/]: {total_trials(plain)} trials over {len(spec.models)} model(s), "
                   f"results → {spec.storage_dir}")
+    if not resume and sweep_state(spec.storage_dir, total_trials(plain)) == "unfinished":
+        console.print(f"{spec.storage_dir} holds an unfinished sweep: resuming it (finished trials are kept)")
+        resume = True
     try:
         checked = _preflight(spec, data=True, address=address)
         result = run_sweep(spec, address=address, num_samples=num_samples, resume=resume,
                            callbacks=[ProgressPrinter(spec.scheduler.metric, total_trials(plain))], checked=checked)
-    except (DataError, ResourceError, WeightsError) as err:
+    except (DataError, ResourceError, StorageError, WeightsError) as err:
         err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
         raise typer.Exit(2) from None
     except KeyboardInterrupt as err:

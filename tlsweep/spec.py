@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, PrivateAttr,
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError,
                       field_validator, model_validator)
 
 from .distributions import Distribution, candidate_values, parse_param
@@ -85,6 +85,7 @@ class ModelSpec(Strict):
     fusion: Literal["logits", "features", "mean"] = "logits"
     weights: str | None = None
     head: HeadSpec | None = None
+    resources: ResourcesOverride | None = None
     id: str | None = None
 
     @model_validator(mode="before")
@@ -212,16 +213,27 @@ class SearcherSpec(Strict):
     per_model: bool = True
 
 
-class ResourcesSpec(Strict):
-    cpu: float = Field(1, gt=0)
-    gpu: float = Field(0, ge=0)
+def _gpu_fraction(v):
+    if v is not None and v > 1 and v != int(v):
+        raise ValueError("more than one GPU per trial must be a whole number")
+    return v
 
-    @field_validator("gpu")
-    @classmethod
-    def _gpu_fraction(cls, v):
-        if v > 1 and v != int(v):
-            raise ValueError("more than one GPU per trial must be a whole number")
-        return v
+
+GPUs = Annotated[float, Field(ge=0), AfterValidator(_gpu_fraction)]
+
+
+class ResourcesSpec(Strict):
+    """CPUs and GPUs per trial; a fraction of a GPU lets small backbones share one (e.g. 0.25)."""
+
+    cpu: float = Field(1, gt=0)
+    gpu: GPUs = 0
+
+
+class ResourcesOverride(Strict):
+    """A model's own ``resources``; unset fields come from the sweep's ``resources``."""
+
+    cpu: float | None = Field(None, gt=0)
+    gpu: GPUs | None = None
 
 
 class CheckpointSpec(Strict):
@@ -243,6 +255,7 @@ class Spec(Strict):
     resources: ResourcesSpec = ResourcesSpec()
     checkpoints: CheckpointSpec = CheckpointSpec()
     storage: str | None = None
+    storage_shared: bool = False
     seed: int = 0
     _source: str | None = PrivateAttr(None)  # the sweep file, for line numbers in later checks (preflight)
 
@@ -273,7 +286,7 @@ class Spec(Strict):
         """Label → plain model config (name or ensemble, fusion, weights, head)."""
         table = {}
         for m in self.models:
-            cfg = m.model_dump(exclude_none=True, exclude={"id"})
+            cfg = m.model_dump(exclude_none=True, exclude={"id", "resources"})
             cfg["weights"] = m.weights or self.weights
             if m.ensemble is None:
                 cfg.pop("fusion", None)
@@ -288,7 +301,14 @@ class Spec(Strict):
         plain["search"] = {k: (v.to_yaml() if isinstance(v, Distribution) else v)
                            for k, v in self.search.params().items()}
         plain["models_table"] = self.models_table()
+        plain["model_resources"] = self.model_resources()
         return plain
+
+    def model_resources(self) -> dict[str, dict]:
+        """Label → {cpu, gpu} per trial: the sweep's ``resources`` with each model's overrides."""
+        base = self.resources.model_dump()
+        return {m.label: {**base, **(m.resources.model_dump(exclude_none=True) if m.resources else {})}
+                for m in self.models}
 
 
 class SpecError(ValueError):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..sweep.cluster import trial_nodes
 from ..sweep.runner import SPEC_FILE
 
 STATUSES = ("finished", "stopped", "diverged", "error", "pending")
@@ -151,6 +152,7 @@ def trials_table(sweep: Sweep) -> pd.DataFrame:
             "val_loss": float(best["val_loss"]) if best is not None and "val_loss" in best else None,
             **{k: v for k, v in t.config.items() if k != "model"},
             "wall_s": float(h["epoch_seconds"].sum()) if "epoch_seconds" in h else None,
+            "nodes": trial_nodes(h),
             "error": t.error,
         })
     return pd.DataFrame(rows)

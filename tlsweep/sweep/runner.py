@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..spec import Spec
+from .cluster import ResourceError, StorageError, check_cluster, make_trainable, trial_nodes  # noqa: F401 (re-exported)
 from .space import build_groups, samples_per_group, total_trials
 
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -60,26 +61,6 @@ def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | N
                  log_to_driver=False, configure_logging=False)
 
 
-class ResourceError(RuntimeError):
-    """The cluster cannot host one trial of the sweep."""
-
-
-def check_resources(resources: dict) -> None:
-    """Fail early when no node could ever run a trial (e.g. GPUs asked on a cluster without any)."""
-    import ray
-
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    need = {"CPU": resources["cpu"], "GPU": resources["gpu"]}
-    if any(all(node.get(k, 0) >= v for k, v in need.items() if v) for node in nodes):
-        return
-    have = ray.cluster_resources()
-    raise ResourceError(
-        f"each trial asks for {need['CPU']:g} CPU and {need['GPU']:g} GPU, but no node of the Ray cluster has that "
-        f"(cluster: {have.get('CPU', 0):g} CPU, {have.get('GPU', 0):g} GPU in all). Lower `resources` in the sweep "
-        f"file or attach to a cluster with GPUs (--address)."
-    )
-
-
 def _write_spec(plain: dict, storage: str) -> None:
     if "://" in storage:
         return
@@ -97,28 +78,26 @@ def trial_dirname(trial) -> str:
 def build_tuner(plain: dict, callbacks: list | None = None):
     """The Ray Tune ``Tuner`` for a plain spec (see ``Spec.to_plain``)."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.schedulers import FIFOScheduler
 
+    from .resume import ResumableASHA, SchedulerState
     from .searcher import GroupedSearcher
-    from .trainable import train_trial
 
     sched_cfg = plain["scheduler"]
     metric, mode = sched_cfg["metric"], sched_cfg["mode"]
     if sched_cfg["type"] == "asha":
-        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=plain["epochs"],
+        scheduler = ResumableASHA(time_attr="training_iteration", max_t=plain["epochs"],
                                   grace_period=sched_cfg["grace_period"],
                                   reduction_factor=sched_cfg["reduction_factor"])
+        callbacks = [*(callbacks or []), SchedulerState(scheduler, plain["storage"])]
     else:
         scheduler = FIFOScheduler()
     searcher = GroupedSearcher(build_groups(plain), samples_per_group(plain), metric, mode,
                                plain["searcher"]["type"],
                                plain["searcher"]["seed"] if plain["searcher"]["seed"] is not None else plain["seed"])
-    res = plain["resources"]
-    trainable = tune.with_resources(tune.with_parameters(train_trial, spec=plain),
-                                    {"cpu": res["cpu"], "gpu": res["gpu"]})
     storage_path, name = split_storage(plain["storage"])
     return tune.Tuner(
-        trainable,
+        make_trainable(plain),
         tune_config=tune.TuneConfig(metric=metric, mode=mode, search_alg=searcher, scheduler=scheduler,
                                     num_samples=total_trials(plain),
                                     max_concurrent_trials=plain.get("max_concurrent"),
@@ -163,19 +142,19 @@ def run_sweep(spec: Spec, address: str | None = None, num_samples: int | None = 
 
     ensure_weights(plain)  # fetch each weights file once here, not in every trial at once
     init_ray(address)
-    check_resources(plain["resources"])
+    check_cluster(plain)
     from ray import tune
+
+    from .resume import sweep_state
 
     start = time.perf_counter()
     storage = plain["storage"]
+    if not resume and sweep_state(storage, total_trials(plain)) == "unfinished":
+        log.warning("%s holds an unfinished sweep: resuming it", storage)
+        resume = True
     _write_spec(plain, storage)
     if resume and tune.Tuner.can_restore(storage):
-        from .trainable import train_trial
-
-        res = plain["resources"]
-        trainable = tune.with_resources(tune.with_parameters(train_trial, spec=plain),
-                                        {"cpu": res["cpu"], "gpu": res["gpu"]})
-        tuner = tune.Tuner.restore(storage, trainable, resume_unfinished=True, resume_errored=True)
+        tuner = tune.Tuner.restore(storage, make_trainable(plain), resume_unfinished=True, resume_errored=True)
     else:
         tuner = build_tuner(plain, callbacks)
     grid = tuner.fit()
@@ -221,6 +200,7 @@ def trials_frame(grid, plain: dict) -> pd.DataFrame:
             row["best_epoch"] = int(best.get("training_iteration", 0))
             row["epochs"] = int(history["training_iteration"].max())
             row["seconds"] = float(history["epoch_seconds"].sum()) if "epoch_seconds" in history else None
+            row["nodes"] = trial_nodes(history)
         row["error"] = error_message(result.error) if result.error else (result.metrics or {}).get("error")
         row.update({f"config/{k}": v for k, v in config.items() if k != "model"})
         rows.append(row)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 
+import ray
 import ray.tune as tune
 import torch
 
@@ -14,14 +15,16 @@ from .space import trial_config
 
 def train_trial(config: dict, spec: dict) -> None:
     """Restore from the trial's last checkpoint if Tune hands one over, then report every epoch."""
-    torch.set_num_threads(max(1, int(os.environ.get("TLSWEEP_TORCH_THREADS", spec["resources"]["cpu"]))))
+    cpus = (spec.get("model_resources") or {}).get(config["model"], spec["resources"])["cpu"]
+    torch.set_num_threads(max(1, int(os.environ.get("TLSWEEP_TORCH_THREADS", cpus))))
     trial = Trial(trial_config(spec, config))
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             trial.restore(directory)
     info = {"model_label": config["model"], "total_params": trial.total_params,
-            "trainable_params": trial.trainable_params, "node_ip": _node_ip()}
+            "trainable_params": trial.trainable_params, "node_ip": _node_ip(),
+            "node_id": ray.get_runtime_context().get_node_id(), "start_epoch": trial.epoch}
     for metrics in trial.run():
         with tempfile.TemporaryDirectory() as directory:
             trial.save(directory)

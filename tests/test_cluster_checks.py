@@ -1,0 +1,120 @@
+"""Ray-free checks of the cluster layer: per-model resources, early resource/storage failures, ASHA state
+that survives a resume, unfinished-sweep detection and the per-trial node column."""
+
+import json
+import pickle
+
+import pandas as pd
+import pytest
+import yaml
+
+from tlsweep.spec import SpecError, parse_spec
+from tlsweep.sweep.cluster import (ResourceError, StorageError, check_resources, check_storage, filesystem_type,
+                                   trial_nodes, trial_resources)
+
+
+def node(ip="10.0.0.1", cpu=4, gpu=0, alive=True):
+    return {"NodeID": f"id-{ip}", "NodeManagerAddress": ip, "Alive": alive,
+            "Resources": {"CPU": cpu, **({"GPU": gpu} if gpu else {})}}
+
+
+@pytest.fixture()
+def plain(spec_dict):
+    spec_dict["models"] = [{"name": "mobilenet_v3_small", "resources": {"gpu": 0.25}},
+                           {"name": "vit_b_16", "resources": {"gpu": 1, "cpu": 4}}, "resnet18"]
+    spec_dict["resources"] = {"cpu": 2, "gpu": 0.5}
+    return parse_spec(spec_dict).to_plain()
+
+
+def test_model_resources_override_the_sweep_defaults(plain):
+    assert plain["model_resources"] == {"mobilenet_v3_small": {"cpu": 2, "gpu": 0.25},
+                                        "vit_b_16": {"cpu": 4, "gpu": 1}, "resnet18": {"cpu": 2, "gpu": 0.5}}
+    assert "resources" not in plain["models_table"]["vit_b_16"]  # the model builder never sees them
+    res = trial_resources(plain)
+    assert res.demand("mobilenet_v3_small") == {"CPU": 2, "GPU": 0.25}
+    pgf = res({"model": "vit_b_16", "lr": 1e-3})
+    assert pgf.bundles == [{"CPU": 4, "GPU": 1}]
+    assert pickle.loads(pickle.dumps(res)) == res  # Tune ships it with the trainable
+
+
+def test_fractional_gpu_above_one_is_rejected(spec_dict):
+    spec_dict["models"] = [{"name": "resnet18", "resources": {"gpu": 1.5}}]
+    with pytest.raises(SpecError, match=r"models\.0\.resources\.gpu: more than one GPU"):
+        parse_spec(spec_dict)
+
+
+def test_gpu_sweep_on_cpu_cluster_fails_early_naming_the_model(plain):
+    with pytest.raises(ResourceError, match=r"vit_b_16: 4 CPU, 1 GPU.*0 GPU in all"):
+        check_resources(plain, [node(cpu=8), node("10.0.0.2", cpu=8)])
+    with pytest.raises(ResourceError, match=r"vit_b_16") as err:
+        check_resources(plain, [node(cpu=8, gpu=0.5)])  # the small backbones would fit
+    assert "mobilenet_v3_small" not in str(err.value)
+    check_resources(plain, [node(cpu=2, gpu=1), node("10.0.0.2", cpu=4, gpu=1)])
+
+
+def test_local_storage_with_remote_nodes_fails_unless_shared():
+    nodes = [node("10.0.0.1"), node("10.0.0.2")]
+    with pytest.raises(StorageError, match=r"10\.0\.0\.2.*s3://.*storage_shared: true"):
+        check_storage("/home/me/results/x", nodes, driver_ip="10.0.0.1")
+    check_storage("/home/me/results/x", [node("10.0.0.1"), node("10.0.0.1")], driver_ip="10.0.0.1")
+    check_storage("s3://bucket/sweeps/x", nodes, driver_ip="10.0.0.1")
+    check_storage("/mnt/nfs/x", nodes, driver_ip="10.0.0.1", shared=True)
+    check_storage("/mnt/nfs/x", nodes, driver_ip="10.0.0.1", fs_type="nfs4")
+
+
+def test_filesystem_type_takes_the_longest_mount_point(tmp_path):
+    mounts = tmp_path / "mounts"
+    mounts.write_text("overlay / overlay rw 0 0\nserver:/export /mnt/shared nfs4 rw 0 0\n"
+                      "tmpfs /mnt/shared/tmp tmpfs rw 0 0\n")
+    assert filesystem_type("/mnt/shared/sweeps/a", mounts) == "nfs4"
+    assert filesystem_type("/mnt/shared/tmp/a", mounts) == "tmpfs"
+    assert filesystem_type("/home/me", mounts) == "overlay"
+    assert filesystem_type("/mnt/sharedx", mounts) == "overlay"
+
+
+def test_resumable_asha_rungs_round_trip_through_the_callback(tmp_path):
+    from tlsweep.sweep.resume import STATE_FILE, ResumableASHA, SchedulerState
+
+    asha = ResumableASHA(time_attr="training_iteration", metric="val_acc", mode="max", max_t=4, grace_period=1,
+                         reduction_factor=2)
+    rungs = {m: rec for m, rec in asha._brackets[0]._rungs}
+    rungs[1].update(a=0.5, b=0.7)
+    rungs[2]["b"] = 0.8
+    callback = SchedulerState(asha, str(tmp_path))
+    state = callback.get_state()
+    assert yaml.safe_load((tmp_path / STATE_FILE).read_text()) == state["scheduler"]
+
+    # Tune pickles the Tuner (scheduler and callbacks together) before fit: the callback must still
+    # point at the scheduler Tune uses after unpickling, and fill its empty rungs on restore.
+    fresh = ResumableASHA(time_attr="training_iteration", metric="val_acc", mode="max", max_t=4, grace_period=1,
+                          reduction_factor=2)
+    tuner_state = pickle.loads(pickle.dumps({"scheduler": fresh, "callbacks": [SchedulerState(fresh)]}))
+    tuner_state["callbacks"][0].set_state(json.loads(json.dumps(state)))
+    restored = {m: rec for m, rec in tuner_state["scheduler"]._brackets[0]._rungs}
+    assert restored[1] == {"a": 0.5, "b": 0.7} and restored[2] == {"b": 0.8}
+
+
+def _experiment_state(folder, statuses):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tuner.pkl").write_bytes(b"x")
+    trials = [[json.dumps({"trial_id": str(i), "status": s}), "{}"] for i, s in enumerate(statuses)]
+    (folder / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps({"trial_data": trials}))
+
+
+def test_sweep_state_detects_unfinished_sweeps(tmp_path):
+    from tlsweep.sweep.resume import sweep_state
+
+    assert sweep_state(str(tmp_path / "nothing")) == "none"
+    assert sweep_state("s3://bucket/x") == "none"
+    _experiment_state(tmp_path / "a", ["TERMINATED", "RUNNING"])
+    assert sweep_state(str(tmp_path / "a")) == "unfinished"
+    _experiment_state(tmp_path / "b", ["TERMINATED", "ERROR"])
+    assert sweep_state(str(tmp_path / "b"), expected_trials=2) == "finished"
+    assert sweep_state(str(tmp_path / "b"), expected_trials=4) == "unfinished"  # searcher had more to suggest
+
+
+def test_trial_nodes_lists_each_node_once_in_order():
+    history = pd.DataFrame({"node_ip": ["10.0.0.2", "10.0.0.2", "10.0.0.1"],
+                            "node_id": ["bbbbbbbbbb", "bbbbbbbbbb", "aaaaaaaaaa"]})
+    assert trial_nodes(history) == "10.0.0.2/bbbbbbbb → 10.0.0.1/aaaaaaaa"
+    assert trial_nodes(pd.DataFrame({"val_acc": [0.5]})) is None

@@ -1,0 +1,146 @@
+"""What a sweep needs from the Ray cluster: per-model trial resources, nodes able to host them, and storage
+that every node can reach. The checks are plain functions of node lists so they are testable without Ray."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+# File systems every node of a cluster can mount at the same path (see /proc/mounts).
+SHARED_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "lustre", "glusterfs", "fuse.glusterfs", "gpfs", "beegfs",
+                      "ceph", "fuse.ceph", "cephfs", "fuse.sshfs", "fuse.s3fs", "fuse.gcsfuse", "fuse.juicefs",
+                      "fuse.mountpoint-s3", "efs", "9p", "virtiofs"}
+
+
+class ResourceError(RuntimeError):
+    """The cluster cannot host one trial of the sweep."""
+
+
+class StorageError(RuntimeError):
+    """Trials on other machines could not write to the sweep's storage."""
+
+
+@dataclass(frozen=True)
+class TrialResources:
+    """Picklable ``config → PlacementGroupFactory`` for ``tune.with_resources``: one bundle per trial, sized by
+    the trial's model (``model_resources`` of the plain spec)."""
+
+    per_model: dict
+    default: dict
+
+    def demand(self, model: str | None) -> dict:
+        res = self.per_model.get(model, self.default)
+        return {"CPU": float(res["cpu"]), **({"GPU": float(res["gpu"])} if res["gpu"] else {})}
+
+    def __call__(self, config: dict):
+        from ray.tune import PlacementGroupFactory
+
+        return PlacementGroupFactory([self.demand((config or {}).get("model"))])
+
+
+def trial_resources(plain: dict) -> TrialResources:
+    return TrialResources(dict(plain.get("model_resources") or {}), dict(plain["resources"]))
+
+
+def make_trainable(plain: dict):
+    """The Tune trainable of a sweep: ``train_trial`` with the spec bound and per-model resources."""
+    from ray import tune
+
+    from .trainable import train_trial
+
+    return tune.with_resources(tune.with_parameters(train_trial, spec=plain), trial_resources(plain))
+
+
+def alive_nodes() -> list[dict]:
+    """Ray's node table, alive nodes only: ``NodeID``, ``NodeManagerAddress`` (IP), ``Resources``."""
+    import ray
+
+    return [n for n in ray.nodes() if n.get("Alive")]
+
+
+def unplaceable(demands: dict[str, dict], nodes: list[dict]) -> dict[str, dict]:
+    """Models whose per-trial demand no single node can ever satisfy."""
+    def fits(need, node):
+        return all(node.get("Resources", {}).get(k, 0) >= v for k, v in need.items() if v)
+
+    return {m: need for m, need in demands.items() if not any(fits(need, n) for n in nodes)}
+
+
+def check_resources(plain: dict, nodes: list[dict]) -> None:
+    """Fail early when a model's trials could never start (e.g. GPUs asked on a cluster without any)."""
+    res = trial_resources(plain)
+    models = list(plain.get("models_table") or res.per_model) or [None]
+    bad = unplaceable({m: res.demand(m) for m in models}, nodes)
+    if not bad:
+        return
+    total = {k: sum(n.get("Resources", {}).get(k, 0) for n in nodes) for k in ("CPU", "GPU")}
+    largest = {k: max((n.get("Resources", {}).get(k, 0) for n in nodes), default=0) for k in ("CPU", "GPU")}
+    asks = "; ".join(f"{m or 'each trial'}: {need.get('CPU', 0):g} CPU, {need.get('GPU', 0):g} GPU"
+                     for m, need in bad.items())
+    raise ResourceError(
+        f"no node of the Ray cluster can run a trial of {asks} (cluster: {len(nodes)} node(s), "
+        f"{total['CPU']:g} CPU and {total['GPU']:g} GPU in all; largest node {largest['CPU']:g} CPU, "
+        f"{largest['GPU']:g} GPU). Lower `resources` in the sweep file (or a model's own `resources`), "
+        f"or attach to a cluster with GPUs (--address).")
+
+
+def filesystem_type(path: str | os.PathLike, mounts: str = "/proc/mounts") -> str | None:
+    """The type of the file system holding ``path`` (longest mount point prefix in ``mounts``)."""
+    path = Path(path).resolve()
+    best, kind = "", None
+    try:
+        lines = Path(mounts).read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        point = parts[1].replace("\\040", " ")
+        if (path == Path(point) or Path(point) in path.parents) and len(point) > len(best):
+            best, kind = point, parts[2]
+    return kind
+
+
+def check_storage(storage: str, nodes: list[dict], driver_ip: str, shared: bool = False,
+                  fs_type: str | None = None) -> None:
+    """Since Ray 2.7 trials write results and checkpoints straight to ``storage_path``: with nodes on other
+    machines it must be a URI (s3://, gs://, ...) or a path shared by all of them (NFS, ...)."""
+    if "://" in storage or shared or (fs_type in SHARED_FILESYSTEMS):
+        return
+    remote = sorted({n.get("NodeManagerAddress") for n in nodes} - {driver_ip, None})
+    if remote:
+        raise StorageError(
+            f"storage {storage!r} is a local path ({fs_type or 'unknown'} file system) but the Ray cluster has "
+            f"nodes on other machines ({', '.join(remote)}); their trials could not write there. Use a URI "
+            f"(storage: s3://bucket/sweeps/NAME or gs://...) or a path mounted on every node (NFS) and declare "
+            f"it with `storage_shared: true` in the sweep file.")
+
+
+def check_cluster(plain: dict) -> list[dict]:
+    """Both checks against the attached cluster; returns its alive nodes."""
+    import ray.util
+
+    nodes = alive_nodes()
+    check_resources(plain, nodes)
+    storage = plain["storage"]
+    check_storage(storage, nodes, ray.util.get_node_ip_address(), bool(plain.get("storage_shared")),
+                  None if "://" in storage else filesystem_type(storage))
+    return nodes
+
+
+def trial_nodes(history: pd.DataFrame) -> str | None:
+    """The nodes a trial's epochs ran on, in order (``ip/node-id prefix``), e.g. a retry after a node loss."""
+    if "node_id" not in history and "node_ip" not in history:
+        return None
+    ids = history["node_id"] if "node_id" in history else pd.Series([""] * len(history))
+    ips = history["node_ip"] if "node_ip" in history else pd.Series([""] * len(history))
+    nodes: list[str] = []
+    for ip, node in zip(ips.fillna(""), ids.fillna("")):
+        label = f"{ip}/{str(node)[:8]}" if node else str(ip)
+        if label and (not nodes or nodes[-1] != label):
+            nodes.append(label)
+    return " → ".join(nodes) or None

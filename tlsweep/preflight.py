@@ -96,14 +96,14 @@ def _storage(spec: Spec, problem, address) -> None:
 
 
 def _gpus(spec: Spec, problem, address) -> None:
-    need = spec.resources.gpu
+    need = max(r["gpu"] for r in spec.model_resources().values())
     if not need or address or os.environ.get("RAY_ADDRESS"):
         return  # a cluster's GPUs are checked once Ray is up (runner.check_resources)
     import torch
 
     have = torch.cuda.device_count()
     if have < math.ceil(need):
-        problem("resources.gpu", f"each trial asks for {need:g} GPU but this machine has {have}; set "
+        problem("resources.gpu", f"a trial asks for {need:g} GPU but this machine has {have}; set "
                                  f"resources.gpu: 0, or attach to a cluster with GPUs (--address)")
 
 

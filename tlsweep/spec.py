@@ -52,6 +52,13 @@ class SubsetSpec(Strict):
     test: int | None = Field(None, ge=1)
 
 
+class CacheSpec(Strict):
+    """Node-local caches (see ``tlsweep.cache``): ``auto`` uses them where they are exact and worthwhile."""
+
+    images: Literal["auto", "on", "off"] = "auto"
+    features: Literal["auto", "on", "off"] = "auto"
+
+
 class DataSpec(Strict):
     root: Path
     source: str = "imagefolder"
@@ -61,6 +68,8 @@ class DataSpec(Strict):
     image_size: int = Field(224, ge=16, le=1024)
     num_workers: int = Field(0, ge=0, le=64)
     augment: Literal["none", "flip", "basic"] = "flip"
+    cache: CacheSpec = CacheSpec()
+    cache_dir: str | None = None  # default $TLSWEEP_CACHE or ~/.cache/tlsweep
 
 
 class HeadSpec(Strict):
@@ -213,6 +222,15 @@ class ResourcesSpec(Strict):
         return v
 
 
+class PerformanceSpec(Strict):
+    """Fast paths (see ``tlsweep.fastpath``); ``pin_memory: auto`` pins on CUDA only."""
+
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool = False
+    pin_memory: Literal["auto"] | bool = "auto"
+    compile: bool = False
+
+
 class CheckpointSpec(Strict):
     num_to_keep: int = Field(2, ge=1)
 
@@ -231,6 +249,7 @@ class Spec(Strict):
     max_failures: int = Field(1, ge=0)
     resources: ResourcesSpec = ResourcesSpec()
     checkpoints: CheckpointSpec = CheckpointSpec()
+    performance: PerformanceSpec = PerformanceSpec()
     storage: str | None = None
     seed: int = 0
 

@@ -386,8 +386,10 @@ def _absolute(spec: Spec, base: Path) -> Spec:
     storage = spec.storage_dir
     if "://" not in storage and not os.path.isabs(storage):
         storage = str((base / storage).resolve())
-    return spec.model_copy(update={"data": spec.data.model_copy(update={"root": root.resolve()}),
-                                   "storage": storage})
+    data = {"root": root.resolve()}
+    if spec.data.cache_dir:  # trials run in their own folders: make it absolute here
+        data["cache_dir"] = str((base / Path(spec.data.cache_dir).expanduser()).resolve())
+    return spec.model_copy(update={"data": spec.data.model_copy(update=data), "storage": storage})
 
 
 def load_spec(path: str | os.PathLike, overrides: dict | None = None) -> Spec:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 
 os.environ.setdefault("TLSWEEP_TORCH_THREADS", "1")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+os.environ.setdefault("TLSWEEP_CACHE", tempfile.mkdtemp(prefix="tlsweep-cache-"))  # keep tests out of ~/.cache
 
 
 @pytest.fixture(scope="session")

@@ -52,6 +52,13 @@ class SubsetSpec(Strict):
     test: int | None = Field(None, ge=1)
 
 
+class CacheSpec(Strict):
+    """Node-local caches (see ``tlsweep.cache``): ``auto`` uses them where they are exact and worthwhile."""
+
+    images: Literal["auto", "on", "off"] = "auto"
+    features: Literal["auto", "on", "off"] = "auto"
+
+
 class DataSpec(Strict):
     root: Path
     source: str = "imagefolder"
@@ -63,6 +70,8 @@ class DataSpec(Strict):
     augment: Literal["none", "flip", "basic"] = "flip"
     on_bad_image: Literal["error", "skip"] = "error"  # unreadable/truncated images: stop before any trial, or leave out
     max_image_side: int = Field(1024, ge=16)  # larger images are downscaled when loaded
+    cache: CacheSpec = CacheSpec()
+    cache_dir: str | None = None  # default $TLSWEEP_CACHE or ~/.cache/tlsweep
 
     @model_validator(mode="after")
     def _sides(self):
@@ -236,6 +245,15 @@ class ResourcesOverride(Strict):
     gpu: GPUs | None = None
 
 
+class PerformanceSpec(Strict):
+    """Fast paths (see ``tlsweep.fastpath``); ``pin_memory: auto`` pins on CUDA only."""
+
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool = False
+    pin_memory: Literal["auto"] | bool = "auto"
+    compile: bool = False
+
+
 class CheckpointSpec(Strict):
     num_to_keep: int = Field(2, ge=1)
 
@@ -254,6 +272,7 @@ class Spec(Strict):
     max_failures: int = Field(1, ge=0)
     resources: ResourcesSpec = ResourcesSpec()
     checkpoints: CheckpointSpec = CheckpointSpec()
+    performance: PerformanceSpec = PerformanceSpec()
     storage: str | None = None
     storage_shared: bool = False
     seed: int = 0
@@ -399,8 +418,10 @@ def _absolute(spec: Spec, base: Path) -> Spec:
     storage = spec.storage_dir
     if "://" not in storage and not os.path.isabs(storage):
         storage = str((base / storage).resolve())
-    return spec.model_copy(update={"data": spec.data.model_copy(update={"root": root.resolve()}),
-                                   "storage": storage})
+    data = {"root": root.resolve()}
+    if spec.data.cache_dir:  # trials run in their own folders: make it absolute here
+        data["cache_dir"] = str((base / Path(spec.data.cache_dir).expanduser()).resolve())
+    return spec.model_copy(update={"data": spec.data.model_copy(update=data), "storage": storage})
 
 
 def load_spec(path: str | os.PathLike, overrides: dict | None = None) -> Spec:

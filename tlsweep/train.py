@@ -17,8 +17,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from .cache import trial_data
 from .data import load_splits
-from .data.transforms import build_transform
+from .fastpath import FastPath
 from .models import build_model
 from .models.transfer import count_parameters
 
@@ -72,10 +73,10 @@ def resolve_device(requested: str | None = "auto") -> torch.device:
 
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, generator=None,
-                pin_memory: bool = False) -> DataLoader:
+                pin_memory: bool = False, collate_fn=None) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
                       generator=generator, pin_memory=pin_memory, persistent_workers=num_workers > 0,
-                      drop_last=False)
+                      drop_last=False, collate_fn=collate_fn)
 
 
 class Trial:
@@ -90,17 +91,17 @@ class Trial:
         data = config["data"]
         self.splits = splits or load_splits(data, int(config.get("seed", 0)))
         self.classes = self.splits.classes
-        size = int(data.get("image_size", 224))
-        workers = int(data.get("num_workers", 0))
-        pin = self.device.type == "cuda"
+        self.fast = FastPath(config.get("performance"), self.device)
         self.generator = torch.Generator().manual_seed(int(config.get("seed", 0)))
         batch_size = int(config["batch_size"])
-        self.train_loader = make_loader(
-            TransformedDataset(self.splits.train, build_transform(size, data.get("augment", "none"), train=True)),
-            batch_size, True, workers, self.generator, pin)
-        self.val_loader = make_loader(TransformedDataset(self.splits.val, build_transform(size)),
-                                      max(batch_size, 64), False, workers, pin_memory=pin)
-        self.model = build_model(config["model"], len(self.classes), config.get("freeze_depth", 0.0)).to(self.device)
+        self.model = self.fast.prepare_model(
+            build_model(config["model"], len(self.classes), config.get("freeze_depth", 0.0)).to(self.device))
+        plan = trial_data(config, self.splits, self.model, self.device, self.fast)  # caches: see tlsweep.cache
+        self.cache_info, self.forward = plan.info, self.fast.compiled(plan.forward)
+        pin = self.fast.pin_memory and plan.pin_memory
+        self.train_loader = make_loader(plan.train, batch_size, True, plan.workers, self.generator, pin, plan.collate)
+        self.val_loader = make_loader(plan.val, max(batch_size, 64), False, plan.workers, pin_memory=pin,
+                                      collate_fn=plan.collate)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = OPTIMIZERS[config.get("optimizer", "adam")](params, config)
         build_sched, self.sched_step = LR_SCHEDULERS[config.get("lr_scheduler", "none")]
@@ -126,15 +127,15 @@ class Trial:
         total, correct, loss_sum = 0, 0, 0.0
         start = time.perf_counter()
         for images, labels in self.train_loader:
-            images = images.to(self.device, non_blocking=True)
+            images = self.fast.inputs(images)
             labels = labels.to(self.device, non_blocking=True)
-            logits = self.model(images)
-            loss = self.loss_fn(logits, labels)
+            with self.fast.autocast():
+                logits = self.forward(images)
+                loss = self.loss_fn(logits, labels)
             if not torch.isfinite(loss):
                 raise Diverged(f"training loss became {loss.item()} at epoch {self.epoch + 1}")
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            self.fast.backward_step(loss, self.optimizer)
             if self.scheduler is not None and self.sched_step == "batch":
                 self.scheduler.step()
             n = labels.size(0)
@@ -149,9 +150,11 @@ class Trial:
     def evaluate(self, loader: DataLoader | None = None) -> dict:
         self.model.eval()
         total, correct, loss_sum = 0, 0, 0.0
+        forward = self.forward if loader is None else self.model
         for images, labels in loader or self.val_loader:
-            images, labels = images.to(self.device), labels.to(self.device)
-            logits = self.model(images)
+            images, labels = self.fast.inputs(images), labels.to(self.device)
+            with self.fast.autocast():
+                logits = forward(images).float()
             loss_sum += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
             correct += (logits.argmax(1) == labels).sum().item()
             total += labels.size(0)
@@ -194,6 +197,7 @@ class Trial:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.fast.scaler.state_dict() if self.fast.scaler.is_enabled() else None,
             "epoch": self.epoch,
             "rng": {"torch": torch.get_rng_state(), "loader": self.generator.get_state()},
             "history": self.history,
@@ -206,6 +210,8 @@ class Trial:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
+        if self.fast.scaler.is_enabled() and state.get("scaler"):
+            self.fast.scaler.load_state_dict(state["scaler"])
         self.epoch = int(state["epoch"])
         self.history = list(state.get("history", []))
         torch.set_rng_state(state["rng"]["torch"])

@@ -16,12 +16,19 @@ AUGMENTATIONS = {
 }
 
 
+def decode_steps(image_size: int) -> list:
+    """PIL image → resized uint8 image tensor (what the decoded-image cache stores)."""
+    return [v2.ToImage(), v2.Resize((image_size, image_size), antialias=True)]
+
+
+def tensor_steps(image_size: int, augment: str = "none", train: bool = False) -> list:
+    """uint8 image tensor → augmented, normalized float tensor."""
+    steps = AUGMENTATIONS[augment](image_size) if train else []
+    return steps + [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+
+
 def build_transform(image_size: int, augment: str = "none", train: bool = False) -> v2.Compose:
-    steps = [v2.ToImage(), v2.Resize((image_size, image_size), antialias=True)]
-    if train:
-        steps += AUGMENTATIONS[augment](image_size)
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-    return v2.Compose(steps)
+    return v2.Compose(decode_steps(image_size) + tensor_steps(image_size, augment, train))
 
 
 def denormalize(x: torch.Tensor) -> torch.Tensor:

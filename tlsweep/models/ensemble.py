@@ -34,11 +34,16 @@ class Ensemble(nn.Module):
         self.feature_dim = proj_dim * len(members) if fusion == "features" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fusion == "logits":
-            return self.combiner(torch.cat([m(x) for m in self.members], dim=1))
+        return self.fuse([m.features(x) for m in self.members])
+
+    def fuse(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """Logits from the members' pooled backbone features (everything after the backbones)."""
         if self.fusion == "features":
-            return self.combiner(torch.cat([p(m.features(x)) for p, m in zip(self.projections, self.members)], dim=1))
-        probs = torch.stack([m(x).softmax(dim=1) for m in self.members]).mean(dim=0)
+            return self.combiner(torch.cat([p(f) for p, f in zip(self.projections, features)], dim=1))
+        logits = [m.head(f) for m, f in zip(self.members, features)]
+        if self.fusion == "logits":
+            return self.combiner(torch.cat(logits, dim=1))
+        probs = torch.stack([z.softmax(dim=1) for z in logits]).mean(dim=0)
         return probs.clamp_min(1e-12).log()
 
     def freeze(self, freeze_depth) -> int:

@@ -69,5 +69,6 @@ def trial_config(plain_spec: dict, sampled: dict) -> dict:
         "data": plain_spec["data"],
         "epochs": plain_spec["epochs"],
         "seed": plain_spec["seed"],
+        "performance": plain_spec.get("performance") or {},
     }
 

@@ -1,0 +1,82 @@
+"""Which datasets a trial trains on: cached features, cached decoded images, or images decoded per epoch.
+
+``data.cache`` modes: ``features`` — ``auto`` uses the feature cache when every backbone is frozen and training
+has no augmentation; ``on`` also when augmentation is set (frozen trials then train without it); ``off``.
+``images`` — ``auto`` caches image files (imagefolder) up to ``images.AUTO_MAX_BYTES`` per split; ``on`` caches
+any source with a fingerprint (also torchvision ones); ``off``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from ..data.transforms import build_transform
+from . import features as F
+from . import images as I
+from .store import cache_root
+
+
+@dataclass
+class TrialData:
+    train: Dataset
+    val: Dataset
+    forward: nn.Module  # what the training loop calls: the model, or the part after its cached backbone
+    collate: Callable | None = None
+    workers: int = 0
+    pin_memory: bool = True
+    info: dict = field(default_factory=dict)
+
+
+def _use_image_cache(mode: str, dataset: Dataset, size: int) -> bool:
+    if mode == "off" or I.fingerprint(dataset) is None:
+        return False
+    return mode == "on" or (isinstance(dataset, I.DECODES_FILES) and
+                            len(dataset) * 3 * size * size <= I.AUTO_MAX_BYTES)
+
+
+def image_dataset(source: Dataset, data: dict, train: bool, augment: str) -> tuple[Dataset, Callable | None]:
+    """``source`` through the decoded-image cache when ``data.cache.images`` allows it, else decoded per item."""
+    from ..train import TransformedDataset
+
+    size = int(data.get("image_size", 224))
+    mode = (data.get("cache") or {}).get("images", "auto")
+    if _use_image_cache(mode, source, size):
+        path = I.build_images(source, size, cache_root(data), int(data.get("num_workers", 0)))
+        return I.CachedImages(path, size, augment, train), I.passthrough
+    return TransformedDataset(source, build_transform(size, augment, train)), None
+
+
+def trial_data(config: dict, splits, model: nn.Module, device: torch.device, fast=None) -> TrialData:
+    data = config["data"]
+    size = int(data.get("image_size", 224))
+    augment = data.get("augment", "none")
+    mode = (data.get("cache") or {}).get("features", "auto")
+    split = None
+    if mode == "on" or (mode == "auto" and augment == "none"):
+        split = F.feature_split(model)
+    prints = {name: I.fingerprint(getattr(splits, name)) for name in ("train", "val")} if split else {}
+    if split is not None and all(prints.values()):
+        weights = F.weights_hash(split.backbones)
+        transform = repr(build_transform(size))
+        precision = getattr(fast, "precision", "fp32")
+        entries = {}
+        status = "hit"
+        for name, fp in prints.items():
+            path = cache_root(data) / "features" / F.feature_key(split, weights, size, fp, transform, precision)
+            if not (path / "meta.json").is_file():
+                status = "built"
+                images, collate = image_dataset(getattr(splits, name), data, False, "none")
+                F.build_features(path, split, images, device, collate=collate,
+                                 autocast=fast.autocast if fast else None, prepare=fast.inputs if fast else None)
+            entries[name] = F.FeatureSet(path, device)
+        return TrialData(entries["train"], entries["val"], split.head, I.passthrough, 0, False,
+                         {"feature_cache": status, "image_cache": "unused"})
+    train, collate = image_dataset(splits.train, data, True, augment)
+    val, _ = image_dataset(splits.val, data, False, "none")
+    return TrialData(train, val, model, collate, int(data.get("num_workers", 0)), True,
+                     {"feature_cache": "off", "image_cache": "on" if collate else "off"})

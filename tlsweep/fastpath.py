@@ -1,0 +1,48 @@
+"""Fast paths switched by the sweep's ``performance`` section: mixed precision (autocast bf16/fp16, with a
+GradScaler for fp16), channels_last, pinned memory and optional ``torch.compile``."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class FastPath:
+    def __init__(self, performance: dict | None, device: torch.device):
+        p = performance or {}
+        self.device = torch.device(device)
+        self.precision = p.get("precision", "fp32")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; allowed: {', '.join(PRECISIONS)}")
+        self.dtype = PRECISIONS[self.precision]
+        self.channels_last = bool(p.get("channels_last", False))
+        self.compile = bool(p.get("compile", False))
+        pin = p.get("pin_memory", "auto")
+        self.pin_memory = self.device.type == "cuda" if pin in ("auto", None) else bool(pin)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype is torch.float16)
+
+    def autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def compiled(self, forward: nn.Module):
+        """The module to call in the training loop; the uncompiled one keeps plain state-dict keys."""
+        return torch.compile(forward) if self.compile else forward
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and x.dim() == 4:
+            return x.to(self.device, non_blocking=True, memory_format=torch.channels_last)
+        return x.to(self.device, non_blocking=True)
+
+    def backward_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        self.scaler.scale(loss).backward()
+        self.scaler.step(optimizer)
+        self.scaler.update()

@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .data import load_splits
-from .data.transforms import build_transform
+from .data.transforms import build_transform, train_size
 from .models import build_model
 from .models.transfer import count_parameters
 
@@ -95,9 +95,9 @@ class Trial:
         pin = self.device.type == "cuda"
         self.generator = torch.Generator().manual_seed(int(config.get("seed", 0)))
         batch_size = int(config["batch_size"])
-        self.train_loader = make_loader(
-            TransformedDataset(self.splits.train, build_transform(size, data.get("augment", "none"), train=True)),
-            batch_size, True, workers, self.generator, pin)
+        self.train_size = None
+        self._loader_args = (batch_size, True, workers, self.generator, pin)
+        self._build_train_loader()
         self.val_loader = make_loader(TransformedDataset(self.splits.val, build_transform(size)),
                                       max(batch_size, 64), False, workers, pin_memory=pin)
         self.model = build_model(config["model"], len(self.classes), config.get("freeze_depth", 0.0)).to(self.device)
@@ -108,6 +108,16 @@ class Trial:
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=float(config.get("label_smoothing", 0.0)))
         self.total_params, self.trainable_params = count_parameters(self.model)
 
+    def _build_train_loader(self) -> None:
+        """(Re)build the train loader when ``data.image_size_schedule`` changes the size at this epoch."""
+        data = self.config["data"]
+        size = train_size(data, self.epoch)
+        if size != self.train_size:
+            transform = build_transform(size, data.get("augment", "none"), train=True,
+                                        strength=float(self.config.get("augment_strength", 1.0)))
+            self.train_loader = make_loader(TransformedDataset(self.splits.train, transform), *self._loader_args)
+            self.train_size = size
+
     @property
     def max_epochs(self) -> int:
         return int(self.config["epochs"])
@@ -116,6 +126,7 @@ class Trial:
         return float(self.optimizer.param_groups[0]["lr"])
 
     def train_epoch(self) -> dict:
+        self._build_train_loader()
         self.model.train()
         total, correct, loss_sum = 0, 0, 0.0
         start = time.perf_counter()
@@ -137,7 +148,7 @@ class Trial:
             correct += (logits.argmax(1) == labels).sum().item()
         seconds = time.perf_counter() - start
         return {"train_loss": loss_sum / total, "train_acc": correct / total,
-                "train_seconds": seconds, "images_per_s": total / seconds}
+                "train_seconds": seconds, "images_per_s": total / seconds, "train_size": self.train_size}
 
     @torch.no_grad()
     def evaluate(self, loader: DataLoader | None = None) -> dict:

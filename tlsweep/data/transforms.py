@@ -16,12 +16,32 @@ AUGMENTATIONS = {
 }
 
 
-def build_transform(image_size: int, augment: str = "none", train: bool = False) -> v2.Compose:
+def build_transform(image_size: int, augment: str | list = "none", train: bool = False,
+                    strength: float = 1.0) -> v2.Compose:
+    """Resize to a square, then (train only) the named policy or a list policy scaled by ``strength``
+    (see ``tlsweep.data.augment``), then ImageNet normalization."""
     steps = [v2.ToImage(), v2.Resize((image_size, image_size), antialias=True)]
-    if train:
+    if train and isinstance(augment, str):
         steps += AUGMENTATIONS[augment](image_size)
+    elif train:
+        from .augment import build_policy
+
+        steps += build_policy(augment, strength, image_size)
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     return v2.Compose(steps)
+
+
+def train_size(data: dict, epoch: int) -> int:
+    """The training image size at a 0-based epoch: ``data.image_size_schedule`` phases in order (a phase
+    without ``epochs`` lasts to the end), then ``data.image_size`` (also the validation/test size)."""
+    end = 0
+    for phase in data.get("image_size_schedule") or ():
+        if phase.get("epochs") is None:
+            return int(phase["size"])
+        end += int(phase["epochs"])
+        if epoch < end:
+            return int(phase["size"])
+    return int(data.get("image_size", 224))
 
 
 def denormalize(x: torch.Tensor) -> torch.Tensor:

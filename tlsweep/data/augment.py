@@ -25,8 +25,13 @@ def _around_one(v, s):
     return [1 + (x - 1) * s for x in v] if isinstance(v, (list, tuple)) else v * s
 
 
+def _clip(x, s, cap):
+    """``x * s`` kept within ±cap, unless ``x`` itself is out of range (then torchvision reports it)."""
+    return x * s if abs(x) > cap else max(-cap, min(cap, x * s))
+
+
 def _capped(cap):
-    return lambda v, s: [min(cap, x) for x in _times(v, s)] if isinstance(v, (list, tuple)) else min(cap, v * s)
+    return lambda v, s: [_clip(x, s, cap) for x in v] if isinstance(v, (list, tuple)) else _clip(v, s, cap)
 
 
 def _crop_scale(v, s):
@@ -39,13 +44,11 @@ def _magnitude(v, s):
     return int(round(min(30, v * s)))
 
 
-def _hue(v, s):
-    return [max(-0.5, min(0.5, x * s)) for x in v] if isinstance(v, (list, tuple)) else min(0.5, v * s)
 
 
 # op name → {kwarg: how augment_strength scales it}
 MAGNITUDES: dict[str, dict[str, Callable[[Any, float], Any]]] = {
-    "ColorJitter": {"brightness": _around_one, "contrast": _around_one, "saturation": _around_one, "hue": _hue},
+    "ColorJitter": {"brightness": _around_one, "contrast": _around_one, "saturation": _around_one, "hue": _capped(0.5)},
     "RandomAffine": {"degrees": _times, "translate": _capped(1.0), "scale": _around_one, "shear": _times},
     "RandomRotation": {"degrees": _times},
     "ElasticTransform": {"alpha": _times},

@@ -1,10 +1,10 @@
-"""A shrunken copy of every seed sweep runs end to end: tiny generated data with the seed's number of classes,
-weights none, 32 px, 1-2 epochs, one sample per group; grids, heads, fusions, augmentation policies and size
-schedules kept, the ten vehicle backbones cut to two small ones and the ensembles' members swapped for small ones (tests/
-test_seed_sweeps.py builds all the real ones).
-The ensembles' grid runs as a sweep on Ray (grid + ASHA, then the report's training time per model); the
-others run one trial per group (models × grid points) Ray-free, as a Ray trial would. CIFAR-10 itself is not on this
-machine: its copy reads a 10-class ImageFolder."""
+"""A shrunken copy of every seed sweep runs end to end: tiny generated data with the seed's number of
+classes, weights none, 32 px, 1-2 epochs, one sample per group; grids, heads, fusions, augmentation policies
+and size schedules kept; the ten vehicle backbones cut to two small ones and the ensembles' members swapped
+for small ones (tests/test_seed_sweeps.py builds all the real ones). The ensembles' grid runs as a sweep on
+Ray (grid + ASHA, then the report's training time per model); the others run one trial per group (models ×
+grid points) Ray-free, as a Ray trial would. CIFAR-10 itself is not on this machine: its copy reads a
+10-class ImageFolder."""
 from pathlib import Path
 
 import numpy as np

@@ -271,7 +271,7 @@ def report(
 
     shown = display_frame(pd.read_csv(page.parent / "leaderboard.csv"))[
         ["model", "test acc (95% CI)", "val acc", "macro F1", "lr", "epochs", "trials (stopped)",
-         "params (trainable)", "latency ms"]]
+         "train s", "params (trainable)", "latency ms"]]
     table = Table(*shown.columns, title="leaderboard (picked on val, scored on test)")
     for row in shown.itertuples(index=False):
         table.add_row(*(escape(str(v)) for v in row))

@@ -59,6 +59,22 @@ class CacheSpec(Strict):
     features: Literal["auto", "on", "off"] = "auto"
 
 
+class SizePhase(Strict):
+    """Train at ``size`` for ``epochs`` epochs (omitted on the last phase: to the end)."""
+
+    size: int = Field(ge=16, le=1024)
+    epochs: int | None = Field(None, ge=1)
+
+
+def _augment(value):
+    from .data.augment import POLICY_NAMES, check_policy
+
+    if isinstance(value, str) and value in POLICY_NAMES:
+        return value
+    check_policy(value)  # list policies build here once at strength 1 (imports torchvision)
+    return value
+
+
 class DataSpec(Strict):
     root: Path
     source: str = "imagefolder"
@@ -67,7 +83,8 @@ class DataSpec(Strict):
     subset: SubsetSpec | None = None
     image_size: int = Field(224, ge=16, le=1024)
     num_workers: int = Field(0, ge=0, le=64)
-    augment: Literal["none", "flip", "basic"] = "flip"
+    augment: Annotated[Any, AfterValidator(_augment)] = "flip"
+    image_size_schedule: tuple[SizePhase, ...] | None = None
     on_bad_image: Literal["error", "skip"] = "error"  # unreadable/truncated images: stop before any trial, or leave out
     max_image_side: int = Field(1024, ge=16)  # larger images are downscaled when loaded
     cache: CacheSpec = CacheSpec()
@@ -79,11 +96,42 @@ class DataSpec(Strict):
             raise ValueError(f"max_image_side ({self.max_image_side}) is smaller than image_size ({self.image_size})")
         return self
 
+    @model_validator(mode="before")
+    @classmethod
+    def _final_size(cls, value):
+        """A last schedule phase without ``epochs`` is the final size: it sets ``image_size`` when unset."""
+        phases = value.get("image_size_schedule") if isinstance(value, dict) else None
+        if phases and isinstance(phases, list) and isinstance(phases[-1], dict) and phases[-1].get("epochs") is None:
+            last = phases[-1].get("size")
+            if "image_size" not in value:
+                value = {**value, "image_size": last}
+            elif value["image_size"] != last:
+                raise ValueError(f"image_size_schedule ends at size {last} but image_size is {value['image_size']} "
+                                 "(validation and test use image_size; make them equal or drop one)")
+        return value
+
+    @field_validator("image_size_schedule")
+    @classmethod
+    def _open_phase_last(cls, phases):
+        if phases and any(ph.epochs is None for ph in phases[:-1]):
+            raise ValueError("only the last image_size_schedule phase may omit epochs (it lasts to the end)")
+        return phases
+
 
 class HeadSpec(Strict):
     hidden: tuple[int, ...] = ()
     dropout: float | tuple[float, ...] = 0.0
     norm: Literal["none", "layernorm", "batchnorm"] = "none"
+
+    @model_validator(mode="after")
+    def _rates(self):
+        from .models.heads import dropout_problem
+
+        single = isinstance(self.dropout, (int, float))
+        message = dropout_problem([] if single else self.hidden, [self.dropout] if single else self.dropout)
+        if message:
+            raise ValueError(message)
+        return self
 
 
 class ModelSpec(Strict):
@@ -138,6 +186,9 @@ class SearchSpec(Strict):
     cosine_eta_min: Param = 0.0
     onecycle_pct_start: Param = 0.3
     class_weighted_loss: Param = False
+    head: Param = None  # a name from the top-level `heads` or `linear`; None = each model's own head
+    head_dropout: Param = None  # one rate replacing every dropout rate of the head; None = keep them
+    augment_strength: Param = 1.0  # scales data.augment list ops' magnitudes (0 = off)
 
     @field_validator("*", mode="after")
     @classmethod
@@ -196,6 +247,9 @@ _DOMAIN_CHECKS = {
     "cosine_eta_min": _number(0),
     "onecycle_pct_start": _number(0, 1, low_open=True),
     "class_weighted_loss": lambda v: None if isinstance(v, bool) else "must be true or false",
+    "head": lambda v: None if v is None or isinstance(v, str) else "must be a head name from `heads` or 'linear'",
+    "head_dropout": lambda v: None if v is None else _number(0, 0.99)(v),
+    "augment_strength": _number(0, 5),
 }
 
 
@@ -262,6 +316,7 @@ class Spec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     data: DataSpec
     models: list[ModelSpec] = Field(min_length=1)
+    heads: dict[str, HeadSpec] = {}
     weights: str = "imagenet"
     search: SearchSpec = SearchSpec()
     epochs: int = Field(10, ge=1)
@@ -289,6 +344,7 @@ class Spec(Strict):
                    if isinstance(v, Distribution) and v.values() is None]
             if bad:
                 raise ValueError(f"searcher grid needs finite values (choice, grid or int); continuous: {', '.join(bad)}")
+        _check_heads_and_data(self)
         if self.scheduler.grace_period > self.epochs:
             raise ValueError(f"scheduler.grace_period ({self.scheduler.grace_period}) exceeds epochs ({self.epochs})")
         return self
@@ -328,6 +384,25 @@ class Spec(Strict):
         base = self.resources.model_dump()
         return {m.label: {**base, **(m.resources.model_dump(exclude_none=True) if m.resources else {})}
                 for m in self.models}
+
+
+def _check_heads_and_data(spec: Spec) -> None:
+    """``search.head`` names exist; list augment policies build at every ``augment_strength``; size schedules
+    leave epochs for the final size."""
+    names = ["linear", *spec.heads]
+    for v in candidate_values(spec.search.head):
+        if v is not None and v not in names:
+            raise ValueError("search.head: " + unknown_value("head", v, names) + " (define heads under `heads:`)")
+    strength = spec.search.augment_strength
+    if not isinstance(spec.data.augment, str):
+        from .data.augment import check_policy
+
+        bounds = strength.bounds() if isinstance(strength, Distribution) else None
+        check_policy(spec.data.augment, list(bounds) if bounds else candidate_values(strength))
+    timed = sum(ph.epochs or 0 for ph in spec.data.image_size_schedule or ())
+    if timed and timed >= spec.epochs:
+        raise ValueError(f"data.image_size_schedule spends {timed} epochs before image_size {spec.data.image_size}, "
+                         f"but epochs is {spec.epochs}: the final size would never be trained")
 
 
 class SpecError(ValueError):

@@ -19,6 +19,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from .cache import trial_data
 from .data import load_splits
+from .cache.pipeline import train_images
+from .data.transforms import train_size
 from .fastpath import FastPath
 from .models import build_model
 from .models.transfer import count_parameters
@@ -98,7 +100,8 @@ class Trial:
             build_model(config["model"], len(self.classes), config.get("freeze_depth", 0.0)).to(self.device))
         plan = trial_data(config, self.splits, self.model, self.device, self.fast)  # caches: see tlsweep.cache
         self.cache_info, self.forward = plan.info, self.fast.compiled(plan.forward)
-        pin = self.fast.pin_memory and plan.pin_memory
+        pin = self._pin = self.fast.pin_memory and plan.pin_memory
+        self._plan, self.train_size = plan, plan.train_size
         self.train_loader = make_loader(plan.train, batch_size, True, plan.workers, self.generator, pin, plan.collate)
         self.val_loader = make_loader(plan.val, max(batch_size, 64), False, plan.workers, pin_memory=pin,
                                       collate_fn=plan.collate)
@@ -115,6 +118,16 @@ class Trial:
         counts = torch.bincount(torch.as_tensor(self.splits.train.targets), minlength=len(self.classes)).float()
         return (counts.sum() / (len(self.classes) * counts.clamp(min=1))).to(self.device)
 
+    def _resize_train(self) -> None:
+        """Rebuild the train loader when ``data.image_size_schedule`` changes the size at this epoch."""
+        size = train_size(self.config["data"], self.epoch)
+        if self.train_size is None or size == self.train_size:
+            return
+        dataset, collate = train_images(self.config, self.splits, size)
+        self.train_loader = make_loader(dataset, int(self.config["batch_size"]), True, self._plan.workers,
+                                        self.generator, self._pin, collate)
+        self.train_size = size
+
     @property
     def max_epochs(self) -> int:
         return int(self.config["epochs"])
@@ -123,6 +136,7 @@ class Trial:
         return float(self.optimizer.param_groups[0]["lr"])
 
     def train_epoch(self) -> dict:
+        self._resize_train()
         self.model.train()
         total, correct, loss_sum = 0, 0, 0.0
         start = time.perf_counter()
@@ -144,7 +158,7 @@ class Trial:
             correct += (logits.argmax(1) == labels).sum().item()
         seconds = time.perf_counter() - start
         return {"train_loss": loss_sum / total, "train_acc": correct / total,
-                "train_seconds": seconds, "images_per_s": total / seconds}
+                "train_seconds": seconds, "images_per_s": total / seconds, "train_size": self.train_size}
 
     @torch.no_grad()
     def evaluate(self, loader: DataLoader | None = None) -> dict:

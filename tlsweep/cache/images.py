@@ -94,10 +94,11 @@ class CachedImages(Dataset):
     batch (read with one fancy index; one batched transform when it has no random step); use it with
     ``collate_fn=passthrough``."""
 
-    def __init__(self, path: Path, image_size: int, augment: str = "none", train: bool = False):
+    def __init__(self, path: Path, image_size: int, augment: str | list = "none", train: bool = False,
+                 strength: float = 1.0):
         self.path = Path(path)
         self.targets = open_array(self.path / "labels.npy").tolist()
-        self.transform = v2.Compose(tensor_steps(image_size, augment, train))
+        self.transform = v2.Compose(tensor_steps(image_size, augment, train, strength))
         self.per_sample = train and augment != "none"
         self._images = None
 

@@ -2,6 +2,7 @@
 
 ``data.cache`` modes: ``features`` — ``auto`` uses the feature cache when every backbone is frozen and training
 has no augmentation; ``on`` also when augmentation is set (frozen trials then train without it); ``off``.
+A ``data.image_size_schedule`` turns the feature cache off (features would differ per size).
 ``images`` — ``auto`` caches image files (imagefolder) up to ``images.AUTO_MAX_BYTES`` per split; ``on`` caches
 any source with a fingerprint (also torchvision ones); ``off``.
 """
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..data.transforms import build_transform
+from ..data.transforms import build_transform, train_size
 from . import features as F
 from . import images as I
 from .store import cache_root
@@ -30,6 +31,7 @@ class TrialData:
     workers: int = 0
     pin_memory: bool = True
     info: dict = field(default_factory=dict)
+    train_size: int | None = None  # the size ``train`` was built at; None when it serves cached features
 
 
 def _use_image_cache(mode: str, dataset: Dataset, size: int) -> bool:
@@ -39,16 +41,24 @@ def _use_image_cache(mode: str, dataset: Dataset, size: int) -> bool:
                             len(dataset) * 3 * size * size <= I.AUTO_MAX_BYTES)
 
 
-def image_dataset(source: Dataset, data: dict, train: bool, augment: str) -> tuple[Dataset, Callable | None]:
+def image_dataset(source: Dataset, data: dict, train: bool, augment: str | list, size: int | None = None,
+                  strength: float = 1.0) -> tuple[Dataset, Callable | None]:
     """``source`` through the decoded-image cache when ``data.cache.images`` allows it, else decoded per item."""
     from ..train import TransformedDataset
 
-    size = int(data.get("image_size", 224))
+    size = size or int(data.get("image_size", 224))
     mode = (data.get("cache") or {}).get("images", "auto")
     if _use_image_cache(mode, source, size):
         path = I.build_images(source, size, cache_root(data), int(data.get("num_workers", 0)))
-        return I.CachedImages(path, size, augment, train), I.passthrough
-    return TransformedDataset(source, build_transform(size, augment, train)), None
+        return I.CachedImages(path, size, augment, train, strength), I.passthrough
+    return TransformedDataset(source, build_transform(size, augment, train, strength)), None
+
+
+def train_images(config: dict, splits, size: int) -> tuple[Dataset, Callable | None]:
+    """The training images at ``size`` with the trial's augmentation policy and strength."""
+    data = config["data"]
+    return image_dataset(splits.train, data, True, data.get("augment", "none"), size,
+                         float(config.get("augment_strength", 1.0)))
 
 
 def trial_data(config: dict, splits, model: nn.Module, device: torch.device, fast=None) -> TrialData:
@@ -57,7 +67,7 @@ def trial_data(config: dict, splits, model: nn.Module, device: torch.device, fas
     augment = data.get("augment", "none")
     mode = (data.get("cache") or {}).get("features", "auto")
     split = None
-    if mode == "on" or (mode == "auto" and augment == "none"):
+    if not data.get("image_size_schedule") and (mode == "on" or (mode == "auto" and augment == "none")):
         split = F.feature_split(model)
     prints = {name: I.fingerprint(getattr(splits, name)) for name in ("train", "val")} if split else {}
     if split is not None and all(prints.values()):
@@ -76,7 +86,8 @@ def trial_data(config: dict, splits, model: nn.Module, device: torch.device, fas
             entries[name] = F.FeatureSet(path, device)
         return TrialData(entries["train"], entries["val"], split.head, I.passthrough, 0, False,
                          {"feature_cache": status, "image_cache": "unused"})
-    train, collate = image_dataset(splits.train, data, True, augment)
+    first = train_size(data, 0)
+    train, collate = train_images(config, splits, first)
     val, _ = image_dataset(splits.val, data, False, "none")
     return TrialData(train, val, model, collate, int(data.get("num_workers", 0)), True,
-                     {"feature_cache": "off", "image_cache": "on" if collate else "off"})
+                     {"feature_cache": "off", "image_cache": "on" if collate else "off"}, first)

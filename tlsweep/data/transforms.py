@@ -21,14 +21,37 @@ def decode_steps(image_size: int) -> list:
     return [v2.ToImage(), v2.Resize((image_size, image_size), antialias=True)]
 
 
-def tensor_steps(image_size: int, augment: str = "none", train: bool = False) -> list:
-    """uint8 image tensor → augmented, normalized float tensor."""
-    steps = AUGMENTATIONS[augment](image_size) if train else []
+def augment_steps(augment: str | list, image_size: int, strength: float = 1.0) -> list:
+    """A named policy, or a list policy scaled by ``strength`` (see ``tlsweep.data.augment``)."""
+    if isinstance(augment, str):
+        return AUGMENTATIONS[augment](image_size)
+    from .augment import build_policy
+
+    return build_policy(augment, strength, image_size)
+
+
+def tensor_steps(image_size: int, augment: str | list = "none", train: bool = False, strength: float = 1.0) -> list:
+    """uint8 image tensor → (train only) augmented, then normalized float tensor."""
+    steps = augment_steps(augment, image_size, strength) if train else []
     return steps + [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
 
 
-def build_transform(image_size: int, augment: str = "none", train: bool = False) -> v2.Compose:
-    return v2.Compose(decode_steps(image_size) + tensor_steps(image_size, augment, train))
+def build_transform(image_size: int, augment: str | list = "none", train: bool = False,
+                    strength: float = 1.0) -> v2.Compose:
+    return v2.Compose(decode_steps(image_size) + tensor_steps(image_size, augment, train, strength))
+
+
+def train_size(data: dict, epoch: int) -> int:
+    """The training image size at a 0-based epoch: ``data.image_size_schedule`` phases in order (a phase
+    without ``epochs`` lasts to the end), then ``data.image_size`` (also the validation/test size)."""
+    end = 0
+    for phase in data.get("image_size_schedule") or ():
+        if phase.get("epochs") is None:
+            return int(phase["size"])
+        end += int(phase["epochs"])
+        if epoch < end:
+            return int(phase["size"])
+    return int(data.get("image_size", 224))
 
 
 def denormalize(x: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ from .heads import build_head
 from .transfer import TransferModel, build_backbone_model
 
 FUSIONS = ("logits", "features", "mean")
+FEATURE_HEAD = {"hidden": (1024, 512), "dropout": 0.5, "norm": "layernorm"}  # the seed's fusion MLP
 
 
 class Ensemble(nn.Module):
@@ -29,7 +30,7 @@ class Ensemble(nn.Module):
             for m in members:  # members only supply pooled features
                 m.head = nn.Identity()
             self.projections = nn.ModuleList(nn.Linear(m.feature_dim, proj_dim) for m in members)
-            head = head or {"hidden": (1024, 512), "dropout": 0.5, "norm": "layernorm"}
+            head = head or FEATURE_HEAD
             self.combiner = build_head(proj_dim * len(members), num_classes, **head)
         self.feature_dim = proj_dim * len(members) if fusion == "features" else None
 

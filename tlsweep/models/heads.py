@@ -9,6 +9,17 @@ from torch import nn
 NORMS = {"none": None, "layernorm": nn.LayerNorm, "batchnorm": nn.BatchNorm1d}
 
 
+def dropout_problem(hidden: Sequence[int], rates: Sequence[float]) -> str | None:
+    """Why a per-layer dropout list does not fit ``hidden`` (None if it does)."""
+    n = len(hidden)
+    if len(rates) not in (n, n + 1) or not rates:
+        return (f"head dropout takes one rate, or one per layer: {n + 1} (before each of the {n} hidden layers and "
+                f"before the output layer) or {n} (none before the output layer) for hidden={list(hidden)}; "
+                f"got {len(rates)}")
+    bad = [r for r in rates if not 0 <= r < 1]
+    return f"head dropout rates must be within [0, 1), got {bad}" if bad else None
+
+
 def build_head(
     in_features: int,
     num_classes: int,
@@ -19,12 +30,15 @@ def build_head(
 ) -> nn.Module:
     """``hidden=()`` gives Dropout→Linear; otherwise [Norm]→(Dropout→Linear→Act)* →Dropout→Linear.
 
-    ``dropout`` is one rate for every layer or one per layer (len(hidden) + 1).
+    ``dropout`` is one rate for every layer, or one per layer: len(hidden) + 1 rates, or len(hidden) rates
+    (no dropout before the output layer).
     """
     hidden = list(hidden)
     rates = [float(dropout)] * (len(hidden) + 1) if isinstance(dropout, (int, float)) else [float(d) for d in dropout]
-    if len(rates) != len(hidden) + 1:
-        raise ValueError(f"head dropout needs {len(hidden) + 1} rates for hidden={hidden}, got {len(rates)}")
+    message = dropout_problem(hidden, rates)
+    if message:
+        raise ValueError(message)
+    rates += [0.0] * (len(hidden) + 1 - len(rates))
     if norm not in NORMS:
         raise ValueError(f"unknown head norm {norm!r}; allowed: {', '.join(NORMS)}")
     act = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}[activation]
@@ -41,3 +55,19 @@ def build_head(
         layers.append(nn.Dropout(rates[-1]))
     layers.append(nn.Linear(width, num_classes))
     return layers[0] if len(layers) == 1 else nn.Sequential(*layers)
+
+
+def resolve_head(model: dict, head: str | None = None, dropout: float | None = None,
+                 heads: dict | None = None, default: dict | None = None) -> dict:
+    """The plain model config with ``search.head`` (a name in the sweep's ``heads``, or ``linear``) and
+    ``search.head_dropout`` (one rate replacing every rate of the head) applied; unchanged when both are None.
+    ``default`` is the head used when the model names none (e.g. the feature-fusion MLP)."""
+    if head is None and dropout is None:
+        return model
+    if head is not None:
+        spec = {} if head == "linear" else dict((heads or {})[head])
+    else:
+        spec = dict(model.get("head") or default or {})
+    if dropout is not None:
+        spec["dropout"] = float(dropout)
+    return {**model, "head": spec}

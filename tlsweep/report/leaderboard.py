@@ -58,6 +58,7 @@ def leaderboard(sweep: Sweep, picks: dict[str, Pick], evals: dict[str, Evaluatio
             "epoch": pick.epoch, "epochs_trained": pick.trial.epochs,
             "trials_run": len(trials), "trials_stopped": sum(t.status == "stopped" for t in trials),
             "trials_failed": sum(t.status in ("error", "diverged") for t in trials),
+            "train_s": float(h["train_seconds"].sum()) if "train_seconds" in h else float("nan"),
             "wall_s": float(sum(t.history["epoch_seconds"].sum() for t in trials if "epoch_seconds" in t.history)),
             "total_params": ev.total_params, "trainable_params": ev.trainable_params,
             "train_images_per_s": float(h["images_per_s"].mean()) if "images_per_s" in h else None,
@@ -88,7 +89,8 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
         out[c.replace("_", " ")] = frame[c].astype(str)
     out["epochs"] = [f"{e}/{n}" for e, n in zip(frame["epoch"], frame["epochs_trained"])]
     out["trials (stopped)"] = [f"{r} ({s})" for r, s in zip(frame["trials_run"], frame["trials_stopped"])]
-    out["wall s"] = frame["wall_s"].map("{:.1f}".format)
+    out["train s"] = frame["train_s"].map("{:.1f}".format)  # the chosen trial's training time
+    out["wall s"] = frame["wall_s"].map("{:.1f}".format)  # all of the model's trials, train + validation
     out["params (trainable)"] = [f"{t / 1e6:.2f}M ({tr / 1e6:.2f}M)" for t, tr in
                                  zip(frame["total_params"], frame["trainable_params"])]
     out["train img/s"] = frame["train_images_per_s"].map(lambda v: f"{v:.0f}" if v == v and v is not None else "-")

@@ -61,11 +61,17 @@ def total_trials(plain_spec: dict) -> int:
 
 def trial_config(plain_spec: dict, sampled: dict) -> dict:
     """Everything ``tlsweep.train.Trial`` needs, from the spec and one trial's sampled values."""
+    from ..models.ensemble import FEATURE_HEAD
+    from ..models.heads import resolve_head
+
     label = sampled["model"]
+    model = plain_spec["models_table"][label]
+    default = FEATURE_HEAD if model.get("fusion") == "features" else None
     return {
         **sampled,
         "model_label": label,
-        "model": plain_spec["models_table"][label],
+        "model": resolve_head(model, sampled.get("head"), sampled.get("head_dropout"), plain_spec.get("heads"),
+                              default),
         "data": plain_spec["data"],
         "epochs": plain_spec["epochs"],
         "seed": plain_spec["seed"],

@@ -23,6 +23,7 @@ def train_trial(config: dict, spec: dict) -> None:
     info = {"model_label": config["model"], "total_params": trial.total_params,
             "trainable_params": trial.trainable_params, "node_ip": _node_ip()}
     for metrics in trial.run():
+        info["train_seconds_total"] = sum(m.get("epoch_seconds", 0.0) for m in trial.history)
         with tempfile.TemporaryDirectory() as directory:
             trial.save(directory)
             tune.report({**metrics, **info}, checkpoint=tune.Checkpoint.from_directory(directory))

@@ -32,17 +32,20 @@ def fresh_dir(name: str) -> Path:
     return path
 
 
+_RAY_STARTUP: list[float] = []
+
+
 def start_ray(num_cpus: int | None = None) -> float:
-    """Start a local Ray (if none is up); returns the seconds it took (0 when already up)."""
+    """Start a local Ray once per process; returns the seconds that start took (also when already up)."""
     import ray
 
     from tlsweep.sweep.runner import init_ray
 
-    if ray.is_initialized():
-        return 0.0
-    start = time.perf_counter()
-    init_ray(None, num_cpus=num_cpus or os.cpu_count())
-    return time.perf_counter() - start
+    if not ray.is_initialized():
+        start = time.perf_counter()
+        init_ray(None, num_cpus=num_cpus or os.cpu_count())
+        _RAY_STARTUP.append(time.perf_counter() - start)
+    return _RAY_STARTUP[0] if _RAY_STARTUP else 0.0
 
 
 def sweep_spec(name: str, root: Path, **fields):

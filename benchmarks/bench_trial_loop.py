@@ -83,7 +83,7 @@ def run(quick: bool = False) -> list[dict]:
         "baseline": f"hand-written loop: {p:.0f} img/s",
         "candidate": f"tlsweep Trial: {t:.0f} img/s",
         "ratio": ratio, "target": "≥ 0.95×", "met": ratio >= 0.95,
-        "notes": (f"resnet18 from scratch, {size} px, batch {batch}, {classes * per_class} train images, {threads} threads, "
+        "notes": (f"resnet18 from scratch, {size} px, batch {batch}, {classes * per_class} train images, {threads} thread, "
                   f"median of {rounds} alternating epochs (img/s plain {min(speeds['plain']):.0f}–"
                   f"{max(speeds['plain']):.0f}, Trial {min(speeds['trial']):.0f}–{max(speeds['trial']):.0f})"),
     }]

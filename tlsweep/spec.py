@@ -254,13 +254,29 @@ _DOMAIN_CHECKS = {
 
 
 class SchedulerSpec(Strict):
-    """Trial scheduler: ``asha`` stops weak trials early; ``fifo`` runs every trial to ``epochs``."""
+    """Trial scheduler: ``asha`` stops weak trials early; ``fifo`` runs every trial to ``epochs``.
+
+    ``budget: seconds`` makes ASHA count training seconds (rungs at ``grace_seconds`` × ``reduction_factor``^k,
+    stop at ``max_seconds``) instead of epochs (``grace_period``, stop at ``epochs``); trials still end at
+    ``epochs``, so set ``epochs`` high enough for the fastest model to use ``max_seconds``."""
 
     type: Literal["asha", "fifo"] = "asha"
+    budget: Literal["epochs", "seconds"] = "epochs"
     grace_period: int = Field(1, ge=1)
+    grace_seconds: float = Field(10.0, gt=0)
+    max_seconds: float | None = Field(None, gt=0)
     reduction_factor: float = Field(3, gt=1)
     metric: Literal["val_acc", "val_loss", "train_acc", "train_loss"] = "val_acc"
     mode: Literal["max", "min"] | None = None
+
+    @model_validator(mode="after")
+    def _seconds_budget(self):
+        if self.budget == "seconds":
+            if self.max_seconds is None:
+                raise ValueError("budget: seconds needs max_seconds (the most training seconds one trial may use)")
+            if self.grace_seconds > self.max_seconds:
+                raise ValueError(f"grace_seconds ({self.grace_seconds:g}) exceeds max_seconds ({self.max_seconds:g})")
+        return self
 
     @property
     def resolved_mode(self) -> str:
@@ -345,7 +361,7 @@ class Spec(Strict):
             if bad:
                 raise ValueError(f"searcher grid needs finite values (choice, grid or int); continuous: {', '.join(bad)}")
         _check_heads_and_data(self)
-        if self.scheduler.grace_period > self.epochs:
+        if self.scheduler.budget == "epochs" and self.scheduler.grace_period > self.epochs:
             raise ValueError(f"scheduler.grace_period ({self.scheduler.grace_period}) exceeds epochs ({self.epochs})")
         return self
 

@@ -78,20 +78,16 @@ def trial_dirname(trial) -> str:
 def build_tuner(plain: dict, callbacks: list | None = None):
     """The Ray Tune ``Tuner`` for a plain spec (see ``Spec.to_plain``)."""
     from ray import tune
-    from ray.tune.schedulers import FIFOScheduler
 
     from .resume import ResumableASHA, SchedulerState
+    from .schedulers import build_scheduler
     from .searcher import GroupedSearcher
 
     sched_cfg = plain["scheduler"]
     metric, mode = sched_cfg["metric"], sched_cfg["mode"]
-    if sched_cfg["type"] == "asha":
-        scheduler = ResumableASHA(time_attr="training_iteration", max_t=plain["epochs"],
-                                  grace_period=sched_cfg["grace_period"],
-                                  reduction_factor=sched_cfg["reduction_factor"])
+    scheduler = build_scheduler(plain)
+    if isinstance(scheduler, ResumableASHA):
         callbacks = [*(callbacks or []), SchedulerState(scheduler, plain["storage"])]
-    else:
-        scheduler = FIFOScheduler()
     searcher = GroupedSearcher(build_groups(plain), samples_per_group(plain), metric, mode,
                                plain["searcher"]["type"],
                                plain["searcher"]["seed"] if plain["searcher"]["seed"] is not None else plain["seed"])

@@ -26,6 +26,7 @@ def train_trial(config: dict, spec: dict) -> None:
             "trainable_params": trial.trainable_params, "node_ip": _node_ip(),
             "node_id": ray.get_runtime_context().get_node_id(), "start_epoch": trial.epoch}
     for metrics in trial.run():
+        info["train_seconds_total"] = sum(m.get("epoch_seconds", 0.0) for m in trial.history)
         with tempfile.TemporaryDirectory() as directory:
             trial.save(directory)
             tune.report({**metrics, **info}, checkpoint=tune.Checkpoint.from_directory(directory))

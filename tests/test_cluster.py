@@ -1,10 +1,13 @@
 """A real two-node Ray cluster on this machine (``ray start --head`` + ``ray start --address``, token auth
 with its own token, its own temp dir and free ports); sweeps attach with ``tlsweep run --address`` in subprocesses.
 
-1. Killing the worker node's raylet mid-trial: the trial is retried on the head from its checkpoint and its
-   epochs continue; the report's trials table shows both nodes.
-2. With a new worker node, killing the driver mid-sweep, then running again: the unfinished sweep resumes by
-   itself, finished trials are not rerun, the trials count and Optuna history stay, and ASHA's rungs hold
+The head has no CPUs, so trials run on the two worker nodes only (and which one hosts a trial never depends on
+how fast a node starts its actors).
+
+1. Killing the raylet of the worker node running a trial, mid-trial: the trial is retried on the other worker
+   from its checkpoint and its epochs continue; the report's trials table shows both nodes.
+2. With the lost worker replaced, killing the driver mid-sweep, then running again: the unfinished sweep resumes
+   by itself, finished trials are not rerun, the trials count and Optuna history stay, and ASHA's rungs hold
    every trial's result (before and after).
 
 Every process is started here and stopped by PID (never ``ray stop``: other Ray clusters may share the machine).
@@ -35,6 +38,7 @@ pytestmark = pytest.mark.slow
 RAY = str(Path(sys.executable).with_name("ray"))
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 4
+WORKERS = ("worker-a", "worker-b")
 
 
 def free_port() -> int:
@@ -89,9 +93,9 @@ class LocalCluster:
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     seen: set[int] = field(default_factory=set)  # every PID of ours, for teardown
 
-    def start(self, role: str, args: list[str]) -> subprocess.Popen:
+    def start(self, role: str, args: list[str], cpus: int = 1) -> subprocess.Popen:
         log = open(self.temp / f"{role}.log", "w")
-        proc = subprocess.Popen([RAY, "start", *args, "--num-cpus=1", "--num-gpus=0", "--disable-usage-stats",
+        proc = subprocess.Popen([RAY, "start", *args, f"--num-cpus={cpus}", "--num-gpus=0", "--disable-usage-stats",
                                  f"--dashboard-agent-listen-port={free_port()}", "--block"],
                                 stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
         self.procs[role] = proc
@@ -116,17 +120,20 @@ class LocalCluster:
                 return pid, node_id
         raise AssertionError(f"no raylet under the {role} node")
 
-    def ensure_worker(self) -> None:
-        """A live worker node: a new one when the last was killed (its ``ray start --block`` then exits)."""
-        proc = self.procs["worker"]
+    def role_of(self, node_id: str) -> str:
+        return next(role for role in WORKERS if self.raylet(role)[1] == node_id)
+
+    def ensure_worker(self, role: str) -> None:
+        """A live worker node ``role``: a new one when it was killed (its ``ray start --block`` then exits)."""
+        proc = self.procs[role]
         if proc.poll() is None and any(cmdline(p)[0].endswith("/raylet") for p in descendants(proc.pid) if cmdline(p)):
             return
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
-        self.procs[f"worker-{proc.pid}"] = self.procs.pop("worker")
-        self.start("worker", [f"--address={self.address}"])
+        self.procs[f"{role}-{proc.pid}"] = self.procs.pop(role)
+        self.start(role, [f"--address={self.address}"])
 
     def wait_idle(self, cpus: int, timeout: float = 120) -> None:
         """Until ``ray status`` shows ``cpus`` alive CPUs, all free (earlier sweeps' actors gone)."""
@@ -174,8 +181,9 @@ def cluster():
     c = LocalCluster(f"127.0.0.1:{port}", env, temp)
     try:
         c.start("head", ["--head", f"--port={port}", f"--temp-dir={temp}", "--include-dashboard=false",
-                         f"--dashboard-port={free_port()}", f"--ray-client-server-port={free_port()}"])
-        c.start("worker", [f"--address={c.address}"])
+                         f"--dashboard-port={free_port()}", f"--ray-client-server-port={free_port()}"], cpus=0)
+        for role in WORKERS:
+            c.start(role, [f"--address={c.address}"])
         yield c
     finally:
         c.stop()
@@ -187,7 +195,7 @@ def data_root(tmp_path_factory):
     from tlsweep.data.synthetic import make_shapes_dataset
 
     return make_shapes_dataset(tmp_path_factory.mktemp("cluster_data") / "shapes", num_classes=3,
-                               per_class={"train": 24, "val": 9, "test": 3}, size=32, seed=0)
+                               per_class={"train": 48, "val": 9, "test": 3}, size=32, seed=0)  # epochs of ~2 s
 
 
 def sweep_file(folder: Path, data_root, name: str, **overrides) -> tuple[Path, Path]:
@@ -251,21 +259,20 @@ def test_worker_node_lost_mid_trial_retries_from_checkpoint(cluster, data_root, 
     from tlsweep.report.collect import collect, trials_table
 
     sweep, storage = sweep_file(tmp_path, data_root, "nodeloss", num_samples=2, scheduler={"type": "fifo"})
-    raylet_pid, worker_id = cluster.raylet("worker")
     cluster.wait_idle(2)
     driver = launch(cluster, sweep)
 
-    def trial_mid_run_on_worker():
+    def trial_mid_run():
         for trial_id, h in histories(storage).items():
             last = h.iloc[-1]
-            if last.get("node_id") == worker_id and 1 <= last["epoch"] <= EPOCHS - 2:
-                return trial_id
+            if 1 <= last["epoch"] <= EPOCHS - 2:
+                return trial_id, last["node_id"]
         return None
 
     try:
-        victim = wait_for(trial_mid_run_on_worker, 240, "a trial running on the worker node")
+        victim, worker_id = wait_for(trial_mid_run, 240, "a trial mid-run")
         cluster.remember()
-        os.kill(raylet_pid, signal.SIGKILL)
+        os.kill(cluster.raylet(cluster.role_of(worker_id))[0], signal.SIGKILL)
         out = finish(driver)
     finally:
         if driver.poll() is None:
@@ -279,8 +286,8 @@ def test_worker_node_lost_mid_trial_retries_from_checkpoint(cluster, data_root, 
     assert len(moved) and (h.loc[: moved.index[0] - 1, "node_id"] == worker_id).all()
     assert moved["start_epoch"].iloc[0] == moved["epoch"].iloc[0] - 1 >= 1  # restored, not restarted
 
-    head_id = cluster.raylet("head")[1]
-    assert {n for h in histories(storage).values() for n in h["node_id"]} == {worker_id, head_id}
+    other_id = moved["node_id"].iloc[0]
+    assert {n for h in histories(storage).values() for n in h["node_id"]} == {worker_id, other_id}
 
     table = trials_table(collect(storage)).set_index("trial_id")
     assert table.loc[victim, "nodes"].count("→") == 1 and worker_id[:8] in table.loc[victim, "nodes"]
@@ -292,7 +299,8 @@ def test_driver_killed_mid_sweep_resumes_without_rerunning_finished_trials(clust
 
     sweep, storage = sweep_file(tmp_path, data_root, "resume", num_samples=3, epochs=3,
                                 scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2})
-    cluster.ensure_worker()  # the previous test killed it
+    for role in WORKERS:
+        cluster.ensure_worker(role)  # the previous test killed one
     cluster.wait_idle(2)
     driver = launch(cluster, sweep)
 
@@ -320,7 +328,7 @@ def test_driver_killed_mid_sweep_resumes_without_rerunning_finished_trials(clust
 
     hist = histories(storage)
     nodes = {n for h in hist.values() for n in h["node_id"]}
-    assert cluster.raylet("head")[1] in nodes and len(nodes) == 2, "trials did not run on both nodes"
+    assert nodes == {cluster.raylet(role)[1] for role in WORKERS}, "trials did not run on both nodes"
 
     # ASHA's rungs came back: every trial that reached a milestone is recorded there with its own result,
     # including the trials that finished before the driver died.

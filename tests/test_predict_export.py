@@ -49,7 +49,9 @@ def test_predict_matches_trained_model(trained, shapes_root):
         assert p.top_k[0] == (p.label, p.probability)
         assert [q for _, q in p.top_k] == sorted((q for _, q in p.top_k), reverse=True)
     # same preprocessing as the trial's validation loader, same weights as the live model
-    val_tf = trial.val_loader.dataset.transform
+    from tlsweep.data.transforms import build_transform
+
+    val_tf = build_transform(trial.config["data"]["image_size"])  # the eval transform (cached val path: test_cache)
     from PIL import Image
 
     batch = torch.stack([val_tf(Image.open(f).convert("RGB")) for f in files])

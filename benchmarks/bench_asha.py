@@ -4,8 +4,9 @@ it gives up. Both sweeps on the same local Ray, two one-thread trials at a time.
 
 Asynchronous ASHA always lets the first trial at a rung go on, so one sweep's share depends on which configs
 happen to come first. The ratio is therefore the mean over 200 random trial orders of Ray's own ASHA rule
-replayed on the FIFO sweep's learning curves (``asha_replay``); the real ASHA sweep, in the fixed order, checks
-the replay (its order replayed must give the epochs it really ran) and is reported beside it."""
+replayed on the FIFO sweep's learning curves (``asha_replay``; the curves are deterministic: same seed, one
+thread). The real ASHA sweep, in the fixed order, is reported beside it; its order replayed on FIFO's epoch times
+can differ from it by which trial happens to report first at a rung."""
 
 from __future__ import annotations
 
@@ -77,7 +78,7 @@ def run(quick: bool = False) -> list[dict]:
                   f"{len(replays)} random orders (median {statistics.median(s for s, _ in replays):.2f}, "
                   f"≤ 0.35 in {100 * np.mean([s <= 0.35 for s, _ in replays]):.0f}% of orders, at most "
                   f"{worst_gap:.1f} points lost); this sweep's order {lrs}: real {real_share:.2f}× "
-                  f"(replayed {replayed_fixed / (n * epochs):.2f}×), gap {gap:.1f} points (one val image = "
-                  f"{100 / len_val:.1f}), FIFO's best lr {stopped_best:g} got {best_epochs} epoch(s); training "
+                  f"(replayed on FIFO's epoch times {replayed_fixed / (n * epochs):.2f}×), gap {gap:.1f} points "
+                  f"(one val image = {100 / len_val:.1f}), FIFO's best lr {stopped_best:g} got {best_epochs} epoch(s); training "
                   f"seconds {seconds_share:.2f}×, sweep wall {asha_s / fifo_s:.2f}×"),
     }]

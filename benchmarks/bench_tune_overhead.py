@@ -38,8 +38,9 @@ def _per_epoch_overhead(paths) -> float:
 def _import_seconds() -> float:
     """Seconds a fresh interpreter takes to import the trainable (ray.tune, torch, torchvision, tlsweep)."""
     code = "import time; t = time.perf_counter(); import tlsweep.sweep.trainable; print(time.perf_counter() - t)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+            for _ in range(2)]
+    return min(float(out.stdout.strip().splitlines()[-1]) for out in runs)
 
 
 def _loop(configs: list[dict], threads: int) -> float:

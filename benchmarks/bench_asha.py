@@ -79,6 +79,6 @@ def run(quick: bool = False) -> list[dict]:
                   f"≤ 0.35 in {100 * np.mean([s <= 0.35 for s, _ in replays]):.0f}% of orders, at most "
                   f"{worst_gap:.1f} points lost); this sweep's order {lrs}: real {real_share:.2f}× "
                   f"(replayed on FIFO's epoch times {replayed_fixed / (n * epochs):.2f}×), gap {gap:.1f} points "
-                  f"(one val image = {100 / len_val:.1f}), FIFO's best lr {stopped_best:g} got {best_epochs} epoch(s); training "
-                  f"seconds {seconds_share:.2f}×, sweep wall {asha_s / fifo_s:.2f}×"),
+                  f"(one val image = {100 / len_val:.1f}), FIFO's best lr {stopped_best:g} got {best_epochs} "
+                  f"epoch(s); training seconds {seconds_share:.2f}×, sweep wall {asha_s / fifo_s:.2f}×"),
     }]

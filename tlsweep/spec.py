@@ -326,6 +326,7 @@ class PerformanceSpec(Strict):
 
 class CheckpointSpec(Strict):
     num_to_keep: int = Field(2, ge=1)
+    frequency: int = Field(1, ge=1)  # every N epochs, plus the last and ASHA rungs (sweep/checkpointing.py)
 
 
 class Spec(Strict):

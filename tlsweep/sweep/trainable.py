@@ -10,6 +10,7 @@ import ray.tune as tune
 import torch
 
 from ..train import Trial
+from .checkpointing import checkpoint_epochs
 from .space import trial_config
 
 
@@ -25,8 +26,12 @@ def train_trial(config: dict, spec: dict) -> None:
     info = {"model_label": config["model"], "total_params": trial.total_params,
             "trainable_params": trial.trainable_params, "node_ip": _node_ip(),
             "node_id": ray.get_runtime_context().get_node_id(), "start_epoch": trial.epoch}
+    due = checkpoint_epochs(spec, trial.max_epochs)
     for metrics in trial.run():
         info["train_seconds_total"] = sum(m.get("epoch_seconds", 0.0) for m in trial.history)
+        if not due(trial.epoch):
+            tune.report({**metrics, **info})
+            continue
         with tempfile.TemporaryDirectory() as directory:
             trial.save(directory)
             tune.report({**metrics, **info}, checkpoint=tune.Checkpoint.from_directory(directory))

@@ -118,3 +118,16 @@ def test_trial_nodes_lists_each_node_once_in_order():
                             "node_id": ["bbbbbbbbbb", "bbbbbbbbbb", "aaaaaaaaaa"]})
     assert trial_nodes(history) == "10.0.0.2/bbbbbbbb → 10.0.0.1/aaaaaaaa"
     assert trial_nodes(pd.DataFrame({"val_acc": [0.5]})) is None
+
+
+def test_resume_refuses_a_changed_sweep_file(plain, tmp_path):
+    from tlsweep.sweep.resume import changed_since
+    from tlsweep.sweep.runner import SPEC_FILE, _write_spec
+
+    storage = str(tmp_path / "sweep")
+    assert changed_since(storage, plain, SPEC_FILE) == []  # nothing stored yet
+    _write_spec({**plain, "data": {**plain["data"], "skip_files": ["x.jpg"]}}, storage)
+    assert changed_since(storage, plain, SPEC_FILE) == []  # same file; the preflight's skip list is ignored
+    edited = {**plain, "epochs": plain["epochs"] + 1,
+              "models_table": {k: v for k, v in list(plain["models_table"].items())[:1]}}
+    assert changed_since(storage, edited, SPEC_FILE) == ["models_table", "epochs"]

@@ -17,6 +17,7 @@ from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from .checkpoints import CheckpointError, Resolved, resolve_checkpoint
+from .data.images import open_rgb, to_rgb
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform
 from .train import load_checkpoint, resolve_device
 
@@ -53,7 +54,8 @@ class Predictor:
 
     def preprocess(self, images: Sequence[str | os.PathLike | Image.Image]) -> torch.Tensor:
         """Files or PIL images → the normalized batch the model was validated on."""
-        return torch.stack([self.transform(_open(i)) for i in images])
+        transform, max_side = self.transform, self.config.get("data", {}).get("max_image_side")
+        return torch.stack([transform(_open(i, max_side)) for i in images])
 
     @torch.no_grad()
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
@@ -73,13 +75,13 @@ class Predictor:
         return out
 
 
-def _open(image) -> Image.Image:
+def _open(image, max_side: int | None = None) -> Image.Image:
+    """RGB exactly as training decodes it (alpha on white, 16-bit scaled, large images downscaled)."""
     if isinstance(image, Image.Image):
-        return image.convert("RGB")
+        return to_rgb(image)
     try:
-        with Image.open(image) as img:
-            return img.convert("RGB")
-    except (OSError, ValueError) as err:
+        return open_rgb(image, max_side)
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
         raise PredictError(f"{image}: cannot read image ({err})") from None
 
 

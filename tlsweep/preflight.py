@@ -98,7 +98,7 @@ def _storage(spec: Spec, problem, address) -> None:
 def _gpus(spec: Spec, problem, address) -> None:
     need = max(r["gpu"] for r in spec.model_resources().values())
     if not need or address or os.environ.get("RAY_ADDRESS"):
-        return  # a cluster's GPUs are checked once Ray is up (runner.check_resources)
+        return  # a cluster's GPUs are checked once Ray is up (sweep.cluster.check_resources)
     import torch
 
     have = torch.cuda.device_count()

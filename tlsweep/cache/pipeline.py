@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from ..data.transforms import build_transform, train_size
 from . import features as F
 from . import images as I
-from .store import cache_root
+from .store import cache_root, entry_ready
 
 
 @dataclass
@@ -78,7 +78,7 @@ def trial_data(config: dict, splits, model: nn.Module, device: torch.device, fas
         status = "hit"
         for name, fp in prints.items():
             path = cache_root(data) / "features" / F.feature_key(split, weights, size, fp, transform, precision)
-            if not (path / "meta.json").is_file():
+            if not entry_ready(path):
                 status = "built"
                 images, collate = image_dataset(getattr(splits, name), data, False, "none")
                 F.build_features(path, split, images, device, collate=collate,

@@ -88,7 +88,9 @@ def _read_history(trial_dir: Path) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if "training_iteration" not in frame:
         frame["training_iteration"] = pd.Series(dtype=int)
-    return frame.sort_values("training_iteration").reset_index(drop=True)
+    # a trial restored from an older checkpoint reports some epochs again: the latest report of each counts
+    frame = frame.sort_values("training_iteration", kind="stable")
+    return frame.drop_duplicates("training_iteration", keep="last").reset_index(drop=True)
 
 
 def _status(history: pd.DataFrame, error: str | None, max_epochs: int) -> str:

@@ -82,3 +82,21 @@ def sweep_state(storage: str, expected_trials: int | None = None) -> str:
     if not statuses or UNFINISHED & set(statuses) or (expected_trials and len(statuses) < expected_trials):
         return "unfinished"
     return "finished"
+
+
+RESUME_KEYS = ("models_table", "search", "epochs", "scheduler", "searcher", "data")
+
+
+def changed_since(storage: str, plain: dict, spec_file: str = "tlsweep_spec.json") -> list[str]:
+    """Sections of the sweep file that differ from the ones the stored sweep ran with (none if nothing stored)."""
+    path = Path(storage) / spec_file
+    if "://" in storage or not path.is_file():
+        return []
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    fresh = json.loads(json.dumps(plain, default=str))
+    drop = ("skip_files",)
+    strip = lambda d: {k: v for k, v in d.items() if k not in drop} if isinstance(d, dict) else d  # noqa: E731
+    return [k for k in RESUME_KEYS if strip(stored.get(k)) != strip(fresh.get(k))]

@@ -141,13 +141,17 @@ def run_sweep(spec: Spec, address: str | None = None, num_samples: int | None = 
     check_cluster(plain)
     from ray import tune
 
-    from .resume import sweep_state
+    from .resume import changed_since, sweep_state
 
     start = time.perf_counter()
     storage = plain["storage"]
     if not resume and sweep_state(storage, total_trials(plain)) == "unfinished":
         log.warning("%s holds an unfinished sweep: resuming it", storage)
         resume = True
+    if resume and (changed := changed_since(storage, plain, SPEC_FILE)):
+        raise StorageError(f"{storage} holds a sweep run from a different sweep file (changed: {', '.join(changed)}); "
+                           f"resuming would mix the two. Give this sweep another `name` or `storage`, or delete "
+                           f"{storage} to start over.")
     _write_spec(plain, storage)
     if resume and tune.Tuner.can_restore(storage):
         tuner = tune.Tuner.restore(storage, make_trainable(plain), resume_unfinished=True, resume_errored=True)
@@ -187,6 +191,8 @@ def trials_frame(grid, plain: dict) -> pd.DataFrame:
     for result in grid:
         config = dict(result.config or {})
         history = result.metrics_dataframe
+        if history is not None and "training_iteration" in history:  # epochs reported again after a restore
+            history = history.drop_duplicates("training_iteration", keep="last")
         row = {"trial_id": (result.metrics or {}).get("trial_id") or _trial_id(result.path, config),
                "model": config.get("model"),
                "status": trial_status(result, plain["epochs"]), "path": result.path}

@@ -11,12 +11,13 @@ import torch
 
 from ..train import Trial
 from .checkpointing import checkpoint_epochs
+from .cluster import trial_resources
 from .space import trial_config
 
 
 def train_trial(config: dict, spec: dict) -> None:
     """Restore from the trial's last checkpoint if Tune hands one over, then report every epoch."""
-    cpus = (spec.get("model_resources") or {}).get(config["model"], spec["resources"])["cpu"]
+    cpus = trial_resources(spec).demand(config["model"])["CPU"]
     torch.set_num_threads(max(1, int(os.environ.get("TLSWEEP_TORCH_THREADS", cpus))))
     trial = Trial(trial_config(spec, config))
     checkpoint = tune.get_checkpoint()

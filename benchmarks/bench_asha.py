@@ -40,7 +40,7 @@ def _curves(trials, lrs: list[float]) -> list[list[tuple[float, float]]]:
     by_lr = {}
     for _, row in trials.iterrows():
         rows = [json.loads(line) for line in (Path(row["path"]) / "result.json").read_text().splitlines()]
-        by_lr[row["config/lr"]] = [(r["val_acc"], r["time_this_iter_s"]) for r in rows]
+        by_lr[row["lr"]] = [(r["val_acc"], r["time_this_iter_s"]) for r in rows]
     return [by_lr[lr] for lr in lrs]
 
 
@@ -60,11 +60,11 @@ def run(quick: bool = False) -> list[dict]:
     worst_gap = max(g for _, g in replays)
     replayed_fixed = sum(replay(curves, list(range(n)), epochs, GRACE, RF, SLOTS).values())
     real_share = asha["epochs"].sum() / (n * epochs)
-    seconds_share = asha["seconds"].sum() / fifo["seconds"].sum()
+    seconds_share = asha["wall_s"].sum() / fifo["wall_s"].sum()
     gap = 100 * (fifo["val_acc"].max() - asha["val_acc"].max())
     len_val = 3 * 20
-    stopped_best = fifo.loc[fifo["val_acc"].idxmax(), "config/lr"]
-    best_epochs = int(asha.loc[asha["config/lr"] == stopped_best, "epochs"].iloc[0])
+    stopped_best = fifo.loc[fifo["val_acc"].idxmax(), "lr"]
+    best_epochs = int(asha.loc[asha["lr"] == stopped_best, "epochs"].iloc[0])
     return [{
         "benchmark": "asha",
         "baseline": f"FIFO: {n * epochs} epochs, {fifo_s:.0f} s, best val acc {fifo['val_acc'].max():.3f}",

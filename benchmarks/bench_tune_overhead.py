@@ -19,10 +19,10 @@ from pathlib import Path
 from ._common import median, shapes, start_ray, sweep_spec
 
 
-def _configs(plain: dict) -> list[dict]:
-    from tlsweep.sweep.space import build_groups, trial_config
+def _configs(plan):
+    from tlsweep.sweep.space import build_groups
 
-    return [trial_config(plain, dict(group.fixed)) for group in build_groups(plain)]
+    return [plan.trial_config(dict(group.fixed)) for group in build_groups(plan)]
 
 
 def _per_epoch_overhead(paths) -> float:
@@ -65,8 +65,7 @@ def run(quick: bool = False) -> list[dict]:
                       search={"lr": {"grid": [1e-3, 3e-3]}, "batch_size": 16, "lr_scheduler": "none"},
                       epochs=epochs, scheduler={"type": "fifo"}, searcher={"type": "grid"},
                       max_concurrent=1, resources={"cpu": cores})
-    plain = spec.to_plain()
-    configs = _configs(plain)
+    configs = _configs(spec.plan())
     startup = start_ray()
     loops = [_loop(configs, cores)]
     start = time.perf_counter()

@@ -41,7 +41,8 @@ def spec_dict(shapes_root, tmp_path):
 
 def trial_config_for(shapes_root, **overrides) -> dict:
     config = {"model": {"name": "resnet18", "weights": "none"}, "model_label": "resnet18",
-              "data": {"root": str(shapes_root), "image_size": 32}, "epochs": 3, "seed": 0, "lr": 1e-3,
+              "data": {"root": str(shapes_root), "image_size": 32, "augment": "none"}, "epochs": 3, "seed": 0,
+              "lr": 1e-3,
               "batch_size": 16, "optimizer": "adam", "lr_scheduler": "none", "freeze_depth": 0.0}
     config.update(overrides)
     return config

@@ -6,7 +6,8 @@ from torchvision.transforms import v2
 
 from tlsweep.data.augment import AugmentError, build_op, build_policy, check_policy
 from tlsweep.data.transforms import build_transform, train_size
-from tlsweep.models.heads import build_head, resolve_head
+from tlsweep.config import HeadConfig, ModelConfig
+from tlsweep.models.heads import build_head
 from tlsweep.spec import SpecError, parse_spec
 from tlsweep.train import Trial
 
@@ -73,8 +74,9 @@ def test_list_policy_transform_runs_on_pil(shapes_root):
 
 
 def test_size_schedule_spec_and_train_size(shapes_root):
-    plain = spec(shapes_root, data={"image_size_schedule": [{"epochs": 1, "size": 16}, {"size": 32}]}).to_plain()
-    assert [train_size(plain["data"], e) for e in range(3)] == [16, 32, 32]
+    plain = spec(shapes_root, data={"image_size_schedule": [{"epochs": 1, "size": 16}, {"size": 32}]}).plan()
+    assert [train_size(plain.data, e) for e in range(3)] == [16, 32, 32]
+    assert [plain.data.train_size(e) for e in range(3)] == [16, 32, 32]
     implicit = parse_spec({"name": "t", "data": {"root": str(shapes_root),
                                                  "image_size_schedule": [{"epochs": 2, "size": 96}, {"size": 160}]},
                            "models": ["resnet18"]})
@@ -115,22 +117,22 @@ def test_seed_head_layers_with_one_rate_per_hidden_layer():
 
 
 def test_searched_head_reaches_the_trial_config(shapes_root):
-    from tlsweep.sweep.space import build_groups, trial_config
+    from tlsweep.sweep.space import build_groups
 
     s = spec(shapes_root, heads={"mlp": {"hidden": [16], "dropout": 0.2, "norm": "layernorm"}},
              models=["resnet18", {"ensemble": ["resnet18", "mobilenet_v3_small"], "fusion": "features"}],
              search={"head": {"grid": ["mlp", "linear"]}, "head_dropout": {"uniform": [0.0, 0.4]}})
-    plain = s.to_plain()
+    plain = s.plan()
     groups = build_groups(plain)
     assert sorted((g.fixed["model"], g.fixed["head"]) for g in groups) == sorted(
         (m, h) for m in ("resnet18", "resnet18+mobilenet_v3_small-features") for h in ("mlp", "linear"))
-    cfg = trial_config(plain, {"model": "resnet18", "head": "mlp", "head_dropout": 0.1})
-    assert cfg["model"]["head"] == {"hidden": [16], "dropout": 0.1, "norm": "layernorm"}
-    assert plain["models_table"]["resnet18"].get("head") is None  # the table itself is untouched
-    fused = trial_config(plain, {"model": "resnet18+mobilenet_v3_small-features", "head": None, "head_dropout": 0.3})
-    assert fused["model"]["head"]["hidden"] == (1024, 512) and fused["model"]["head"]["dropout"] == 0.3
-    assert resolve_head({"name": "resnet18"}, "linear") == {"name": "resnet18", "head": {}}
+    cfg = plain.trial_config({"model": "resnet18", "head": "mlp", "head_dropout": 0.1})
+    assert cfg.model.head == HeadConfig(hidden=(16,), dropout=0.1, norm="layernorm")
+    assert plain.models_table["resnet18"].head is None  # the table itself is untouched
+    fused = plain.trial_config({"model": "resnet18+mobilenet_v3_small-features", "head": None, "head_dropout": 0.3})
+    assert fused.model.head.hidden == (1024, 512) and fused.model.head.dropout == 0.3
+    assert ModelConfig(name="resnet18").with_head("linear", None, {}).head == HeadConfig()
     from tlsweep.models import build_model
 
-    model = build_model(cfg["model"], 3)
+    model = build_model(cfg.model, 3)
     assert isinstance(model.head[0], nn.LayerNorm) and model.head[1].p == 0.1

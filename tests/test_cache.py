@@ -188,14 +188,12 @@ def test_fast_paths_on_cpu(shapes_root, small, tmp_path):
 
 def test_spec_cache_and_performance_sections(spec_dict):
     from tlsweep.spec import SpecError, parse_spec
-    from tlsweep.sweep.space import trial_config
 
     spec_dict["data"].update(cache={"images": "off", "features": "on"}, cache_dir="/tmp/c")
     spec_dict["performance"] = {"precision": "bf16", "channels_last": True, "compile": False}
-    plain = parse_spec(spec_dict).to_plain()
-    config = trial_config(plain, {"model": "resnet18"})
-    assert config["data"]["cache"] == {"images": "off", "features": "on"} and config["data"]["cache_dir"] == "/tmp/c"
-    assert config["performance"] == {"precision": "bf16", "channels_last": True, "pin_memory": "auto",
+    config = parse_spec(spec_dict).plan().trial_config({"model": "resnet18"})
+    assert config.data.cache.to_dict() == {"images": "off", "features": "on"} and config.data.cache_dir == "/tmp/c"
+    assert config.performance.to_dict() == {"precision": "bf16", "channels_last": True, "pin_memory": "auto",
                                      "compile": False}
     spec_dict["performance"] = {"precision": "fp8"}
     spec_dict["data"]["cache"] = {"image": "on"}

@@ -8,7 +8,7 @@ from tlsweep.sweep.checkpointing import asha_rung_epochs, checkpoint_epochs
 
 def plain(tmp_path, **fields):
     data = {"name": "ck", "data": {"root": str(tmp_path)}, "models": ["resnet18"], "weights": "none", **fields}
-    return parse_spec(data).to_plain()
+    return parse_spec(data).plan()
 
 
 def saved(spec, epochs):
@@ -18,7 +18,7 @@ def saved(spec, epochs):
 
 def test_every_epoch_by_default(tmp_path):
     spec = plain(tmp_path, epochs=5)
-    assert spec["checkpoints"]["frequency"] == 1
+    assert spec.checkpoints.frequency == 1
     assert saved(spec, 5) == [1, 2, 3, 4, 5]
 
 

@@ -9,8 +9,10 @@ import pytest
 import yaml
 
 from tlsweep.spec import SpecError, parse_spec
+from tlsweep.config import Resources
+from tlsweep.results import trial_nodes
 from tlsweep.sweep.cluster import (ResourceError, StorageError, check_resources, check_storage, filesystem_type,
-                                   trial_nodes, trial_resources)
+                                   trial_resources)
 
 
 def node(ip="10.0.0.1", cpu=4, gpu=0, alive=True):
@@ -23,13 +25,14 @@ def plain(spec_dict):
     spec_dict["models"] = [{"name": "mobilenet_v3_small", "resources": {"gpu": 0.25}},
                            {"name": "vit_b_16", "resources": {"gpu": 1, "cpu": 4}}, "resnet18"]
     spec_dict["resources"] = {"cpu": 2, "gpu": 0.5}
-    return parse_spec(spec_dict).to_plain()
+    spec_dict["data"] = {**spec_dict["data"], "image_size": 224}  # vit_b_16 takes 224 px only
+    return parse_spec(spec_dict).plan()
 
 
 def test_model_resources_override_the_sweep_defaults(plain):
-    assert plain["model_resources"] == {"mobilenet_v3_small": {"cpu": 2, "gpu": 0.25},
-                                        "vit_b_16": {"cpu": 4, "gpu": 1}, "resnet18": {"cpu": 2, "gpu": 0.5}}
-    assert "resources" not in plain["models_table"]["vit_b_16"]  # the model builder never sees them
+    assert plain.model_resources == {"mobilenet_v3_small": Resources(2, 0.25), "vit_b_16": Resources(4, 1),
+                                     "resnet18": Resources(2, 0.5)}
+    assert "resources" not in plain.models_table["vit_b_16"].to_dict()  # the model builder never sees them
     res = trial_resources(plain)
     assert res.demand("mobilenet_v3_small") == {"CPU": 2, "GPU": 0.25}
     pgf = res({"model": "vit_b_16", "lr": 1e-3})
@@ -122,12 +125,11 @@ def test_trial_nodes_lists_each_node_once_in_order():
 
 def test_resume_refuses_a_changed_sweep_file(plain, tmp_path):
     from tlsweep.sweep.resume import changed_since
-    from tlsweep.sweep.runner import SPEC_FILE, _write_spec
+    from tlsweep.results import write_plan
 
     storage = str(tmp_path / "sweep")
-    assert changed_since(storage, plain, SPEC_FILE) == []  # nothing stored yet
-    _write_spec({**plain, "data": {**plain["data"], "skip_files": ["x.jpg"]}}, storage)
-    assert changed_since(storage, plain, SPEC_FILE) == []  # same file; the preflight's skip list is ignored
-    edited = {**plain, "epochs": plain["epochs"] + 1,
-              "models_table": {k: v for k, v in list(plain["models_table"].items())[:1]}}
-    assert changed_since(storage, edited, SPEC_FILE) == ["models_table", "epochs"]
+    assert changed_since(storage, plain) == []  # nothing stored yet
+    write_plan(plain.replace(data=plain.data.replace(skip_files=("x.jpg",))), storage)
+    assert changed_since(storage, plain) == []  # same file; the preflight's skip list is ignored
+    edited = plain.replace(epochs=plain.epochs + 1, models_table=dict(list(plain.models_table.items())[:1]))
+    assert changed_since(storage, edited) == ["models_table", "epochs"]

@@ -99,7 +99,7 @@ def test_missing_files_name_what_to_do(tmp_path):
 def test_spec_subset_fields():
     base = {"name": "x", "models": ["resnet18"], "weights": "none"}
     spec = parse_spec({**base, "data": {"root": "d", "source": "fashionmnist", "subset": {"train": 5}}})
-    assert spec.to_plain()["data"]["subset"] == {"train": 5, "val": None, "test": None}
+    assert spec.plan().data.to_dict()["subset"] == {"train": 5, "val": None, "test": None}
     with pytest.raises(SpecError, match="data.subset.trian"):
         parse_spec({**base, "data": {"root": "d", "subset": {"trian": 5}}})
 
@@ -155,7 +155,7 @@ def test_right_weights_file_lands_where_torch_hub_finds_it(tmp_path, torch_home)
 
 def test_prefetch_names_missing_weights_offline(torch_home):
     plain = parse_spec({"name": "x", "data": {"root": "d"}, "models": [
-        {"name": "mobilenet_v2", "weights": "IMAGENET1K_V1"}, {"name": "resnet18", "weights": "none"}]}).to_plain()
+        {"name": "mobilenet_v2", "weights": "IMAGENET1K_V1"}, {"name": "resnet18", "weights": "none"}]}).plan()
     [status] = prefetch(plain, download=False)
     assert status.state == "missing" and "tlsweep weights import mobilenet_v2-b0353104.pth" in status.detail
     status.path.parent.mkdir(parents=True)

@@ -4,7 +4,7 @@ import pytest
 
 from tlsweep.spec import parse_spec
 from tlsweep.sweep.runner import SweepResult, error_message
-from tlsweep.sweep.space import build_groups, samples_per_group
+from tlsweep.sweep.space import build_groups
 from tlsweep.train import fit
 
 from .conftest import trial_config_for
@@ -15,8 +15,8 @@ def proposals(spec_dict, seed, n=6):
 
     spec_dict["searcher"]["seed"] = seed
     spec_dict["search"]["weight_decay"] = {"uniform": [0.0, 0.1]}
-    plain = parse_spec(spec_dict).to_plain()
-    searcher = GroupedSearcher(build_groups(plain), samples_per_group(plain), "val_acc", "max", "optuna", seed)
+    plan = parse_spec(spec_dict).plan()
+    searcher = GroupedSearcher(build_groups(plan), plan.num_samples, "val_acc", "max", "optuna", seed)
     suggested = []
     for i in range(n):
         config = searcher.suggest(f"t{i}")

@@ -51,7 +51,7 @@ def test_predict_matches_trained_model(trained, shapes_root):
     # same preprocessing as the trial's validation loader, same weights as the live model
     from tlsweep.data.transforms import build_transform
 
-    val_tf = build_transform(trial.config["data"]["image_size"])  # the eval transform (cached val path: test_cache)
+    val_tf = build_transform(trial.config.data.image_size)  # the eval transform (cached val path: test_cache)
     from PIL import Image
 
     batch = torch.stack([val_tf(Image.open(f).convert("RGB")) for f in files])

@@ -63,7 +63,7 @@ def test_failing_trials_are_kept_and_ctrl_c_resumes(shapes_root, tmp_path):
     summary = pd.read_csv(storage / "summary.csv")
     assert len(summary) == 4
     assert summary["trial_id"].notna().all()
-    status = {(r["model"], r["config/lr"]): r["status"] for _, r in summary.iterrows()}
+    status = {(r["model"], r["lr"]): r["status"] for _, r in summary.iterrows()}
     assert status[("resnet18", 1e-3)] == "finished"
     assert status[("resnet18", 1e12)] == "diverged"
     assert status[("mobilenet_v3_small", 1e-3)] == status[("mobilenet_v3_small", 1e12)] == "error"

@@ -8,12 +8,12 @@ from tlsweep.sweep.schedulers import asha_kwargs, build_scheduler
 
 def plain_of(spec_dict, **scheduler):
     spec_dict["scheduler"] = {**spec_dict["scheduler"], **scheduler}
-    return parse_spec(spec_dict).to_plain()
+    return parse_spec(spec_dict).plan()
 
 
 def test_epochs_budget_is_the_default(spec_dict):
     plain = plain_of(spec_dict)
-    assert plain["scheduler"]["budget"] == "epochs"
+    assert plain.scheduler.budget == "epochs"
     assert asha_kwargs(plain) == {"time_attr": "training_iteration", "max_t": 3, "grace_period": 1,
                                   "reduction_factor": 2}
 
@@ -60,4 +60,4 @@ def test_seconds_budget_stops_trials_in_a_real_sweep(spec_dict):
     assert len(trials) == 2
     assert list(trials["status"]) == ["stopped", "stopped"]
     assert list(trials["epochs"]) == [1, 1]
-    assert (trials["seconds"] > 0.02).all()
+    assert (trials["wall_s"] > 0.02).all()

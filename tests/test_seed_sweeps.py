@@ -7,7 +7,6 @@ import torch
 from tlsweep.distributions import candidate_values
 from tlsweep.models import build_model, get_backbone
 from tlsweep.spec import load_spec
-from tlsweep.sweep.space import trial_config
 
 SWEEPS = sorted((Path(__file__).resolve().parent.parent / "sweeps").glob("*.yaml"))
 SEEDS = ["vehicles_all_models", "vehicles_ensembles", "cifar10_frozen", "drones_mobilenet_v2",
@@ -25,13 +24,13 @@ def test_seed_sweep_files_exist_and_are_documented():
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)
 def test_sweep_validates_and_models_build(path):
     torch.set_num_threads(1)
-    plain = load_spec(path).to_plain()
+    plan = load_spec(path).plan()
     heads = candidate_values(load_spec(path).search.head)
-    for label, cfg in plain["models_table"].items():
+    for label, cfg in plan.models_table.items():
         for head in heads:
-            model_cfg = trial_config(plain, {"model": label, "head": head})["model"]
-            model = build_model(dict(model_cfg, weights="none"), 3, "all").eval()
-            names = [cfg["name"]] if "name" in cfg else cfg["ensemble"]
+            model_cfg = plan.trial_config({"model": label, "head": head}).model
+            model = build_model(model_cfg.replace(weights="none"), 3, "all").eval()
+            names = cfg.backbones
             size = 224 if any(get_backbone(n).fixed_input_size for n in names) else 64
             with torch.no_grad():
                 out = model(torch.zeros(1, 3, size, size))

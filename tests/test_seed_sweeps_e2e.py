@@ -16,7 +16,7 @@ from tlsweep.data.synthetic import make_shapes_dataset
 from tlsweep.report.collect import collect
 from tlsweep.distributions import LogUniform
 from tlsweep.spec import load_spec
-from tlsweep.sweep.space import build_groups, trial_config
+from tlsweep.sweep.space import build_groups
 from tlsweep.train import Trial
 
 SWEEPS = Path(__file__).resolve().parent.parent / "sweeps"
@@ -62,10 +62,10 @@ def middle(dist):
 def run_groups(spec) -> dict[str, tuple[dict, list[dict], int]]:
     """Ray-free: one trial per group, sampled values at the middle of their ranges.
     Group key → (trial config, history, trainable parameters)."""
-    plain = spec.to_plain()
+    plan = spec.plan()
     runs = {}
-    for group in build_groups(plain):
-        config = trial_config(plain, {**group.fixed, **{k: middle(d) for k, d in group.sampled.items()}})
+    for group in build_groups(plan):
+        config = plan.trial_config({**group.fixed, **{k: middle(d) for k, d in group.sampled.items()}})
         trial = Trial(config, device="cpu")
         runs[group.key] = (config, list(trial.run()), trial.trainable_params)
     return runs
@@ -116,13 +116,13 @@ def test_every_seed_sweep_finishes(results):
 
 def test_ensemble_grid_is_enumerated_under_asha(results):
     spec, result = results["vehicles_ensembles"]
-    points = sorted(zip(result.trials["model"], result.trials["config/lr"], result.trials["config/batch_size"]))
+    points = sorted(zip(result.trials["model"], result.trials["lr"], result.trials["batch_size"]))
     assert points == sorted((m, lr, bs) for m in spec.model_labels() for lr in (1e-2, 1e-3) for bs in (4, 8))
 
 
 def test_searched_heads_are_trained(results):
     _, runs = results["cats_dogs_resnet50"]
-    params = {config["head"]: n for config, _, n in runs.values()}
+    params = {config.head: n for config, _, n in runs.values()}
     assert sorted(params) == ["linear", "seed"]
     assert params["seed"] > params["linear"]  # the seed's MLP (features→1024→256→2) against one Linear
 
@@ -131,7 +131,7 @@ def test_progressive_resizing_and_policy_run(results):
     _, runs = results["drones_mobilenet_v2"]
     ((config, history, _),) = runs.values()
     assert [h["train_size"] for h in history] == [24, 32]
-    assert config["augment_strength"] == 1.0 and len(config["data"]["augment"]) == 5
+    assert config.augment_strength == 1.0 and len(config.data.augment) == 5
 
 
 def test_report_shows_training_time_per_model(results):
@@ -142,7 +142,7 @@ def test_report_shows_training_time_per_model(results):
     spec, result = results["vehicles_ensembles"]
     sweep = collect(result.storage)
     picks = pick_best(sweep)
-    splits = load_splits(sweep.plain["data"], 0)
+    splits = load_splits(sweep.plan.data, 0)
     evals = {m: evaluate(load_model(p.checkpoint, 3), splits.test, splits.classes, 32) for m, p in picks.items()}
     board = leaderboard(sweep, picks, evals)
     assert sorted(board["model"]) == sorted(spec.model_labels())

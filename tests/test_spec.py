@@ -42,10 +42,10 @@ def test_valid_file_parses_with_distributions_and_defaults(tmp_path):
     assert spec.model_labels() == ["resnet18", "mobilenet_v2", "resnet50+mobilenet_v2-features"]
     assert spec.data.root.is_absolute()
     assert spec.storage_dir.endswith("results/demo")
-    table = spec.models_table()
-    assert table["resnet18"]["weights"] == "imagenet"  # sweep-level default
-    assert table["mobilenet_v2"]["weights"] == "none"
-    assert table["resnet50+mobilenet_v2-features"]["ensemble"] == ["resnet50", "mobilenet_v2"]
+    table = spec.plan().models_table
+    assert table["resnet18"].weights == "imagenet"  # sweep-level default
+    assert table["mobilenet_v2"].weights == "none"
+    assert table["resnet50+mobilenet_v2-features"].ensemble == ("resnet50", "mobilenet_v2")
     assert spec.scheduler.resolved_mode == "max"
 
 
@@ -85,10 +85,10 @@ def test_grid_searcher_rejects_continuous_ranges(tmp_path):
 
 def test_spec_built_in_python_matches_yaml(spec_dict):
     spec = parse_spec(spec_dict)
-    plain = spec.to_plain()
-    assert plain["search"]["lr"] == {"loguniform": [1e-3, 1e-2]}
-    assert plain["search"]["optimizer"] == "adam"
-    assert set(plain["models_table"]) == {"resnet18", "mobilenet_v3_small", "resnet18+mobilenet_v3_small-logits"}
+    plan = spec.plan()
+    assert plan.search["lr"] == {"loguniform": [1e-3, 1e-2]}
+    assert plan.search["optimizer"] == "adam"
+    assert set(plan.models_table) == {"resnet18", "mobilenet_v3_small", "resnet18+mobilenet_v3_small-logits"}
 
 
 def test_validate_cli_exit_codes(tmp_path):

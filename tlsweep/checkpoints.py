@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .train import CHECKPOINT_FILE
+from .results import CHECKPOINT_FILE, PARAMS_FILE, SPEC_FILE, ResultsError, read_plan
 
 
 class CheckpointError(ValueError):
@@ -19,12 +19,6 @@ class CheckpointError(ValueError):
 class Resolved:
     path: Path  # the checkpoint.pt file
     how: str  # what was picked and why, for messages
-
-
-def _spec_file() -> str:
-    from .sweep.runner import SPEC_FILE
-
-    return SPEC_FILE
 
 
 def _from_sweep(storage: Path, model: str | None) -> Resolved:
@@ -54,15 +48,15 @@ def _iteration(folder: Path) -> int:
 
 
 def _from_trial(trial_dir: Path) -> Resolved:
-    spec = trial_dir.parent / _spec_file()
-    if spec.is_file():
-        import json
-
+    if (trial_dir.parent / SPEC_FILE).is_file():
         from .report.collect import Sweep, read_trial
 
-        plain = json.loads(spec.read_text())
-        sweep = Sweep(trial_dir.parent, plain, [])
-        trial = read_trial(trial_dir, int(plain["epochs"]))
+        try:
+            plan = read_plan(trial_dir.parent)
+        except ResultsError as err:
+            raise CheckpointError(str(err)) from None
+        sweep = Sweep(trial_dir.parent, plan, [])
+        trial = read_trial(trial_dir, plan.epochs)
         row = trial.best_row(sweep.metric, sweep.mode)
         if row is not None:
             epoch = int(row["training_iteration"])
@@ -79,15 +73,15 @@ def resolve_checkpoint(path: str | Path, model: str | None = None) -> Resolved:
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or folder")
-    is_sweep = path.is_dir() and (path / _spec_file()).is_file()
+    is_sweep = path.is_dir() and (path / SPEC_FILE).is_file()
     if model is not None and not is_sweep:
-        raise CheckpointError(f"{path}: --model needs a sweep results folder (one with {_spec_file()})")
+        raise CheckpointError(f"{path}: --model needs a sweep results folder (one with {SPEC_FILE})")
     if is_sweep:
         return _from_sweep(path, model)
     if path.is_file():
         return Resolved(path, "checkpoint file")
     if (path / CHECKPOINT_FILE).is_file():
         return Resolved(path / CHECKPOINT_FILE, "checkpoint folder")
-    if (path / "params.json").is_file() or any(path.glob(f"*/{CHECKPOINT_FILE}")):
+    if (path / PARAMS_FILE).is_file() or any(path.glob(f"*/{CHECKPOINT_FILE}")):
         return _from_trial(path)
     raise CheckpointError(f"{path}: not a checkpoint file, checkpoint folder, trial folder or sweep results folder")

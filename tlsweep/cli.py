@@ -61,8 +61,7 @@ def validate(
         checked = _preflight(spec, data)
         if checked.counts:
             console.print("data: " + ", ".join(f"{n} {k}" for k, n in checked.counts.items()))
-        plain = spec.to_plain()
-        console.print(f"[green]ok[/] {path}: {len(spec.models)} model(s), {total_trials(plain)} trials, "
+        console.print(f"[green]ok[/] {path}: {len(spec.models)} model(s), {total_trials(spec.plan())} trials, "
                       f"{spec.epochs} epochs max, results → {spec.storage_dir}")
 
 
@@ -96,18 +95,16 @@ def run(
     from .sweep.space import total_trials
     from .weights import WeightsError
 
-    plain = spec.to_plain()
-    if num_samples:
-        plain["num_samples"] = num_samples
-    console.print(f"[bold]{spec.name}[/]: {total_trials(plain)} trials over {len(spec.models)} model(s), "
+    plan = (spec.model_copy(update={"num_samples": num_samples}) if num_samples else spec).plan()
+    console.print(f"[bold]{spec.name}[/]: {total_trials(plan)} trials over {len(spec.models)} model(s), "
                   f"results → {spec.storage_dir}")
-    if not resume and sweep_state(spec.storage_dir, total_trials(plain)) == "unfinished":
+    if not resume and sweep_state(spec.storage_dir, total_trials(plan)) == "unfinished":
         console.print(f"{spec.storage_dir} holds an unfinished sweep: resuming it (finished trials are kept)")
         resume = True
     try:
         checked = _preflight(spec, data=True, address=address)
         result = run_sweep(spec, address=address, num_samples=num_samples, resume=resume,
-                           callbacks=[ProgressPrinter(spec.scheduler.metric, total_trials(plain))], checked=checked)
+                           callbacks=[ProgressPrinter(spec.scheduler.metric, total_trials(plan))], checked=checked)
     except (DataError, ResourceError, StorageError, WeightsError) as err:
         err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
         raise typer.Exit(2) from None
@@ -131,9 +128,8 @@ def print_summary(result, metric: str, mode: str) -> None:
                   title="best trial per model")
     for model, row in best.iterrows():
         table.add_row(escape(str(model)), f"{row[metric]:.4f}", f"{row['best_epoch']}/{row['epochs']}",
-                      f"{row.get('config/lr', float('nan')):.2e}", str(row.get("config/batch_size")),
-                      str(row.get("config/freeze_depth")), str(row.get("config/optimizer")),
-                      str(row.get("config/lr_scheduler")))
+                      f"{row['lr']:.2e}", str(row["batch_size"]), str(row["freeze_depth"]), str(row["optimizer"]),
+                      str(row["lr_scheduler"]))
     console.print(table)
     console.print(f"results: {result.storage}  (tensorboard --logdir {result.storage})")
 
@@ -157,7 +153,7 @@ def demo(
         for path in bundled_files():
             entry, target = import_weights(path)
             console.print(f"weights: {entry.label} ready in {target}")
-        ensure_weights(spec.to_plain(), download=False)
+        ensure_weights(spec.plan(), download=False)
     except (DataError, WeightsError) as err:
         err_console.print(f"[red]error:[/] {escape(str(err))}\n(set up with: bash scripts/setup.sh demo)",
                           highlight=False)
@@ -201,7 +197,7 @@ def weights_prefetch(
     """Fill torchvision's cache with every pretrained backbone of a sweep; exit 1 when something is missing."""
     from .weights import prefetch
 
-    statuses = prefetch(_load(file).to_plain(), download)
+    statuses = prefetch(_load(file).plan(), download)
     for s in statuses:
         colour = "red" if s.state == "missing" else "green"
         console.print(f"[{colour}]{s.state}[/] {s.backbone} {s.label} {s.path}" +
@@ -243,7 +239,7 @@ def data_export(
 
     spec = _load(file)
     try:
-        counts = export_imagefolder(spec.to_plain()["data"], out, spec.seed, limit)
+        counts = export_imagefolder(spec.plan().data, out, spec.seed, limit)
     except DataError as err:
         err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
         raise typer.Exit(2) from None

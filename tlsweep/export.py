@@ -155,7 +155,7 @@ def write_sidecar(predictor: Predictor, path: Path, exported: Sequence[Exported]
         "files": {e.format: e.path.name for e in exported},
         "max_abs_diff": {e.format: e.max_abs_diff for e in exported},
         "checkpoint": str(predictor.checkpoint.path),
-        "model": predictor.config.get("model"),
+        "model": predictor.config.model.to_dict(),
         "tlsweep_version": _version(),
         "torch_version": torch.__version__,
     }

@@ -8,20 +8,22 @@ import contextlib
 import torch
 from torch import nn
 
+from .config import PerformanceConfig
+
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class FastPath:
-    def __init__(self, performance: dict | None, device: torch.device):
-        p = performance or {}
+    def __init__(self, performance: PerformanceConfig | dict | None, device: torch.device):
+        p = PerformanceConfig.from_dict(performance)
         self.device = torch.device(device)
-        self.precision = p.get("precision", "fp32")
+        self.precision = p.precision
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; allowed: {', '.join(PRECISIONS)}")
         self.dtype = PRECISIONS[self.precision]
-        self.channels_last = bool(p.get("channels_last", False))
-        self.compile = bool(p.get("compile", False))
-        pin = p.get("pin_memory", "auto")
+        self.channels_last = bool(p.channels_last)
+        self.compile = bool(p.compile)
+        pin = p.pin_memory
         self.pin_memory = self.device.type == "cuda" if pin in ("auto", None) else bool(pin)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype is torch.float16)
 

@@ -18,7 +18,9 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from .checkpoints import CheckpointError, Resolved, resolve_checkpoint
 from .data.images import open_rgb, to_rgb
-from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform
+from .config import ConfigError, TrialConfig
+from .data.transforms import build_transform
+from .models import IMAGENET, Preprocessing, preprocessing
 from .train import load_checkpoint, resolve_device
 
 
@@ -43,18 +45,25 @@ class Predictor:
     image_size: int
     model_label: str
     checkpoint: Resolved
-    config: dict
+    config: TrialConfig
     device: torch.device = torch.device("cpu")
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
+    pre: Preprocessing = IMAGENET  # the backbone weights' mean/std/interpolation the model was trained with
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return self.pre.mean
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return self.pre.std
 
     @property
     def transform(self):
-        return build_transform(self.image_size)
+        return build_transform(self.image_size, pre=self.pre)
 
     def preprocess(self, images: Sequence[str | os.PathLike | Image.Image]) -> torch.Tensor:
         """Files or PIL images → the normalized batch the model was validated on."""
-        transform, max_side = self.transform, self.config.get("data", {}).get("max_image_side")
+        transform, max_side = self.transform, self.config.data.max_image_side
         return torch.stack([transform(_open(i, max_side)) for i in images])
 
     @torch.no_grad()
@@ -92,15 +101,18 @@ def load_predictor(path: str | os.PathLike, model: str | None = None, device: st
     resolved = resolve_checkpoint(path, model)
     try:
         state = load_checkpoint(resolved.path)
-        config, classes = state["config"], list(state["classes"])
+        config, classes = TrialConfig.from_dict(state["config"]), list(state["classes"])
     except (KeyError, TypeError) as err:
         raise PredictError(f"{resolved.path}: not a tlsweep checkpoint (missing {err})") from None
+    except ConfigError as err:
+        raise PredictError(f"{resolved.path}: checkpoint written by an incompatible tlsweep ({err}); use the "
+                           f"tlsweep version that trained it") from None
     except Exception as err:  # noqa: BLE001 - torch.load raises many kinds
         raise PredictError(f"{resolved.path}: cannot load checkpoint ({type(err).__name__}: {err})") from None
     dev = resolve_device(device)
     net = rebuild_model(state).to(dev)
-    label = str(config.get("model_label") or config["model"].get("name") or config["model"])
-    return Predictor(net, classes, int(config["data"].get("image_size", 224)), label, resolved, config, dev)
+    return Predictor(net, classes, config.data.image_size, config.model_label, resolved, config, dev,
+                     preprocessing(config.model))
 
 
 def image_files(paths: Iterable[str | os.PathLike]) -> list[Path]:

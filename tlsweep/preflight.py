@@ -14,6 +14,7 @@ import yaml
 
 from .distributions import Distribution, candidate_values
 from .models.registry import get_backbone
+from .results import is_uri
 from .spec import Spec, SpecError, _node_at
 
 Problem = tuple[str, "int | None", str]
@@ -82,7 +83,7 @@ def _freeze_depth(spec: Spec, problem, address) -> None:
 
 def _storage(spec: Spec, problem, address) -> None:
     storage = spec.storage_dir
-    if "://" in storage:
+    if is_uri(storage):
         return
     path = Path(storage)
     existing = next((p for p in (path, *path.parents) if p.exists()), None)
@@ -96,7 +97,7 @@ def _storage(spec: Spec, problem, address) -> None:
 
 
 def _gpus(spec: Spec, problem, address) -> None:
-    need = max(r["gpu"] for r in spec.model_resources().values())
+    need = max(r.gpu for r in spec.model_resources().values())
     if not need or address or os.environ.get("RAY_ADDRESS"):
         return  # a cluster's GPUs are checked once Ray is up (sweep.cluster.check_resources)
     import torch
@@ -111,14 +112,14 @@ def _data(spec: Spec, problem, result: Preflight) -> None:
     from .data import DataError, load_splits
     from .data.checks import scan_splits
 
-    plain = spec.to_plain()["data"]
+    data = spec.plan().data
     try:
-        splits = load_splits(plain, spec.seed)
+        splits = load_splits(data, spec.seed)
     except DataError as err:
         problem("data.source" if "source" in str(err) and "unknown" in str(err) else "data.root", str(err))
         return
-    if plain.get("source", "imagefolder") == "imagefolder":
-        report = scan_splits(splits, Path(plain["root"]), spec.data.on_bad_image, spec.data.max_image_side)
+    if data.source == "imagefolder":
+        report = scan_splits(splits, Path(data.root), data.on_bad_image, data.max_image_side)
         for message in report.errors:
             problem("data.root", message)
         result.warnings += report.warnings

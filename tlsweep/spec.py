@@ -1,12 +1,13 @@
 """The sweep file: pydantic models validated once, at the edge.
 
 ``load_spec(path)`` reads YAML and returns a ``Spec``; every problem is reported at once as a ``SpecError``
-naming the YAML path, the line and the allowed values. Inside tlsweep only ``Spec.to_plain()`` dicts travel.
+naming the YAML path, the line and the allowed values. Inside tlsweep only the typed, frozen
+``Spec.plan()`` (``tlsweep.config.SweepPlan``) and the ``TrialConfig`` it makes travel. Allowed option values come
+from the registries that build them (optimizers, LR schedulers, augment policies, Tune schedulers, backbones).
 """
 
 from __future__ import annotations
 
-import difflib
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -15,11 +16,12 @@ import yaml
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError,
                       field_validator, model_validator)
 
+from . import config as C
 from .distributions import Distribution, candidate_values, parse_param
-from .models.registry import list_backbones
+from .models.registry import get_backbone, list_backbones
+from .registry import unknown_value
+from .results import is_uri
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
-LR_SCHEDULERS = ("plateau", "cosine", "step", "onecycle", "none")
 WEIGHTS_HELP = "imagenet, none, a torchvision weights name (e.g. IMAGENET1K_V2) or a path to a .pt/.pth file"
 
 
@@ -67,26 +69,29 @@ class SizePhase(Strict):
 
 
 def _augment(value):
-    from .data.augment import POLICY_NAMES, check_policy
+    from .data.augment import POLICIES, check_policy
 
-    if isinstance(value, str) and value in POLICY_NAMES:
+    if isinstance(value, str) and value in POLICIES:
         return value
     check_policy(value)  # list policies build here once at strength 1 (imports torchvision)
     return value
 
 
+_D = C.DataConfig  # defaults live in tlsweep.config
+
+
 class DataSpec(Strict):
     root: Path
-    source: str = "imagefolder"
+    source: str = _D.source
     split: SplitSpec = SplitSpec()
     val_fraction: float | None = Field(None, gt=0, lt=1)
     subset: SubsetSpec | None = None
-    image_size: int = Field(224, ge=16, le=1024)
-    num_workers: int = Field(0, ge=0, le=64)
-    augment: Annotated[Any, AfterValidator(_augment)] = "flip"
+    image_size: int = Field(_D.image_size, ge=16, le=1024)
+    num_workers: int = Field(_D.num_workers, ge=0, le=64)
+    augment: Annotated[Any, AfterValidator(_augment)] = _D.augment
     image_size_schedule: tuple[SizePhase, ...] | None = None
-    on_bad_image: Literal["error", "skip"] = "error"  # unreadable/truncated images: stop before any trial, or leave out
-    max_image_side: int = Field(1024, ge=16)  # larger images are downscaled when loaded
+    on_bad_image: Literal["error", "skip"] = _D.on_bad_image  # unreadable/truncated images: stop before any trial, or leave out
+    max_image_side: int = Field(_D.max_image_side, ge=16)  # larger images are downscaled when loaded
     cache: CacheSpec = CacheSpec()
     cache_dir: str | None = None  # default $TLSWEEP_CACHE or ~/.cache/tlsweep
 
@@ -220,8 +225,15 @@ def _number(low=None, high=None, low_open=False, integer=False):
     return check
 
 
-def _one_of(allowed):
-    return lambda v: None if v in allowed else f"allowed values: {', '.join(map(str, allowed))}"
+def _optim():
+    from . import optim
+
+    return optim
+
+
+def _registered(registry):
+    """A check against a registry read at validation time (entries registered later are allowed too)."""
+    return lambda v: None if v in registry() else f"allowed values: {', '.join(map(str, registry().names()))}"
 
 
 def _freeze(v):
@@ -235,11 +247,11 @@ _DOMAIN_CHECKS = {
     "lr": _number(0, low_open=True),
     "batch_size": _number(1, integer=True),
     "freeze_depth": _freeze,
-    "optimizer": _one_of(OPTIMIZERS),
+    "optimizer": _registered(lambda: _optim().OPTIMIZERS),
     "momentum": _number(0, 1),
     "weight_decay": _number(0),
     "label_smoothing": _number(0, 0.99),
-    "lr_scheduler": _one_of(LR_SCHEDULERS),
+    "lr_scheduler": _registered(lambda: _optim().LR_SCHEDULERS),
     "plateau_factor": _number(0, 1, low_open=True),
     "plateau_patience": _number(0, integer=True),
     "step_size": _number(1, integer=True),
@@ -260,7 +272,7 @@ class SchedulerSpec(Strict):
     stop at ``max_seconds``) instead of epochs (``grace_period``, stop at ``epochs``); trials still end at
     ``epochs``, so set ``epochs`` high enough for the fastest model to use ``max_seconds``."""
 
-    type: Literal["asha", "fifo"] = "asha"
+    type: str = "asha"  # a name in tlsweep.sweep.schedulers.SCHEDULERS
     budget: Literal["epochs", "seconds"] = "epochs"
     grace_period: int = Field(1, ge=1)
     grace_seconds: float = Field(10.0, gt=0)
@@ -268,6 +280,16 @@ class SchedulerSpec(Strict):
     reduction_factor: float = Field(3, gt=1)
     metric: Literal["val_acc", "val_loss", "train_acc", "train_loss"] = "val_acc"
     mode: Literal["max", "min"] | None = None
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value):
+        from .sweep.schedulers import SCHEDULERS
+
+        message = SCHEDULERS.check(value)
+        if message:
+            raise ValueError(message)
+        return value
 
     @model_validator(mode="after")
     def _seconds_budget(self):
@@ -280,7 +302,7 @@ class SchedulerSpec(Strict):
 
     @property
     def resolved_mode(self) -> str:
-        return self.mode or ("min" if self.metric.endswith("loss") else "max")
+        return self.mode or C.SchedulerConfig.default_mode(self.metric)
 
 
 class SearcherSpec(Strict):
@@ -374,33 +396,37 @@ class Spec(Strict):
     def model_labels(self) -> list[str]:
         return [m.label for m in self.models]
 
-    def models_table(self) -> dict[str, dict]:
-        """Label → plain model config (name or ensemble, fusion, weights, head)."""
-        table = {}
-        for m in self.models:
-            cfg = m.model_dump(exclude_none=True, exclude={"id", "resources"})
-            cfg["weights"] = m.weights or self.weights
-            if m.ensemble is None:
-                cfg.pop("fusion", None)
-            else:
-                cfg["ensemble"] = list(m.ensemble)
-            table[m.label] = cfg
-        return table
-
-    def to_plain(self) -> dict:
-        """Plain data for trials: the YAML-shaped dict with paths made absolute."""
-        plain = self.model_dump(mode="json")
-        plain["search"] = {k: (v.to_yaml() if isinstance(v, Distribution) else v)
-                           for k, v in self.search.params().items()}
-        plain["models_table"] = self.models_table()
-        plain["model_resources"] = self.model_resources()
-        return plain
-
-    def model_resources(self) -> dict[str, dict]:
-        """Label → {cpu, gpu} per trial: the sweep's ``resources`` with each model's overrides."""
+    def model_resources(self) -> dict[str, C.Resources]:
+        """Label → per-trial resources: the sweep's ``resources`` with each model's overrides."""
         base = self.resources.model_dump()
-        return {m.label: {**base, **(m.resources.model_dump(exclude_none=True) if m.resources else {})}
+        return {m.label: C.Resources(**{**base, **(m.resources.model_dump(exclude_none=True) if m.resources else {})})
                 for m in self.models}
+
+    def plan(self) -> C.SweepPlan:
+        """The typed, frozen sweep plan (every default resolved) that the rest of tlsweep reads."""
+        models = {}
+        for m in self.models:
+            models[m.label] = C.ModelConfig(
+                name=m.name, ensemble=m.ensemble, fusion=m.fusion if m.ensemble else None,
+                weights=m.weights or self.weights, head=_head(m.head))
+        data = C.DataConfig.from_dict(self.data.model_dump(mode="json"))
+        sched = self.scheduler.model_dump()
+        sched["mode"] = self.scheduler.resolved_mode
+        return C.SweepPlan(
+            name=self.name, storage=self.storage_dir, data=data, models_table=models,
+            model_resources=self.model_resources(),
+            search={k: (v.to_yaml() if isinstance(v, Distribution) else v) for k, v in self.search.params().items()},
+            heads={k: _head(h) for k, h in self.heads.items()}, epochs=self.epochs, seed=self.seed,
+            scheduler=C.SchedulerConfig(**sched), searcher=C.SearcherConfig(**self.searcher.model_dump()),
+            num_samples=self.num_samples or (1 if self.searcher.type == "grid" else 4),
+            max_concurrent=self.max_concurrent, max_failures=self.max_failures,
+            resources=C.Resources(**self.resources.model_dump()),
+            checkpoints=C.CheckpointConfig(**self.checkpoints.model_dump()),
+            performance=C.PerformanceConfig(**self.performance.model_dump()), storage_shared=self.storage_shared)
+
+
+def _head(head: HeadSpec | None) -> C.HeadConfig | None:
+    return None if head is None else C.HeadConfig(**head.model_dump())
 
 
 def _check_heads_and_data(spec: Spec) -> None:
@@ -416,10 +442,25 @@ def _check_heads_and_data(spec: Spec) -> None:
 
         bounds = strength.bounds() if isinstance(strength, Distribution) else None
         check_policy(spec.data.augment, list(bounds) if bounds else candidate_values(strength))
+    _check_input_sizes(spec)
     timed = sum(ph.epochs or 0 for ph in spec.data.image_size_schedule or ())
     if timed and timed >= spec.epochs:
         raise ValueError(f"data.image_size_schedule spends {timed} epochs before image_size {spec.data.image_size}, "
                          f"but epochs is {spec.epochs}: the final size would never be trained")
+
+
+def _check_input_sizes(spec: Spec) -> None:
+    """Backbones with a fixed input size (ViT) only take images of that size."""
+    sizes = sorted({spec.data.image_size, *(ph.size for ph in spec.data.image_size_schedule or ())})
+    for m in spec.models:
+        for name in ([m.name] if m.name is not None else list(m.ensemble)):
+            entry = get_backbone(name)
+            wrong = [s for s in sizes if s != entry.input_size]
+            if entry.fixed_input_size and wrong:
+                raise ValueError(
+                    f"model {m.label}: backbone {name} takes only {entry.input_size}x{entry.input_size} images, but "
+                    f"the sweep uses data.image_size {', '.join(map(str, wrong))}; set data.image_size: "
+                    f"{entry.input_size} (and no other image_size_schedule size), or pick another backbone")
 
 
 class SpecError(ValueError):
@@ -436,12 +477,6 @@ class SpecError(ValueError):
             where = f"line {line}: " if line else ""
             lines.append(f"  {where}{path or '(top level)'}: {msg}")
         return "\n".join(lines)
-
-
-def unknown_value(what: str, value: str, allowed: list[str]) -> str:
-    close = difflib.get_close_matches(str(value), allowed, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"unknown {what} {value!r}{hint}; allowed: {', '.join(allowed)}"
 
 
 def _node_at(node: yaml.Node | None, loc: tuple) -> yaml.Node | None:
@@ -508,7 +543,7 @@ def parse_spec(data: Any, source: str = "<spec>", root_node: yaml.Node | None = 
 def _absolute(spec: Spec, base: Path) -> Spec:
     root = spec.data.root if spec.data.root.is_absolute() else (base / spec.data.root)
     storage = spec.storage_dir
-    if "://" not in storage and not os.path.isabs(storage):
+    if not is_uri(storage) and not os.path.isabs(storage):
         storage = str((base / storage).resolve())
     data = {"root": root.resolve()}
     if spec.data.cache_dir:  # trials run in their own folders: make it absolute here

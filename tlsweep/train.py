@@ -1,8 +1,8 @@
-"""One trial, free of Ray: build data and model from a plain config, train epoch by epoch, yield metrics.
+"""One trial, free of Ray: build data and model from a ``TrialConfig``, train epoch by epoch, yield metrics.
 
-A trial config is a flat dict of hyperparameters plus ``model`` (plain model config), ``model_label``,
-``data`` (plain data section), ``epochs`` and ``seed`` (see ``tlsweep.sweep.space.trial_config``).
-A checkpoint is a plain dict of tensors and numbers, loadable with ``torch.load(weights_only=True)``.
+A ``tlsweep.config.TrialConfig`` holds the resolved hyperparameters plus model, data, epochs, seed and performance
+(``SweepPlan.trial_config``); a plain dict is read with ``TrialConfig.from_dict``. A checkpoint is a plain dict of
+tensors and numbers (its ``config`` is ``TrialConfig.to_dict()``), loadable with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -17,55 +17,19 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .cache import trial_data
+from .cache.pipeline import train_images, trial_data
+from .config import TrialConfig
 from .data import load_splits
-from .cache.pipeline import train_images
-from .data.transforms import train_size
+from .data.transforms import TransformedDataset  # noqa: F401 (re-exported)
 from .fastpath import FastPath
 from .models import build_model
 from .models.transfer import count_parameters
-
-CHECKPOINT_FILE = "checkpoint.pt"
+from .optim import LR_SCHEDULERS, OPTIMIZERS
+from .results import CHECKPOINT_FILE
 
 
 class Diverged(RuntimeError):
     """The training loss became NaN or infinite."""
-
-
-class TransformedDataset(Dataset):
-    def __init__(self, base: Dataset, transform):
-        self.base = base
-        self.transform = transform
-        self.targets = getattr(base, "targets", None)
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, index: int):
-        image, label = self.base[index]
-        return self.transform(image), label
-
-
-OPTIMIZERS = {
-    "adam": lambda params, c: torch.optim.Adam(params, lr=c["lr"], weight_decay=c.get("weight_decay", 0.0)),
-    "adamw": lambda params, c: torch.optim.AdamW(params, lr=c["lr"], weight_decay=c.get("weight_decay", 0.0)),
-    "sgd": lambda params, c: torch.optim.SGD(params, lr=c["lr"], momentum=c.get("momentum", 0.9),
-                                             weight_decay=c.get("weight_decay", 0.0)),
-}
-
-# name → (builder(optimizer, config, steps_per_epoch), when it steps: "epoch", "batch" or "metric")
-LR_SCHEDULERS = {
-    "none": (lambda opt, c, n: None, "epoch"),
-    "plateau": (lambda opt, c, n: torch.optim.lr_scheduler.ReduceLROnPlateau(
-        opt, mode="min", factor=c.get("plateau_factor", 0.1), patience=int(c.get("plateau_patience", 2))), "metric"),
-    "cosine": (lambda opt, c, n: torch.optim.lr_scheduler.CosineAnnealingLR(
-        opt, T_max=c["epochs"], eta_min=c.get("cosine_eta_min", 0.0)), "epoch"),
-    "step": (lambda opt, c, n: torch.optim.lr_scheduler.StepLR(
-        opt, step_size=int(c.get("step_size", 5)), gamma=c.get("step_gamma", 0.1)), "epoch"),
-    "onecycle": (lambda opt, c, n: torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=c["lr"], total_steps=max(1, c["epochs"] * n), pct_start=c.get("onecycle_pct_start", 0.3)),
-        "batch"),
-}
 
 
 def resolve_device(requested: str | None = "auto") -> torch.device:
@@ -84,20 +48,19 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: i
 class Trial:
     """Holds a trial's data, model, optimizer and LR scheduler; ``run()`` yields one metrics dict per epoch."""
 
-    def __init__(self, config: dict, device: str | torch.device | None = None, splits=None):
-        self.config = config
-        self.device = resolve_device(device if device is not None else config.get("device", "auto"))
+    def __init__(self, config: TrialConfig | dict, device: str | torch.device | None = None, splits=None):
+        self.config = config = TrialConfig.from_dict(config)
+        self.device = resolve_device(device if device is not None else config.device)
         self.epoch = 0
         self.history: list[dict] = []
-        torch.manual_seed(int(config.get("seed", 0)))
-        data = config["data"]
-        self.splits = splits or load_splits(data, int(config.get("seed", 0)))
+        torch.manual_seed(config.seed)
+        self.splits = splits or load_splits(config.data, config.seed)
         self.classes = self.splits.classes
-        self.fast = FastPath(config.get("performance"), self.device)
-        self.generator = torch.Generator().manual_seed(int(config.get("seed", 0)))
-        batch_size = int(config["batch_size"])
+        self.fast = FastPath(config.performance, self.device)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        batch_size = int(config.batch_size)
         self.model = self.fast.prepare_model(
-            build_model(config["model"], len(self.classes), config.get("freeze_depth", 0.0)).to(self.device))
+            build_model(config.model, len(self.classes), config.freeze_depth).to(self.device))
         plan = trial_data(config, self.splits, self.model, self.device, self.fast)  # caches: see tlsweep.cache
         self.cache_info, self.forward = plan.info, self.fast.compiled(plan.forward)
         pin = self._pin = self.fast.pin_memory and plan.pin_memory
@@ -106,11 +69,12 @@ class Trial:
         self.val_loader = make_loader(plan.val, max(batch_size, 64), False, plan.workers, pin_memory=pin,
                                       collate_fn=plan.collate)
         params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = OPTIMIZERS[config.get("optimizer", "adam")](params, config)
-        build_sched, self.sched_step = LR_SCHEDULERS[config.get("lr_scheduler", "none")]
-        self.scheduler = build_sched(self.optimizer, config, len(self.train_loader))
-        self.loss_fn = nn.CrossEntropyLoss(weight=self._class_weights() if config.get("class_weighted_loss") else None,
-                                           label_smoothing=float(config.get("label_smoothing", 0.0)))
+        self.optimizer = OPTIMIZERS[config.optimizer](params, config)
+        lr_scheduler = LR_SCHEDULERS[config.lr_scheduler]
+        self.sched_step = lr_scheduler.step
+        self.scheduler = lr_scheduler.build(self.optimizer, config, len(self.train_loader))
+        self.loss_fn = nn.CrossEntropyLoss(weight=self._class_weights() if config.class_weighted_loss else None,
+                                           label_smoothing=float(config.label_smoothing))
         self.total_params, self.trainable_params = count_parameters(self.model)
 
     def _class_weights(self) -> torch.Tensor:
@@ -120,17 +84,17 @@ class Trial:
 
     def _resize_train(self) -> None:
         """Rebuild the train loader when ``data.image_size_schedule`` changes the size at this epoch."""
-        size = train_size(self.config["data"], self.epoch)
+        size = self.config.data.train_size(self.epoch)
         if self.train_size is None or size == self.train_size:
             return
         dataset, collate = train_images(self.config, self.splits, size)
-        self.train_loader = make_loader(dataset, int(self.config["batch_size"]), True, self._plan.workers,
+        self.train_loader = make_loader(dataset, int(self.config.batch_size), True, self._plan.workers,
                                         self.generator, self._pin, collate)
         self.train_size = size
 
     @property
     def max_epochs(self) -> int:
-        return int(self.config["epochs"])
+        return int(self.config.epochs)
 
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
@@ -216,7 +180,7 @@ class Trial:
             "rng": {"torch": torch.get_rng_state(), "loader": self.generator.get_state()},
             "history": self.history,
             "classes": self.classes,
-            "config": _plain(self.config),
+            "config": self.config.to_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -239,17 +203,6 @@ class Trial:
         self.load_state_dict(load_checkpoint(Path(directory) / CHECKPOINT_FILE))
 
 
-def _plain(value):
-    """Config values as plain Python (str paths), so checkpoints load with ``weights_only=True``."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
-
-
 def save_checkpoint(state: dict, path: Path) -> Path:
     """``torch.save`` to a temp file, then rename. Without zip CRC32s (a quarter of the save time for a
     resnet18 + Adam state; ``torch.load`` does not check them): the rename already keeps half-written files out."""
@@ -269,7 +222,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
-def fit(config: dict, device=None) -> list[dict]:
+def fit(config: TrialConfig | dict, device=None) -> list[dict]:
     """Run a whole trial and return its per-epoch metrics."""
     trial = Trial(config, device)
     return list(trial.run())

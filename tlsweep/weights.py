@@ -3,7 +3,7 @@
 ``import_weights(FILE)`` checks a file against torchvision's weights enums by the hash prefix in their URLs
 (``…/mobilenet_v2-b0353104.pth`` → the file's sha256 must start with ``b0353104``) and copies it to
 ``torch.hub.get_dir()/checkpoints/<file name from the URL>``, where torchvision looks before downloading.
-``prefetch(plain_spec)`` makes sure every pretrained backbone of a sweep is there before trials start.
+``prefetch(plan)`` (a ``SweepPlan``) makes sure every pretrained backbone of a sweep is there before trials start.
 """
 
 from __future__ import annotations
@@ -117,29 +117,28 @@ class WeightsStatus:
     detail: str = ""
 
 
-def required_weights(plain: dict) -> list[tuple[str, object]]:
-    """(backbone, torchvision weights member) for every pretrained backbone of a plain spec; no duplicates."""
-    from .models.registry import get_backbone
+def required_weights(plan) -> list[tuple[str, object]]:
+    """(backbone, torchvision weights member) for every pretrained backbone of a ``SweepPlan``; no duplicates."""
+    from .models.registry import get_backbone, parse_weights
 
     out, seen = [], set()
-    for cfg in plain["models_table"].values():
-        weights = str(cfg.get("weights") or "none")
-        if weights.lower() == "none" or Path(weights).suffix in {".pt", ".pth"} or "/" in weights:
+    for cfg in plan.models_table.values():
+        ref = parse_weights(cfg.weights)
+        if ref.kind != "torchvision":
             continue
-        tag = "DEFAULT" if weights.lower() == "imagenet" else weights
-        for name in cfg.get("ensemble") or [cfg["name"]]:
-            member = get_backbone(name).weights(tag)
+        for name in cfg.backbones:
+            member = get_backbone(name).weights(ref.value)
             if member.url not in seen:
                 seen.add(member.url)
                 out.append((name, member))
     return out
 
 
-def prefetch(plain: dict, download: bool = True) -> list[WeightsStatus]:
+def prefetch(plan, download: bool = True) -> list[WeightsStatus]:
     """Make sure every pretrained backbone's file is in the cache: present → ok; missing → download where
     ``download`` and the internet allow it, else ``missing`` with how to import it."""
     statuses = []
-    for backbone, member in required_weights(plain):
+    for backbone, member in required_weights(plan):
         label = f"{type(member).__name__}.{member.name}"
         target = checkpoints_dir() / os.path.basename(member.url)
         if target.is_file():
@@ -159,9 +158,9 @@ def prefetch(plain: dict, download: bool = True) -> list[WeightsStatus]:
     return statuses
 
 
-def ensure_weights(plain: dict, download: bool = True) -> list[WeightsStatus]:
+def ensure_weights(plan, download: bool = True) -> list[WeightsStatus]:
     """``prefetch`` that raises ``WeightsError`` naming every missing file (for the runner, before trials)."""
-    statuses = prefetch(plain, download)
+    statuses = prefetch(plan, download)
     missing = [s for s in statuses if s.state == "missing"]
     if missing:
         raise WeightsError("pretrained weights missing (tlsweep fetches them once before trials start):\n" +

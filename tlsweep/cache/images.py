@@ -48,15 +48,15 @@ def fingerprint(dataset: Dataset) -> str | None:
     return fn(dataset) if fn else None
 
 
-def image_key(dataset: Dataset, image_size: int) -> str | None:
+def image_key(dataset: Dataset, image_size: int, pre=None) -> str | None:
     fp = fingerprint(dataset)
     return None if fp is None else content_key("images", VERSION, fp, image_size,
-                                               repr(v2.Compose(decode_steps(image_size))))
+                                               repr(v2.Compose(decode_steps(image_size, pre))))
 
 
 class _Decoded(Dataset):
-    def __init__(self, base: Dataset, image_size: int):
-        self.base, self.decode = base, v2.Compose(decode_steps(image_size))
+    def __init__(self, base: Dataset, image_size: int, pre=None):
+        self.base, self.decode = base, v2.Compose(decode_steps(image_size, pre))
 
     def __len__(self) -> int:
         return len(self.base)
@@ -66,9 +66,9 @@ class _Decoded(Dataset):
         return self.decode(image).as_subclass(torch.Tensor), label
 
 
-def build_images(dataset: Dataset, image_size: int, root: Path, workers: int = 0) -> Path:
+def build_images(dataset: Dataset, image_size: int, root: Path, workers: int = 0, pre=None) -> Path:
     """Decode ``dataset`` once into ``root/images/<key>/`` (if not there yet) and return that folder."""
-    key = image_key(dataset, image_size)
+    key = image_key(dataset, image_size, pre)
     if key is None:
         raise ValueError(f"no fingerprint for {type(dataset).__name__}; cannot cache its images")
     path = Path(root) / "images" / key
@@ -78,7 +78,7 @@ def build_images(dataset: Dataset, image_size: int, root: Path, workers: int = 0
         images = ArrayWriter(tmp / "images.npy", (n, 3, image_size, image_size), np.uint8)
         labels = ArrayWriter(tmp / "labels.npy", (n,), np.int64)
         at = 0
-        for x, y in DataLoader(_Decoded(dataset, image_size), batch_size=64, num_workers=workers,
+        for x, y in DataLoader(_Decoded(dataset, image_size, pre), batch_size=64, num_workers=workers,
                                generator=torch.Generator()):
             images.write(at, x.numpy())
             at = labels.write(at, y.numpy())
@@ -94,11 +94,11 @@ class CachedImages(Dataset):
     batch (read with one fancy index; one batched transform when it has no random step); use it with
     ``collate_fn=passthrough``."""
 
-    def __init__(self, path: Path, image_size: int, augment: str | list = "none", train: bool = False,
-                 strength: float = 1.0):
+    def __init__(self, path: Path, image_size: int, augment: str | list | tuple = "none", train: bool = False,
+                 strength: float = 1.0, pre=None):
         self.path = Path(path)
         self.targets = open_array(self.path / "labels.npy").tolist()
-        self.transform = v2.Compose(tensor_steps(image_size, augment, train, strength))
+        self.transform = v2.Compose(tensor_steps(image_size, augment, train, strength, pre))
         self.per_sample = train and augment != "none"
         self._images = None
 

@@ -16,7 +16,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..data.transforms import build_transform, train_size
+from ..config import DataConfig, TrialConfig
+from ..data.transforms import TransformedDataset, build_transform
+from ..models import Preprocessing, preprocessing
 from . import features as F
 from . import images as I
 from .store import cache_root, entry_ready
@@ -41,38 +43,35 @@ def _use_image_cache(mode: str, dataset: Dataset, size: int) -> bool:
                             len(dataset) * 3 * size * size <= I.AUTO_MAX_BYTES)
 
 
-def image_dataset(source: Dataset, data: dict, train: bool, augment: str | list, size: int | None = None,
-                  strength: float = 1.0) -> tuple[Dataset, Callable | None]:
+def image_dataset(source: Dataset, data: DataConfig, train: bool, augment: str | list | tuple,
+                  size: int | None = None, strength: float = 1.0,
+                  pre: Preprocessing | None = None) -> tuple[Dataset, Callable | None]:
     """``source`` through the decoded-image cache when ``data.cache.images`` allows it, else decoded per item."""
-    from ..train import TransformedDataset
-
-    size = size or int(data.get("image_size", 224))
-    mode = (data.get("cache") or {}).get("images", "auto")
-    if _use_image_cache(mode, source, size):
-        path = I.build_images(source, size, cache_root(data), int(data.get("num_workers", 0)))
-        return I.CachedImages(path, size, augment, train, strength), I.passthrough
-    return TransformedDataset(source, build_transform(size, augment, train, strength)), None
+    size = size or data.image_size
+    if _use_image_cache(data.cache.images, source, size):
+        path = I.build_images(source, size, cache_root(data), data.num_workers, pre)
+        return I.CachedImages(path, size, augment, train, strength, pre), I.passthrough
+    return TransformedDataset(source, build_transform(size, augment, train, strength, pre)), None
 
 
-def train_images(config: dict, splits, size: int) -> tuple[Dataset, Callable | None]:
+def train_images(config: TrialConfig, splits, size: int) -> tuple[Dataset, Callable | None]:
     """The training images at ``size`` with the trial's augmentation policy and strength."""
-    data = config["data"]
-    return image_dataset(splits.train, data, True, data.get("augment", "none"), size,
-                         float(config.get("augment_strength", 1.0)))
+    return image_dataset(splits.train, config.data, True, config.data.augment, size, config.augment_strength,
+                         preprocessing(config.model))
 
 
-def trial_data(config: dict, splits, model: nn.Module, device: torch.device, fast=None) -> TrialData:
-    data = config["data"]
-    size = int(data.get("image_size", 224))
-    augment = data.get("augment", "none")
-    mode = (data.get("cache") or {}).get("features", "auto")
+def trial_data(config: TrialConfig, splits, model: nn.Module, device: torch.device, fast=None) -> TrialData:
+    data = config.data
+    size = data.image_size
+    pre = preprocessing(config.model)
+    mode = data.cache.features
     split = None
-    if not data.get("image_size_schedule") and (mode == "on" or (mode == "auto" and augment == "none")):
+    if not data.image_size_schedule and (mode == "on" or (mode == "auto" and data.augment == "none")):
         split = F.feature_split(model)
     prints = {name: I.fingerprint(getattr(splits, name)) for name in ("train", "val")} if split else {}
     if split is not None and all(prints.values()):
         weights = F.weights_hash(split.backbones)
-        transform = repr(build_transform(size))
+        transform = repr(build_transform(size, pre=pre))
         precision = getattr(fast, "precision", "fp32")
         entries = {}
         status = "hit"
@@ -80,14 +79,14 @@ def trial_data(config: dict, splits, model: nn.Module, device: torch.device, fas
             path = cache_root(data) / "features" / F.feature_key(split, weights, size, fp, transform, precision)
             if not entry_ready(path):
                 status = "built"
-                images, collate = image_dataset(getattr(splits, name), data, False, "none")
+                images, collate = image_dataset(getattr(splits, name), data, False, "none", pre=pre)
                 F.build_features(path, split, images, device, collate=collate,
                                  autocast=fast.autocast if fast else None, prepare=fast.inputs if fast else None)
             entries[name] = F.FeatureSet(path, device)
         return TrialData(entries["train"], entries["val"], split.head, I.passthrough, 0, False,
                          {"feature_cache": status, "image_cache": "unused"})
-    first = train_size(data, 0)
+    first = data.train_size(0)
     train, collate = train_images(config, splits, first)
-    val, _ = image_dataset(splits.val, data, False, "none")
-    return TrialData(train, val, model, collate, int(data.get("num_workers", 0)), True,
+    val, _ = image_dataset(splits.val, data, False, "none", pre=pre)
+    return TrialData(train, val, model, collate, data.num_workers, True,
                      {"feature_cache": "off", "image_cache": "on" if collate else "off"}, first)

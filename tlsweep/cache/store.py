@@ -20,9 +20,9 @@ from filelock import FileLock
 META = "meta.json"
 
 
-def cache_root(data: dict | None = None) -> Path:
-    """``data.cache_dir``, else ``$TLSWEEP_CACHE``, else ``~/.cache/tlsweep``."""
-    configured = (data or {}).get("cache_dir") or os.environ.get("TLSWEEP_CACHE")
+def cache_root(data=None) -> Path:
+    """``data.cache_dir`` (a ``DataConfig``), else ``$TLSWEEP_CACHE``, else ``~/.cache/tlsweep``."""
+    configured = getattr(data, "cache_dir", None) or os.environ.get("TLSWEEP_CACHE")
     return Path(configured).expanduser() if configured else Path.home() / ".cache" / "tlsweep"
 
 

@@ -13,7 +13,30 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-POLICY_NAMES = ("none", "flip", "basic")
+from ..registry import Registry, unknown_value
+
+# named policy → steps(size): v2 transforms applied to uint8 image tensors before normalization
+POLICIES: Registry[Callable[[int], list]] = Registry("augment policy")
+
+
+@POLICIES.register("none")
+def _none(size: int) -> list:
+    return []
+
+
+@POLICIES.register("flip")
+def _flip(size: int) -> list:
+    from torchvision.transforms import v2
+
+    return [v2.RandomHorizontalFlip()]
+
+
+@POLICIES.register("basic")
+def _basic(size: int) -> list:
+    from torchvision.transforms import v2
+
+    return [v2.RandomResizedCrop(size, scale=(0.7, 1.0), antialias=True), v2.RandomHorizontalFlip(),
+            v2.ColorJitter(0.2, 0.2, 0.2)]
 
 
 def _times(v, s):
@@ -98,7 +121,7 @@ def op_class(name: str):
 def parse_policy(policy) -> list[tuple[str, dict]]:
     """``[(op name, kwargs)]`` of a list policy; structure only (no torch import)."""
     if not isinstance(policy, (list, tuple)):
-        raise AugmentError(f"augment is one of {', '.join(POLICY_NAMES)} or a list of ops such as "
+        raise AugmentError(f"augment is one of {', '.join(POLICIES.names())} or a list of ops such as "
                            f"[{{ColorJitter: {{brightness: 0.2}}}}]; got {policy!r}")
     ops = []
     for i, item in enumerate(policy):
@@ -108,8 +131,6 @@ def parse_policy(policy) -> list[tuple[str, dict]]:
             raise AugmentError(f"augment[{i}]: an op is `OpName` or {{OpName: {{kwargs}}}}, got {item!r}")
         (name, kwargs), = item.items()
         if name not in MAGNITUDES:
-            from ..spec import unknown_value
-
             raise AugmentError(f"augment[{i}]: " + unknown_value("augmentation op", name, list(OPS)))
         if kwargs is None:
             kwargs = {}
@@ -159,8 +180,8 @@ def build_policy(policy, strength: float = 1.0, size: int | None = None) -> list
 def check_policy(policy, strengths=(1.0,)) -> None:
     """Raise AugmentError if a named policy is unknown or a list policy does not build at every strength."""
     if isinstance(policy, str):
-        if policy not in POLICY_NAMES:
-            raise AugmentError(f"unknown augment policy {policy!r}; allowed: {', '.join(POLICY_NAMES)} "
+        if policy not in POLICIES:
+            raise AugmentError(f"unknown augment policy {policy!r}; allowed: {', '.join(POLICIES.names())} "
                                f"or a list of ops ({', '.join(OPS)})")
         return
     ops = parse_policy(policy)

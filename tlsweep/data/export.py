@@ -13,8 +13,8 @@ def safe_folder_name(name: str) -> str:
     return re.sub(r"[^\w.\- ]+", "_", name).strip() or "class"
 
 
-def export_imagefolder(data: dict, out: str | Path, seed: int = 0, limit: int | None = None) -> dict[str, int]:
-    """Save the splits of ``data`` (a plain data section) as PNGs; at most ``limit`` per split. Returns counts."""
+def export_imagefolder(data, out: str | Path, seed: int = 0, limit: int | None = None) -> dict[str, int]:
+    """Save the splits of ``data`` (a ``DataConfig`` or its plain dict) as PNGs; at most ``limit`` per split. Returns counts."""
     splits = load_splits(data, seed)
     out = Path(out)
     folders = [safe_folder_name(c) for c in splits.classes]

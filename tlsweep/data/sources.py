@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from torch.utils.data import Dataset
 
+from ..config import DataConfig, SplitConfig
 from .images import open_rgb
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -46,7 +48,7 @@ class Splits:
         return {name: len(getattr(self, name)) for name in SPLIT_NAMES}
 
 
-SOURCES: dict[str, Callable[[dict, int], Splits]] = {}
+SOURCES: dict[str, Callable[["DataConfig", int], Splits]] = {}
 
 
 def register_source(name: str):
@@ -57,25 +59,28 @@ def register_source(name: str):
     return deco
 
 
-def load_splits(data: dict, seed: int = 0) -> Splits:
-    """``data`` is the plain ``data`` section of a sweep (see ``tlsweep.spec.DataSpec``)."""
-    source = data.get("source", "imagefolder")
+def load_splits(data: DataConfig | dict, seed: int = 0) -> Splits:
+    """``data`` is the sweep's ``tlsweep.config.DataConfig`` (or its plain dict)."""
+    data = DataConfig.from_dict(data)
+    source = data.source
+    if source not in SOURCES:
+        importlib.import_module("tlsweep.data.torchvision_sources")  # registers its sources
     if source not in SOURCES:
         raise DataError(f"unknown data source {source!r}; allowed: {', '.join(sorted(SOURCES))}")
     return SOURCES[source](data, seed)
 
 
-def stratified_split(targets: list[int], fractions: dict, seed: int) -> dict[str, list[int]]:
+def stratified_split(targets: list[int], fractions: SplitConfig, seed: int) -> dict[str, list[int]]:
     """Indices per split, stratified by class and reproducible for a seed."""
     from sklearn.model_selection import train_test_split
 
     indices = list(range(len(targets)))
-    test_frac = fractions.get("test", 0.0)
+    test_frac = fractions.test
     if test_frac > 0:
         rest, test = train_test_split(indices, test_size=test_frac, stratify=targets, random_state=seed)
     else:
         rest, test = indices, []
-    val_share = fractions["val"] / (1.0 - test_frac)
+    val_share = fractions.val / (1.0 - test_frac)
     train, val = train_test_split(rest, test_size=val_share, stratify=[targets[i] for i in rest],
                                   random_state=seed)
     return {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
@@ -94,9 +99,9 @@ def _scan(folder: Path, classes: list[str] | None = None) -> tuple[list[str], li
 
 
 @register_source("imagefolder")
-def imagefolder(data: dict, seed: int) -> Splits:
+def imagefolder(data: DataConfig, seed: int) -> Splits:
     """``root/{train,val,test}/<class>/*.jpg``, or ``root/<class>/*.jpg`` split by ``data.split`` fractions."""
-    root = Path(data["root"])
+    root = Path(data.root)
     if not root.is_dir():
         raise DataError(f"data root {root} does not exist or is not a folder")
     if (root / "train").is_dir():
@@ -111,10 +116,9 @@ def imagefolder(data: dict, seed: int) -> Splits:
         classes, samples = _scan(root)
         if not samples:
             raise DataError(f"{root}: no images found in its class folders ({', '.join(classes) or 'none'})")
-        idx = stratified_split([y for _, y in samples], data.get("split") or
-                               {"train": 0.7, "val": 0.15, "test": 0.15}, seed)
+        idx = stratified_split([y for _, y in samples], data.split, seed)
         parts = {name: [samples[i] for i in idx[name]] for name in SPLIT_NAMES}
-    skip = set(data.get("skip_files") or ())  # unreadable images left out (data.on_bad_image: skip)
+    skip = set(data.skip_files)  # unreadable images left out (data.on_bad_image: skip)
     if skip:
         parts = {name: [s for s in items if s[0] not in skip] for name, items in parts.items()}
     if len(classes) < 2:
@@ -122,5 +126,5 @@ def imagefolder(data: dict, seed: int) -> Splits:
     for name in ("train", "val"):
         if not parts[name]:
             raise DataError(f"{root}: the {name} split has no images")
-    max_side = data.get("max_image_side")
+    max_side = data.max_image_side
     return Splits(classes, *(ImageList(parts[name], classes, max_side) for name in SPLIT_NAMES))

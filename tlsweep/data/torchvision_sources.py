@@ -14,7 +14,8 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from .sources import DataError, Splits, register_source
+from ..config import DataConfig, SplitConfig, SubsetConfig
+from .sources import DataError, Splits, register_source, stratified_split
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
@@ -92,10 +93,10 @@ def check_files(name: str, root: Path) -> None:
                         f"to prepare it: {src.how.replace('ROOT', str(root))}")
 
 
-def load_torchvision(name: str, data: dict, seed: int) -> Splits:
+def load_torchvision(name: str, data: DataConfig, seed: int) -> Splits:
     import torchvision.datasets as tvd
 
-    root = Path(data["root"])
+    root = Path(data.root)
     check_files(name, root)
     cls = getattr(tvd, TORCHVISION_SOURCES[name].cls_name)
     try:
@@ -105,17 +106,14 @@ def load_torchvision(name: str, data: dict, seed: int) -> Splits:
         raise DataError(f"{name} under {root}: cannot read it: {err}") from None
     classes = list(train_all.classes)
     train_targets = [int(t) for t in train_all.targets]
-    split = data.get("split") or {}
-    val_fraction = data.get("val_fraction") or split.get("val", 0.15)
-    from .sources import stratified_split
-
-    idx = stratified_split(train_targets, {"train": 1 - val_fraction, "val": val_fraction, "test": 0.0}, seed)
-    subset = data.get("subset") or {}
+    val_fraction = data.val_fraction or data.split.val
+    idx = stratified_split(train_targets, SplitConfig(1 - val_fraction, val_fraction, 0.0), seed)
+    subset = data.subset or SubsetConfig()
     test_targets = [int(t) for t in test_all.targets]
     parts = {
-        "train": stratified_subset(train_targets, idx["train"], subset.get("train"), seed),
-        "val": stratified_subset(train_targets, idx["val"], subset.get("val"), seed),
-        "test": stratified_subset(test_targets, list(range(len(test_targets))), subset.get("test"), seed),
+        "train": stratified_subset(train_targets, idx["train"], subset.train, seed),
+        "val": stratified_subset(train_targets, idx["val"], subset.val, seed),
+        "test": stratified_subset(test_targets, list(range(len(test_targets))), subset.test, seed),
     }
     return Splits(classes, RGBView(train_all, parts["train"], classes), RGBView(train_all, parts["val"], classes),
                   RGBView(test_all, parts["test"], classes))

@@ -1,61 +1,71 @@
-"""torchvision.transforms.v2 pipelines: PIL image → normalized float tensor."""
+"""torchvision.transforms.v2 pipelines: PIL image → normalized float tensor.
+
+``pre`` (a ``tlsweep.models.Preprocessing``: mean, std, interpolation of the backbone's weights) defaults to
+ImageNet statistics with bilinear resizing.
+"""
 
 from __future__ import annotations
 
 import torch
+from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-AUGMENTATIONS = {
-    "none": lambda size: [],
-    "flip": lambda size: [v2.RandomHorizontalFlip()],
-    "basic": lambda size: [v2.RandomResizedCrop(size, scale=(0.7, 1.0), antialias=True),
-                           v2.RandomHorizontalFlip(), v2.ColorJitter(0.2, 0.2, 0.2)],
-}
+from ..models.registry import IMAGENET, IMAGENET_MEAN, IMAGENET_STD, Preprocessing  # noqa: F401 (re-exported)
 
 
-def decode_steps(image_size: int) -> list:
+class TransformedDataset(Dataset):
+    def __init__(self, base: Dataset, transform):
+        self.base = base
+        self.transform = transform
+        self.targets = getattr(base, "targets", None)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int):
+        image, label = self.base[index]
+        return self.transform(image), label
+
+
+def decode_steps(image_size: int, pre: Preprocessing | None = None) -> list:
     """PIL image → resized uint8 image tensor (what the decoded-image cache stores)."""
-    return [v2.ToImage(), v2.Resize((image_size, image_size), antialias=True)]
+    mode = (pre or IMAGENET).interpolation
+    kw = {} if mode == IMAGENET.interpolation else {"interpolation": v2.InterpolationMode(mode)}  # keeps cache keys
+    return [v2.ToImage(), v2.Resize((image_size, image_size), antialias=True, **kw)]
 
 
-def augment_steps(augment: str | list, image_size: int, strength: float = 1.0) -> list:
+def augment_steps(augment: str | list | tuple, image_size: int, strength: float = 1.0) -> list:
     """A named policy, or a list policy scaled by ``strength`` (see ``tlsweep.data.augment``)."""
-    if isinstance(augment, str):
-        return AUGMENTATIONS[augment](image_size)
-    from .augment import build_policy
+    from .augment import POLICIES, build_policy
 
+    if isinstance(augment, str):
+        return POLICIES[augment](image_size)
     return build_policy(augment, strength, image_size)
 
 
-def tensor_steps(image_size: int, augment: str | list = "none", train: bool = False, strength: float = 1.0) -> list:
+def tensor_steps(image_size: int, augment: str | list | tuple = "none", train: bool = False, strength: float = 1.0,
+                 pre: Preprocessing | None = None) -> list:
     """uint8 image tensor → (train only) augmented, then normalized float tensor."""
+    pre = pre or IMAGENET
     steps = augment_steps(augment, image_size, strength) if train else []
-    return steps + [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    return steps + [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(pre.mean), list(pre.std))]
 
 
-def build_transform(image_size: int, augment: str | list = "none", train: bool = False,
-                    strength: float = 1.0) -> v2.Compose:
-    return v2.Compose(decode_steps(image_size) + tensor_steps(image_size, augment, train, strength))
+def build_transform(image_size: int, augment: str | list | tuple = "none", train: bool = False,
+                    strength: float = 1.0, pre: Preprocessing | None = None) -> v2.Compose:
+    return v2.Compose(decode_steps(image_size, pre) + tensor_steps(image_size, augment, train, strength, pre))
 
 
-def train_size(data: dict, epoch: int) -> int:
-    """The training image size at a 0-based epoch: ``data.image_size_schedule`` phases in order (a phase
-    without ``epochs`` lasts to the end), then ``data.image_size`` (also the validation/test size)."""
-    end = 0
-    for phase in data.get("image_size_schedule") or ():
-        if phase.get("epochs") is None:
-            return int(phase["size"])
-        end += int(phase["epochs"])
-        if epoch < end:
-            return int(phase["size"])
-    return int(data.get("image_size", 224))
+def train_size(data, epoch: int) -> int:
+    """The training image size at a 0-based epoch (see ``tlsweep.config.DataConfig.train_size``)."""
+    from ..config import DataConfig
+
+    return DataConfig.from_dict(data).train_size(epoch)
 
 
-def denormalize(x: torch.Tensor) -> torch.Tensor:
+def denormalize(x: torch.Tensor, pre: Preprocessing | None = None) -> torch.Tensor:
     """Undo ``Normalize`` for display: (…,3,H,W) float in [0, 1]."""
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(3, 1, 1)
+    pre = pre or IMAGENET
+    mean = torch.tensor(pre.mean, device=x.device).view(3, 1, 1)
+    std = torch.tensor(pre.std, device=x.device).view(3, 1, 1)
     return (x * std + mean).clamp(0, 1)

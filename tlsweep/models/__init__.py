@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
-from .registry import Backbone, get_backbone, list_backbones, register_backbone
+from .registry import IMAGENET, Backbone, Preprocessing, get_backbone, list_backbones, register_backbone
 
-__all__ = ["Backbone", "build_model", "get_backbone", "list_backbones", "register_backbone"]
+__all__ = ["IMAGENET", "Backbone", "Preprocessing", "build_model", "get_backbone", "list_backbones", "preprocessing",
+           "register_backbone"]
 
 
-def build_model(model: dict, num_classes: int, freeze_depth: float | str = 0.0):
-    """``model`` is ``{"name": ...}`` for one backbone or ``{"ensemble": [a, b], "fusion": ...}``;
-    both take optional ``weights`` and ``head``."""
-    if "ensemble" in model:
+def build_model(model, num_classes: int, freeze_depth: float | str = 0.0):
+    """``model`` is a ``tlsweep.config.ModelConfig`` (or its plain dict): one backbone (``name``) or an
+    ``ensemble`` of two with a ``fusion``; both with ``weights`` and an optional ``head``."""
+    from ..config import ModelConfig
+
+    model = ModelConfig.from_dict(model)
+    if model.ensemble is not None:
         from .ensemble import build_ensemble
 
-        return build_ensemble(list(model["ensemble"]), model.get("fusion", "logits"), num_classes,
-                              model.get("weights", "none"), model.get("head"), freeze_depth)
+        return build_ensemble(list(model.ensemble), model.fusion, num_classes, model.weights, model.head,
+                              freeze_depth)
     from .transfer import build_backbone_model
 
-    return build_backbone_model(model["name"], num_classes, model.get("weights", "none"), model.get("head"),
-                                freeze_depth)
+    return build_backbone_model(model.name, num_classes, model.weights, model.head, freeze_depth)
+
+
+def preprocessing(model) -> Preprocessing:
+    """The normalization a model's inputs get: its (first) backbone's weights' own (``Backbone.preprocessing``)."""
+    from ..config import ModelConfig
+
+    model = ModelConfig.from_dict(model)
+    return get_backbone(model.backbones[0]).preprocessing(model.weights)

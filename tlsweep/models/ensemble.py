@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..config import FEATURE_HEAD, HeadConfig
 from .heads import build_head
-from .transfer import TransferModel, build_backbone_model
+from .transfer import TransferModel, _head_kwargs, build_backbone_model
 
 FUSIONS = ("logits", "features", "mean")
-FEATURE_HEAD = {"hidden": (1024, 512), "dropout": 0.5, "norm": "layernorm"}  # the seed's fusion MLP
 
 
 class Ensemble(nn.Module):
@@ -17,7 +17,7 @@ class Ensemble(nn.Module):
     ``proj_dim`` each, concatenated → LayerNorm/Dropout MLP. ``mean``: log of the mean of both softmaxes
     (log-probabilities, so cross-entropy on them is the NLL of the averaged prediction)."""
 
-    def __init__(self, members: list[TransferModel], fusion: str, num_classes: int, head: dict | None = None,
+    def __init__(self, members: list[TransferModel], fusion: str, num_classes: int, head=None,
                  proj_dim: int = 1024):
         super().__init__()
         if fusion not in FUSIONS:
@@ -30,8 +30,8 @@ class Ensemble(nn.Module):
             for m in members:  # members only supply pooled features
                 m.head = nn.Identity()
             self.projections = nn.ModuleList(nn.Linear(m.feature_dim, proj_dim) for m in members)
-            head = head or FEATURE_HEAD
-            self.combiner = build_head(proj_dim * len(members), num_classes, **head)
+            self.combiner = build_head(proj_dim * len(members), num_classes, **_head_kwargs(
+                head if head not in (None, HeadConfig()) else FEATURE_HEAD))
         self.feature_dim = proj_dim * len(members) if fusion == "features" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -58,7 +58,7 @@ class Ensemble(nn.Module):
 
 
 def build_ensemble(names: list[str], fusion: str, num_classes: int, weights: str | None = "none",
-                   head: dict | None = None, freeze_depth: float | str = 0.0) -> Ensemble:
+                   head=None, freeze_depth: float | str = 0.0) -> Ensemble:
     member_head = None if fusion == "features" else head
     members = [build_backbone_model(n, num_classes, weights, member_head, freeze_depth) for n in names]
     return Ensemble(members, fusion, num_classes, head if fusion == "features" else None)

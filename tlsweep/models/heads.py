@@ -55,19 +55,3 @@ def build_head(
         layers.append(nn.Dropout(rates[-1]))
     layers.append(nn.Linear(width, num_classes))
     return layers[0] if len(layers) == 1 else nn.Sequential(*layers)
-
-
-def resolve_head(model: dict, head: str | None = None, dropout: float | None = None,
-                 heads: dict | None = None, default: dict | None = None) -> dict:
-    """The plain model config with ``search.head`` (a name in the sweep's ``heads``, or ``linear``) and
-    ``search.head_dropout`` (one rate replacing every rate of the head) applied; unchanged when both are None.
-    ``default`` is the head used when the model names none (e.g. the feature-fusion MLP)."""
-    if head is None and dropout is None:
-        return model
-    if head is not None:
-        spec = {} if head == "linear" else dict((heads or {})[head])
-    else:
-        spec = dict(model.get("head") or default or {})
-    if dropout is not None:
-        spec["dropout"] = float(dropout)
-    return {**model, "head": spec}

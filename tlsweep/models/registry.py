@@ -1,14 +1,53 @@
 """Backbone registry: one entry per torchvision backbone, and nothing else knows their quirks.
 
 An entry names the torchvision constructor and weights enum, where the classifier head sits, the ordered
-stages used for freeze depth, the Grad-CAM target layer and the input size. Entries hold strings only, so
-listing and validating names never imports torch.
+stages used for freeze depth, the Grad-CAM target layer, the input size (``fixed_input_size``: the spec rejects
+other sizes) and its quirks (constructor keyword arguments, a fix-up after loading pretrained weights).
+``Backbone.preprocessing(weights)`` gives the normalization the weights were trained with. Entries hold strings
+and plain functions only, so listing and validating names never imports torch.
 """
 
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What the backbone's weights expect: per-channel mean/std of 0–1 RGB pixels and the resize interpolation
+    (a ``torchvision.transforms.InterpolationMode`` value: bilinear, bicubic, ...)."""
+
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    interpolation: str = "bilinear"
+
+
+IMAGENET = Preprocessing()  # for ``weights: none`` and weights files: ImageNet statistics
+
+
+@dataclass(frozen=True)
+class WeightsRef:
+    """A parsed ``weights`` string: ``none``, a state-dict ``file`` or a torchvision enum member ``tag``."""
+
+    kind: str  # "none", "file" or "torchvision"
+    value: str | None = None  # the file path or the enum member name (DEFAULT for ``imagenet``)
+
+
+def parse_weights(weights: str | None) -> WeightsRef:
+    """``imagenet`` (torchvision's DEFAULT), ``none``, an enum member name such as ``IMAGENET1K_V2``, or a path
+    to a ``.pt``/``.pth`` state dict."""
+    weights = weights or "none"
+    if weights.lower() == "none":
+        return WeightsRef("none")
+    if Path(weights).suffix in {".pt", ".pth"} or "/" in weights:
+        return WeightsRef("file", weights)
+    return WeightsRef("torchvision", "DEFAULT" if weights.lower() == "imagenet" else weights)
 
 
 @dataclass(frozen=True)
@@ -25,7 +64,9 @@ class Backbone:
     input_size: int = 224
     fixed_input_size: bool = False
     reshape: str | None = None  # token layout for Grad-CAM: "vit" or "swin"
-    builder_kwargs: dict = field(default_factory=dict)
+    builder_kwargs: dict = field(default_factory=dict)  # constructor arguments without pretrained weights
+    pretrained_kwargs: dict = field(default_factory=dict)  # ... and with them
+    after_pretrained: Callable | None = None  # fix-up of a model built with pretrained weights
 
     @property
     def num_stages(self) -> int:
@@ -37,6 +78,17 @@ class Backbone:
 
         enum = getattr(tvm, self.weights_enum)
         return getattr(enum, tag)
+
+    def preprocessing(self, weights: str | None = "none") -> Preprocessing:
+        """Mean, std and interpolation of the weights' own transforms (``weights.transforms()``); ImageNet
+        statistics for ``none`` and weight files."""
+        ref = parse_weights(weights)
+        if ref.kind != "torchvision":
+            return IMAGENET
+        preset = self.weights(ref.value).transforms()
+        interpolation = getattr(preset, "interpolation", None)
+        return Preprocessing(tuple(float(x) for x in preset.mean), tuple(float(x) for x in preset.std),
+                             getattr(interpolation, "value", IMAGENET.interpolation))
 
     def constructor(self):
         import torchvision.models as tvm
@@ -83,6 +135,12 @@ def _features_net(name, enum, head, family, n_blocks, cam_index=-1, **kw) -> Bac
     )
 
 
+def _googlenet_main_head_only(model):
+    """Pretrained GoogLeNet comes with auxiliary heads; training here uses the main one."""
+    model.aux_logits, model.aux1, model.aux2 = False, None, None
+    return model
+
+
 for _entry in (
     _resnet("resnet18", "ResNet18_Weights"),
     _resnet("resnet34", "ResNet34_Weights"),
@@ -113,6 +171,7 @@ for _entry in (
         stages=("conv1-maxpool2", "inception3a-maxpool3", "inception4a-inception4e", "maxpool4-inception5b"),
         cam_layer="inception5b", family="googlenet",
         builder_kwargs={"aux_logits": False, "init_weights": True},
+        after_pretrained=_googlenet_main_head_only,
     ),
     _features_net("mobilenet_v2", "MobileNet_V2_Weights", "classifier.1", "mobilenet", 19),
     _features_net("mobilenet_v3_small", "MobileNet_V3_Small_Weights", "classifier.3", "mobilenet", 13),

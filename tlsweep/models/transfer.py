@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .heads import build_head
-from .registry import Backbone, get_backbone
+from .registry import Backbone, get_backbone, parse_weights
 
 
 def resolve_path(root: nn.Module, path: str):
@@ -61,22 +61,17 @@ def frozen_stage_count(freeze_depth: float | str, num_stages: int) -> int:
 def load_backbone(entry: Backbone, weights: str | None) -> nn.Module:
     """Build the torchvision model: ``imagenet`` (torchvision's DEFAULT weights), ``none``, a weights-enum
     member name such as ``IMAGENET1K_V2``, or a path to a state dict saved from the same architecture."""
-    weights = (weights or "none")
-    kwargs = dict(entry.builder_kwargs)
+    ref = parse_weights(weights)
     ctor = entry.constructor()
-    if weights.lower() == "none":
-        return ctor(weights=None, **kwargs)
-    if Path(weights).suffix in {".pt", ".pth"} or "/" in weights:
-        model = ctor(weights=None, **kwargs)
-        state = torch.load(weights, map_location="cpu", weights_only=True)
+    if ref.kind == "none":
+        return ctor(weights=None, **entry.builder_kwargs)
+    if ref.kind == "file":
+        model = ctor(weights=None, **entry.builder_kwargs)
+        state = torch.load(ref.value, map_location="cpu", weights_only=True)
         model.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
         return model
-    tag = "DEFAULT" if weights.lower() == "imagenet" else weights
-    kwargs.pop("init_weights", None)
-    model = ctor(weights=entry.weights(tag), **{k: v for k, v in kwargs.items() if k != "aux_logits"})
-    if entry.family == "googlenet":  # pretrained GoogLeNet comes with auxiliary heads; training here uses the main one
-        model.aux_logits, model.aux1, model.aux2 = False, None, None
-    return model
+    model = ctor(weights=entry.weights(ref.value), **entry.pretrained_kwargs)
+    return entry.after_pretrained(model) if entry.after_pretrained else model
 
 
 class TransferModel(nn.Module):
@@ -130,7 +125,7 @@ class TransferModel(nn.Module):
 
 
 def build_backbone_model(
-    name: str, num_classes: int, weights: str | None = "none", head: dict | None = None,
+    name: str, num_classes: int, weights: str | None = "none", head=None,
     freeze_depth: float | str = 0.0,
 ) -> TransferModel:
     entry = get_backbone(name)
@@ -138,9 +133,16 @@ def build_backbone_model(
     old_head = resolve_path(backbone, entry.head)
     feature_dim = old_head.in_features
     _set_path(backbone, entry.head, nn.Identity())
-    model = TransferModel(entry, backbone, build_head(feature_dim, num_classes, **(head or {})), feature_dim)
+    model = TransferModel(entry, backbone, build_head(feature_dim, num_classes, **_head_kwargs(head)), feature_dim)
     model.freeze(freeze_depth)
     return model
+
+
+def _head_kwargs(head) -> dict:
+    """A ``HeadConfig`` (or plain dict, or None) as ``build_head`` keyword arguments."""
+    if head is None:
+        return {}
+    return head.to_dict() if hasattr(head, "to_dict") else dict(head)
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

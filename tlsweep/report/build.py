@@ -10,8 +10,9 @@ from pathlib import Path
 import torch
 
 from ..data import load_splits
-from ..data.transforms import build_transform
-from ..train import TransformedDataset
+from ..data.transforms import TransformedDataset, build_transform
+from ..models import preprocessing
+from ..results import TRIALS_FILE
 from . import camfigs, plots
 from .collect import ReportError, collect, trials_table
 from .evaluate import evaluate, load_model
@@ -21,8 +22,8 @@ from .leaderboard import display_frame, leaderboard, pick_best, to_markdown
 log = logging.getLogger(__name__)
 
 
-def _test_images(dataset, indices: list[int], size: int) -> tuple[torch.Tensor, list[int]]:
-    ds = TransformedDataset(dataset, build_transform(size))
+def _test_images(dataset, indices: list[int], size: int, pre=None) -> tuple[torch.Tensor, list[int]]:
+    ds = TransformedDataset(dataset, build_transform(size, pre=pre))
     items = [ds[i] for i in indices]
     return torch.stack([x for x, _ in items]), [int(y) for _, y in items]
 
@@ -40,20 +41,20 @@ def make_report(results_dir: str | Path, out_dir: str | Path | None = None, cam_
         statuses = ", ".join(sorted({t.status for t in sweep.trials}))
         raise ReportError(f"{sweep.storage}: no trial has a checkpoint with a finite {sweep.metric} yet "
                           f"(trial statuses: {statuses})")
-    plain = sweep.plain
-    splits = load_splits(plain["data"], plain["seed"])
+    plan = sweep.plan
+    splits = load_splits(plan.data, plan.seed)
     classes = splits.classes
-    size = int(plain["data"].get("image_size", 224))
+    size = plan.data.image_size
 
     models, evals = {}, {}
     for name, pick in picks.items():
         models[name] = load_model(pick.checkpoint, len(classes))
-        evals[name] = evaluate(models[name], splits.test, classes, size)
+        evals[name] = evaluate(models[name], splits.test, classes, size, preprocessing(plan.models_table[name]))
     board = leaderboard(sweep, picks, evals)
     board.to_csv(out / "leaderboard.csv", index=False)
     (out / "leaderboard.md").write_text(to_markdown(board))
     trials = trials_table(sweep)
-    trials.to_csv(out / "trials.csv", index=False)
+    trials.to_csv(out / TRIALS_FILE, index=False)
     (out / "classification_report.json").write_text(json.dumps({n: e.report for n, e in evals.items()}, indent=1))
 
     figs = out / "figures"
@@ -71,7 +72,8 @@ def make_report(results_dir: str | Path, out_dir: str | Path | None = None, cam_
 
     best = next(iter(picks))  # best by validation
     if cam_images > 0 and len(splits.test):
-        sections += _cam_sections(models, best, evals[best], splits.test, classes, size, cam_images, figs)
+        sections += _cam_sections(models, best, evals[best], splits.test, classes, size, cam_images, figs,
+                                  preprocessing(plan.models_table[best]))
     if hparams:
         try:
             write_hparams_dir = out / "tensorboard"
@@ -84,13 +86,13 @@ def make_report(results_dir: str | Path, out_dir: str | Path | None = None, cam_
     summary = (f"{len(sweep.trials)} trials (" + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) +
                f"); best by {sweep.metric}: {best}; test split {len(splits.test)} images; "
                f"report built in {time.perf_counter() - start:.1f}s")
-    return render(out, f"tlsweep report: {plain.get('name', sweep.storage.name)}", summary,
+    return render(out, f"tlsweep report: {plan.name}", summary,
                   display_frame(board), trials, sections)
 
 
-def _cam_sections(models, best, ev, test, classes, size, count, figs):
+def _cam_sections(models, best, ev, test, classes, size, count, figs, pre=None):
     indices = camfigs.pick_indices(ev.labels, count)
-    images, labels = _test_images(test, indices, size)
+    images, labels = _test_images(test, indices, size, pre)
     grid = camfigs.cam_grid(models, images, labels, classes, figs / "cam_grid.png")
     depths = camfigs.cam_depths(models[best], best, images[: min(4, count)], figs / "cam_depths.png")
     out = [("Grad-CAM: test images × best models", [("Grad-CAM grid", grid)], ""),
@@ -99,7 +101,7 @@ def _cam_sections(models, best, ev, test, classes, size, count, figs):
     for kind, mask in (("misclassified", ev.preds != ev.labels), ("correct", ev.preds == ev.labels)):
         idx = [int(i) for i in mask.nonzero()[0][:count]]
         if idx:
-            imgs, labs = _test_images(test, idx, size)
+            imgs, labs = _test_images(test, idx, size, pre)
             gallery.append((kind, camfigs.gallery(models[best], imgs, labs, [int(ev.preds[i]) for i in idx],
                                                   classes, f"{best}: {kind} test images", figs / f"{kind}.png")))
     out.append((f"Galleries of {best} (true/predicted labels, Grad-CAM)", gallery, ""))

@@ -10,10 +10,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.transforms import build_transform
+from ..config import TrialConfig
+from ..data.transforms import TransformedDataset, build_transform
 from ..models import build_model
 from ..models.transfer import count_parameters
-from ..train import TransformedDataset, load_checkpoint, make_loader
+from ..train import load_checkpoint, make_loader
 
 
 @dataclass
@@ -37,14 +38,14 @@ def rebuild_model(state: dict, num_classes: int | None = None) -> nn.Module:
     """The trial's model from a loaded checkpoint dict, in eval mode. Built without pretrained weights (the
     checkpoint overwrites them, so no weights cache is needed), falling back to the stored ``weights`` when the
     architecture depends on them."""
-    config = state["config"]
+    config = TrialConfig.from_dict(state["config"])
     num_classes = len(state["classes"]) if num_classes is None else num_classes
-    freeze = config.get("freeze_depth", 0.0)
-    model = build_model({**config["model"], "weights": "none"}, num_classes, freeze)
+    freeze = config.freeze_depth
+    model = build_model(config.model.replace(weights="none"), num_classes, freeze)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError:
-        model = build_model(config["model"], num_classes, freeze)
+        model = build_model(config.model, num_classes, freeze)
         model.load_state_dict(state["model"])
     return model.eval()
 
@@ -65,8 +66,9 @@ def bootstrap_ci(correct: np.ndarray, n_boot: int = 1000, seed: int = 0, level: 
 
 
 @torch.no_grad()
-def predict(model: nn.Module, dataset, image_size: int, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    loader = make_loader(TransformedDataset(dataset, build_transform(image_size)), batch_size, False, 0)
+def predict(model: nn.Module, dataset, image_size: int, batch_size: int = 64,
+            pre=None) -> tuple[np.ndarray, np.ndarray]:
+    loader = make_loader(TransformedDataset(dataset, build_transform(image_size, pre=pre)), batch_size, False, 0)
     probs, labels = [], []
     for images, y in loader:
         probs.append(model(images).softmax(dim=1))
@@ -88,10 +90,10 @@ def latency_ms(model: nn.Module, image_size: int, repeats: int = 10) -> float:
     return 1000 * float(min(times))
 
 
-def evaluate(model: nn.Module, dataset, classes: list[str], image_size: int) -> Evaluation:
+def evaluate(model: nn.Module, dataset, classes: list[str], image_size: int, pre=None) -> Evaluation:
     from sklearn.metrics import classification_report, confusion_matrix, f1_score
 
-    labels, probs = predict(model, dataset, image_size)
+    labels, probs = predict(model, dataset, image_size, pre=pre)
     preds = probs.argmax(axis=1)
     correct = (preds == labels).astype(float)
     low, high = bootstrap_ci(correct)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from ..results import USABLE
 from .collect import Sweep, TrialRecord
 from .evaluate import Evaluation
 
@@ -31,7 +32,7 @@ def pick_best(sweep: Sweep) -> dict[str, Pick]:
     best: dict[str, Pick] = {}
     sign = -1 if sweep.mode == "max" else 1
     for trial in sweep.trials:
-        if trial.status in ("diverged", "error"):
+        if trial.status not in USABLE:
             continue
         row = trial.best_row(sweep.metric, sweep.mode)
         if row is None:
@@ -54,7 +55,7 @@ def leaderboard(sweep: Sweep, picks: dict[str, Pick], evals: dict[str, Evaluatio
             "model": model,
             "test_acc": ev.accuracy, "test_acc_ci_low": ev.ci_low, "test_acc_ci_high": ev.ci_high,
             "val_acc": float(pick.val.get("val_acc", float("nan"))), "macro_f1": ev.macro_f1,
-            **{c: pick.trial.config.get(c) for c in CONFIG_COLUMNS},
+            **{c: getattr(sweep.plan.trial_config(pick.trial.config), c) for c in CONFIG_COLUMNS},
             "epoch": pick.epoch, "epochs_trained": pick.trial.epochs,
             "trials_run": len(trials), "trials_stopped": sum(t.status == "stopped" for t in trials),
             "trials_failed": sum(t.status in ("error", "diverged") for t in trials),

@@ -7,7 +7,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
+from ..config import SweepPlan
+from ..results import is_uri
 
 # File systems every node of a cluster can mount at the same path (see /proc/mounts).
 SHARED_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "lustre", "glusterfs", "fuse.glusterfs", "gpfs", "beegfs",
@@ -26,14 +27,12 @@ class StorageError(RuntimeError):
 @dataclass(frozen=True)
 class TrialResources:
     """Picklable ``config → PlacementGroupFactory`` for ``tune.with_resources``: one bundle per trial, sized by
-    the trial's model (``model_resources`` of the plain spec)."""
+    the trial's model (``SweepPlan.model_resources``)."""
 
-    per_model: dict
-    default: dict
+    plan: SweepPlan
 
     def demand(self, model: str | None) -> dict:
-        res = self.per_model.get(model, self.default)
-        return {"CPU": float(res["cpu"]), **({"GPU": float(res["gpu"])} if res["gpu"] else {})}
+        return self.plan.resources_of(model).demand()
 
     def __call__(self, config: dict):
         from ray.tune import PlacementGroupFactory
@@ -41,17 +40,8 @@ class TrialResources:
         return PlacementGroupFactory([self.demand((config or {}).get("model"))])
 
 
-def trial_resources(plain: dict) -> TrialResources:
-    return TrialResources(dict(plain.get("model_resources") or {}), dict(plain["resources"]))
-
-
-def make_trainable(plain: dict):
-    """The Tune trainable of a sweep: ``train_trial`` with the spec bound and per-model resources."""
-    from ray import tune
-
-    from .trainable import train_trial
-
-    return tune.with_resources(tune.with_parameters(train_trial, spec=plain), trial_resources(plain))
+def trial_resources(plan: SweepPlan) -> TrialResources:
+    return TrialResources(plan)
 
 
 def alive_nodes() -> list[dict]:
@@ -69,10 +59,10 @@ def unplaceable(demands: dict[str, dict], nodes: list[dict]) -> dict[str, dict]:
     return {m: need for m, need in demands.items() if not any(fits(need, n) for n in nodes)}
 
 
-def check_resources(plain: dict, nodes: list[dict]) -> None:
+def check_resources(plan: SweepPlan, nodes: list[dict]) -> None:
     """Fail early when a model's trials could never start (e.g. GPUs asked on a cluster without any)."""
-    res = trial_resources(plain)
-    models = list(plain.get("models_table") or res.per_model) or [None]
+    res = trial_resources(plan)
+    models = list(plan.models_table) or [None]
     bad = unplaceable({m: res.demand(m) for m in models}, nodes)
     if not bad:
         return
@@ -109,7 +99,7 @@ def check_storage(storage: str, nodes: list[dict], driver_ip: str, shared: bool 
                   fs_type: str | None = None) -> None:
     """Since Ray 2.7 trials write results and checkpoints straight to ``storage_path``: with nodes on other
     machines it must be a URI (s3://, gs://, ...) or a path shared by all of them (NFS, ...)."""
-    if "://" in storage or shared or (fs_type in SHARED_FILESYSTEMS):
+    if is_uri(storage) or shared or (fs_type in SHARED_FILESYSTEMS):
         return
     remote = sorted({n.get("NodeManagerAddress") for n in nodes} - {driver_ip, None})
     if remote:
@@ -120,27 +110,13 @@ def check_storage(storage: str, nodes: list[dict], driver_ip: str, shared: bool 
             f"it with `storage_shared: true` in the sweep file.")
 
 
-def check_cluster(plain: dict) -> list[dict]:
+def check_cluster(plan: SweepPlan) -> list[dict]:
     """Both checks against the attached cluster; returns its alive nodes."""
     import ray.util
 
     nodes = alive_nodes()
-    check_resources(plain, nodes)
-    storage = plain["storage"]
-    check_storage(storage, nodes, ray.util.get_node_ip_address(), bool(plain.get("storage_shared")),
-                  None if "://" in storage else filesystem_type(storage))
+    check_resources(plan, nodes)
+    storage = plan.storage
+    check_storage(storage, nodes, ray.util.get_node_ip_address(), plan.storage_shared,
+                  None if is_uri(storage) else filesystem_type(storage))
     return nodes
-
-
-def trial_nodes(history: pd.DataFrame) -> str | None:
-    """The nodes a trial's epochs ran on, in order (``ip/node-id prefix``), e.g. a retry after a node loss."""
-    if "node_id" not in history and "node_ip" not in history:
-        return None
-    ids = history["node_id"] if "node_id" in history else pd.Series([""] * len(history))
-    ips = history["node_ip"] if "node_ip" in history else pd.Series([""] * len(history))
-    nodes: list[str] = []
-    for ip, node in zip(ips.fillna(""), ids.fillna("")):
-        label = f"{ip}/{str(node)[:8]}" if node else str(ip)
-        if label and (not nodes or nodes[-1] != label):
-            nodes.append(label)
-    return " → ".join(nodes) or None

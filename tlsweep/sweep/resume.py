@@ -19,6 +19,10 @@ import yaml
 from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler
 
+from ..config import ConfigError, SweepPlan
+from ..results import SPEC_FILE, is_uri
+from .ray_internals import asha_state, set_asha_state
+
 STATE_FILE = "scheduler_state.yaml"
 UNFINISHED = {"PENDING", "RUNNING", "PAUSED"}
 log = logging.getLogger(__name__)
@@ -28,17 +32,10 @@ class ResumableASHA(ASHAScheduler):
     """ASHA whose rungs (milestone → {trial id: recorded metric}) can be read and set as plain data."""
 
     def get_state(self) -> dict:
-        return {"num_stopped": self._num_stopped,
-                "brackets": [[[float(milestone), {str(t): float(v) for t, v in recorded.items()}]
-                              for milestone, recorded in b._rungs]
-                             for b in self._brackets]}
+        return asha_state(self)
 
     def set_state(self, state: dict) -> None:
-        self._num_stopped = state.get("num_stopped", self._num_stopped)
-        for bracket, rungs in zip(self._brackets, state["brackets"]):
-            saved = {float(m): rec for m, rec in rungs}
-            for milestone, recorded in bracket._rungs:
-                recorded.update(saved.get(float(milestone), {}))
+        set_asha_state(self, state)
 
 
 class SchedulerState(Callback):
@@ -46,7 +43,7 @@ class SchedulerState(Callback):
 
     def __init__(self, scheduler, storage: str | None = None):
         self.scheduler = scheduler
-        self.storage = storage if storage and "://" not in storage else None
+        self.storage = storage if storage and not is_uri(storage) else None
 
     def get_state(self) -> dict | None:
         state = self.scheduler.get_state()
@@ -70,7 +67,7 @@ def _trial_statuses(state_file: str) -> list[str]:
 def sweep_state(storage: str, expected_trials: int | None = None) -> str:
     """``none`` (no experiment state), ``finished`` (every trial created and ended, errored ones included) or
     ``unfinished``. Local storage only; a URI reads as ``none`` (resume those with ``--resume``)."""
-    if "://" in storage:
+    if is_uri(storage):
         return "none"
     files = sorted(glob.glob(os.path.join(storage, "experiment_state-*.json")))
     if not files or not (Path(storage) / "tuner.pkl").is_file():
@@ -87,16 +84,16 @@ def sweep_state(storage: str, expected_trials: int | None = None) -> str:
 RESUME_KEYS = ("models_table", "search", "epochs", "scheduler", "searcher", "data")
 
 
-def changed_since(storage: str, plain: dict, spec_file: str = "tlsweep_spec.json") -> list[str]:
-    """Sections of the sweep file that differ from the ones the stored sweep ran with (none if nothing stored)."""
-    path = Path(storage) / spec_file
-    if "://" in storage or not path.is_file():
+def changed_since(storage: str, plan: SweepPlan) -> list[str]:
+    """Sections of the sweep that differ from the ones the stored sweep ran with (none if nothing stored)."""
+    path = Path(storage) / SPEC_FILE
+    if is_uri(storage) or not path.is_file():
         return []
     try:
-        stored = json.loads(path.read_text())
-    except (OSError, ValueError):
+        stored = SweepPlan.from_dict(json.loads(path.read_text())).to_dict()
+    except (OSError, ValueError, TypeError, ConfigError):
         return []
-    fresh = json.loads(json.dumps(plain, default=str))
-    drop = ("skip_files",)
-    strip = lambda d: {k: v for k, v in d.items() if k not in drop} if isinstance(d, dict) else d  # noqa: E731
-    return [k for k in RESUME_KEYS if strip(stored.get(k)) != strip(fresh.get(k))]
+    fresh = plan.to_dict()
+    for d in (stored, fresh):
+        d["data"].pop("skip_files")  # found by preflight on each run
+    return [k for k in RESUME_KEYS if stored[k] != fresh[k]]

@@ -1,5 +1,9 @@
 """Trial schedulers by name: ``fifo`` runs every trial to ``epochs``; ``asha`` stops weak trials early.
 
+``SCHEDULERS`` is the one list: the spec's ``scheduler.type`` takes its names from it. An entry builds the Tune
+scheduler from the ``SweepPlan`` and may say at which epochs it can stop a trial (``decision_epochs``: those
+epochs always keep a checkpoint) and give a Tune callback that saves its state across a resume (``state``).
+
 ASHA's budget is counted in epochs (Tune's ``training_iteration``) or, with ``budget: seconds``, in training
 seconds (``train_seconds_total``: the trial's summed train+eval time, reported every epoch), so cheap linear
 probes and full fine-tunes reach the same rungs after the same compute. Trials still end at ``epochs``.
@@ -7,38 +11,70 @@ probes and full fine-tunes reach the same rungs after the same compute. Trials s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
-# spec ``scheduler.budget`` → (the reported attribute ASHA compares, spec keys for max_t and grace_period)
+from ..config import SweepPlan
+from ..registry import Registry
+
+# spec ``scheduler.budget`` → (the reported attribute ASHA compares, plan fields for max_t and grace_period)
 BUDGETS: dict[str, tuple[str, str | None, str]] = {
     "epochs": ("training_iteration", None, "grace_period"),
     "seconds": ("train_seconds_total", "max_seconds", "grace_seconds"),
 }
 
 
-def asha_kwargs(plain: dict) -> dict:
-    """ASHAScheduler keyword arguments for a plain spec (``max_t`` is ``epochs`` for the epochs budget)."""
-    cfg = plain["scheduler"]
-    time_attr, max_key, grace_key = BUDGETS[cfg.get("budget", "epochs")]
-    return {"time_attr": time_attr, "max_t": cfg[max_key] if max_key else plain["epochs"],
-            "grace_period": cfg[grace_key], "reduction_factor": cfg["reduction_factor"]}
+@dataclass(frozen=True)
+class SchedulerEntry:
+    build: Callable[[SweepPlan], object]  # → a ray.tune scheduler
+    decision_epochs: Callable[[SweepPlan], set[int]] = lambda plan: set()
+    state: Callable[[object, SweepPlan], object] | None = None  # (scheduler, plan) → Tune callback, for resume
 
 
-def _asha(plain: dict):
+SCHEDULERS: Registry[SchedulerEntry] = Registry("scheduler")
+
+
+def asha_kwargs(plan: SweepPlan) -> dict:
+    """ASHAScheduler keyword arguments (``max_t`` is ``epochs`` for the epochs budget)."""
+    cfg = plan.scheduler
+    time_attr, max_key, grace_key = BUDGETS[cfg.budget]
+    return {"time_attr": time_attr, "max_t": getattr(cfg, max_key) if max_key else plan.epochs,
+            "grace_period": getattr(cfg, grace_key), "reduction_factor": cfg.reduction_factor}
+
+
+def asha_rung_epochs(plan: SweepPlan) -> set[int]:
+    """Epochs at which Ray's ASHA judges a trial (first epoch ≥ each milestone grace·rf^k ≤ max_t)."""
+    if plan.scheduler.budget != "epochs":
+        return set()
+    kw = asha_kwargs(plan)
+    grace, rf, max_t = kw["grace_period"], kw["reduction_factor"], kw["max_t"]
+    rungs = int(math.log(max_t / grace) / math.log(rf) + 1)
+    return {math.ceil(grace * rf ** k) for k in range(rungs)}
+
+
+def _asha(plan: SweepPlan):
     from .resume import ResumableASHA  # ASHA whose rungs survive a resume
 
-    return ResumableASHA(**asha_kwargs(plain))
+    return ResumableASHA(**asha_kwargs(plan))
 
 
-def _fifo(plain: dict):
+def _asha_state(scheduler, plan: SweepPlan):
+    from .resume import SchedulerState
+
+    return SchedulerState(scheduler, plan.storage)
+
+
+def _fifo(plan: SweepPlan):
     from ray.tune.schedulers import FIFOScheduler
 
     return FIFOScheduler()
 
 
-SCHEDULERS: dict[str, Callable[[dict], object]] = {"asha": _asha, "fifo": _fifo}
+SCHEDULERS.register("asha", SchedulerEntry(_asha, asha_rung_epochs, _asha_state))
+SCHEDULERS.register("fifo", SchedulerEntry(_fifo))
 
 
-def build_scheduler(plain: dict):
-    """The Tune trial scheduler named by ``plain["scheduler"]["type"]``."""
-    return SCHEDULERS[plain["scheduler"]["type"]](plain)
+def build_scheduler(plan: SweepPlan):
+    """The Tune trial scheduler named by ``plan.scheduler.type``."""
+    return SCHEDULERS[plan.scheduler.type].build(plan)

@@ -7,7 +7,8 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..distributions import Choice, Distribution, Grid, IntRange, parse_param
+from ..config import SweepPlan
+from ..distributions import Choice, Distribution, Grid, IntRange
 
 
 @dataclass(frozen=True)
@@ -26,14 +27,14 @@ def _enumerated(dist: Distribution, searcher: str) -> bool:
     return isinstance(dist, Grid) or (searcher == "grid" and isinstance(dist, (Choice, IntRange)))
 
 
-def build_groups(plain_spec: dict) -> list[Group]:
-    search = {k: parse_param(v) for k, v in plain_spec["search"].items()}
-    searcher = plain_spec["searcher"]["type"]
-    labels = list(plain_spec["models_table"])
+def build_groups(plan: SweepPlan) -> list[Group]:
+    search = plan.search_params()
+    searcher = plan.searcher.type
+    labels = list(plan.models_table)
     constants = {k: v for k, v in search.items() if not isinstance(v, Distribution)}
     grid = {k: v.values() for k, v in search.items() if isinstance(v, Distribution) and _enumerated(v, searcher)}
     sampled = {k: v for k, v in search.items() if isinstance(v, Distribution) and k not in grid}
-    if plain_spec["searcher"].get("per_model", True) or len(labels) == 1:
+    if plan.searcher.per_model or len(labels) == 1:
         model_axis = [{"model": label} for label in labels]
     elif searcher == "grid":
         model_axis = [{}]
@@ -48,33 +49,5 @@ def build_groups(plain_spec: dict) -> list[Group]:
     return groups
 
 
-def samples_per_group(plain_spec: dict) -> int:
-    n = plain_spec.get("num_samples")
-    if n:
-        return int(n)
-    return 1 if plain_spec["searcher"]["type"] == "grid" else 4
-
-
-def total_trials(plain_spec: dict) -> int:
-    return len(build_groups(plain_spec)) * samples_per_group(plain_spec)
-
-
-def trial_config(plain_spec: dict, sampled: dict) -> dict:
-    """Everything ``tlsweep.train.Trial`` needs, from the spec and one trial's sampled values."""
-    from ..models.ensemble import FEATURE_HEAD
-    from ..models.heads import resolve_head
-
-    label = sampled["model"]
-    model = plain_spec["models_table"][label]
-    default = FEATURE_HEAD if model.get("fusion") == "features" else None
-    return {
-        **sampled,
-        "model_label": label,
-        "model": resolve_head(model, sampled.get("head"), sampled.get("head_dropout"), plain_spec.get("heads"),
-                              default),
-        "data": plain_spec["data"],
-        "epochs": plain_spec["epochs"],
-        "seed": plain_spec["seed"],
-        "performance": plain_spec.get("performance") or {},
-    }
-
+def total_trials(plan: SweepPlan) -> int:
+    return len(build_groups(plan)) * plan.num_samples

@@ -1,0 +1,233 @@
+"""The package's shape: no import cycles, a Ray-free report, registries that the spec reads, typed configs
+that round-trip through JSON, registry fields that work, a light public API."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import tlsweep
+from tlsweep import config as C
+from tlsweep.spec import DataSpec, SearchSpec, SpecError, parse_spec
+
+PACKAGE = Path(tlsweep.__file__).parent
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module → tlsweep modules it imports anywhere (module level and inside functions), relative imports
+    resolved; ``if TYPE_CHECKING:`` blocks left out."""
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        is_pkg = path.name == "__init__.py"
+        tree = ast.parse(path.read_text())
+        skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and
+                isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING" for n in ast.walk(node)}
+        edges = set()
+        for node in ast.walk(tree):
+            if id(node) in skip:
+                continue
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = name.split(".") if is_pkg else name.split(".")[:-1]
+                    base = base[: len(base) - node.level + 1]
+                    prefix = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    prefix = node.module
+                targets = [f"{prefix}.{a.name}" if f"{prefix}.{a.name}" in modules else prefix for a in node.names]
+            edges |= {t for t in targets if t in modules and t != name}
+        graph[name] = edges
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node):
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_the_import_graph_has_no_cycle():
+    graph = import_graph()
+    assert graph["tlsweep.train"] >= {"tlsweep.config", "tlsweep.optim"}  # the walk sees real edges
+    assert find_cycle(graph) is None, " → ".join(find_cycle(graph))
+
+
+def test_the_cycle_finder_finds_one():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_report_imports_nothing_from_sweep():
+    graph = import_graph()
+    for module, edges in graph.items():
+        if module.startswith(("tlsweep.report", "tlsweep.results", "tlsweep.checkpoints", "tlsweep.predict")):
+            assert not [e for e in edges if e.startswith("tlsweep.sweep")], module
+
+
+def test_private_ray_attributes_are_read_in_one_module():
+    readers = [p.name for p in PACKAGE.rglob("*.py") if any(a in p.read_text() for a in
+               ("._experiment_analysis", "._brackets", "._rungs", "._num_stopped"))]
+    assert readers == ["ray_internals.py"]
+
+
+def test_import_tlsweep_is_light_and_lists_its_api():
+    code = ("import sys, tlsweep; assert tlsweep.__version__; "
+            "print(sorted(m for m in ('torch', 'ray', 'pandas', 'torchvision') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    for name in ("load_spec", "parse_spec", "Spec", "SpecError", "run_sweep", "SweepResult", "make_report", "Trial",
+                 "fit", "TrialConfig", "SweepPlan", "load_predictor", "export_checkpoint", "list_backbones"):
+        assert name in tlsweep.__all__
+    assert tlsweep.TrialConfig is C.TrialConfig and tlsweep.list_backbones()[0]
+    with pytest.raises(AttributeError):
+        tlsweep.no_such_name  # noqa: B018
+
+
+def test_a_registered_optimizer_and_lr_scheduler_are_accepted_by_the_spec(spec_dict):
+    from tlsweep.optim import LR_SCHEDULERS, OPTIMIZERS, LRScheduler
+
+    spec_dict["search"].update(optimizer="fake_opt", lr_scheduler="fake_sched")
+    with pytest.raises(SpecError, match="optimizer"):
+        parse_spec(dict(spec_dict))
+    OPTIMIZERS.register("fake_opt", lambda params, c: None)
+    LR_SCHEDULERS.register("fake_sched", LRScheduler(lambda opt, c, n: None))
+    try:
+        assert parse_spec(dict(spec_dict)).search.optimizer == "fake_opt"
+    finally:
+        OPTIMIZERS.unregister("fake_opt")
+        LR_SCHEDULERS.unregister("fake_sched")
+
+
+def test_a_registered_tune_scheduler_is_accepted_by_the_spec(spec_dict):
+    from tlsweep.sweep.schedulers import SCHEDULERS, SchedulerEntry
+
+    spec_dict["scheduler"] = {"type": "fake_tune"}
+    with pytest.raises(SpecError, match="unknown scheduler 'fake_tune'.*allowed: asha, fifo"):
+        parse_spec(dict(spec_dict))
+    SCHEDULERS.register("fake_tune", SchedulerEntry(lambda plan: None))
+    try:
+        assert parse_spec(dict(spec_dict)).plan().scheduler.type == "fake_tune"
+    finally:
+        SCHEDULERS.unregister("fake_tune")
+
+
+def test_a_registered_augment_policy_is_accepted_by_the_spec(spec_dict):
+    from tlsweep.data.augment import POLICIES
+
+    spec_dict["data"] = {**spec_dict["data"], "augment": "fake_policy"}
+    with pytest.raises(SpecError, match="fake_policy"):
+        parse_spec(dict(spec_dict))
+    POLICIES.register("fake_policy", lambda size: [])
+    try:
+        assert parse_spec(dict(spec_dict)).plan().data.augment == "fake_policy"
+    finally:
+        POLICIES.unregister("fake_policy")
+
+
+def test_search_fields_and_trial_hyperparameters_are_the_same_set():
+    assert set(SearchSpec.model_fields) == set(C.HYPERPARAMETERS)
+    defaults = SearchSpec()
+    for name in C.HYPERPARAMETERS:  # constant spec defaults are the trial config's defaults
+        spec_default = getattr(defaults, name)
+        if not isinstance(spec_default, dict) and not hasattr(spec_default, "to_optuna"):
+            assert getattr(C.Hyperparameters(), name) == spec_default, name
+
+
+def test_data_defaults_live_in_one_place():
+    for f in dataclasses.fields(C.DataConfig):
+        if f.name in DataSpec.model_fields and f.default is not dataclasses.MISSING and f.name != "split":
+            spec_default = DataSpec.model_fields[f.name].default
+            if hasattr(spec_default, "model_dump"):
+                spec_default = spec_default.model_dump()
+            assert spec_default == C._plain(f.default) or (spec_default is None and f.default == ()), f.name
+
+
+def test_plan_and_trial_config_round_trip_through_json(spec_dict, tmp_path):
+    spec_dict["heads"] = {"mlp": {"hidden": [16], "dropout": 0.1}}
+    spec_dict["search"]["head"] = {"choice": ["mlp", "linear"]}
+    plan = parse_spec(spec_dict).plan()
+    assert plan.scheduler.mode == "max" and plan.searcher_seed == 0 and plan.num_samples == 2
+    again = C.SweepPlan.from_dict(json.loads(json.dumps(plan.to_dict())))
+    assert again == plan
+    trial = plan.trial_config({"model": "resnet18", "lr": 0.01, "batch_size": 8, "freeze_depth": 0.5,
+                               "optimizer": "adam", "lr_scheduler": "none", "head": "mlp"})
+    assert trial.model.head == C.HeadConfig(hidden=(16,), dropout=0.1) and trial.data.image_size == 32
+    assert C.TrialConfig.from_dict(json.loads(json.dumps(trial.to_dict()))) == trial
+    with pytest.raises(C.ConfigError, match="unknown key.*lrr"):
+        C.TrialConfig.from_dict({**trial.to_dict(), "lrr": 1})
+
+
+def test_an_older_spec_file_is_read_and_a_broken_one_named(spec_dict, tmp_path):
+    from tlsweep.results import SPEC_FILE, ResultsError, read_plan
+
+    plan = parse_spec(spec_dict).plan()
+    old = plan.to_dict()
+    del old["version"]
+    old.update(models=[{"name": "resnet18"}], weights="none")  # layout 1 (Spec.to_plain) carried these
+    old["scheduler"]["mode"] = None
+    (tmp_path / SPEC_FILE).write_text(json.dumps(old))
+    assert read_plan(tmp_path) == plan
+    (tmp_path / SPEC_FILE).write_text(json.dumps({"name": "x", "epochs": 3}))
+    with pytest.raises(ResultsError, match=f"{tmp_path}.*incompatible tlsweep.*models_table"):
+        read_plan(tmp_path)
+
+
+def test_a_fixed_input_size_backbone_at_another_size_is_a_spec_error(spec_dict):
+    spec_dict["models"] = ["resnet18", "vit_b_16"]
+    with pytest.raises(SpecError, match=r"vit_b_16 takes only 224x224 images.*image_size 32.*image_size: 224"):
+        parse_spec(spec_dict)
+    spec_dict["data"] = {**spec_dict["data"], "image_size": 224}
+    assert parse_spec(spec_dict).plan().models_table["vit_b_16"].name == "vit_b_16"
+
+
+def test_preprocessing_comes_from_the_weights_metadata():
+    from tlsweep.models import IMAGENET, get_backbone
+
+    assert get_backbone("resnet18").preprocessing("none") == IMAGENET
+    effnet = get_backbone("efficientnet_b0").preprocessing("imagenet")
+    assert effnet.interpolation == "bicubic" and effnet.mean == IMAGENET.mean  # torchvision's own transforms
+    for name in ("swin_t", "vit_b_16", "convnext_tiny"):
+        entry = get_backbone(name)
+        preset = entry.weights("DEFAULT").transforms()
+        pre = entry.preprocessing("imagenet")
+        assert (pre.mean, pre.std, pre.interpolation) == (tuple(preset.mean), tuple(preset.std),
+                                                         preset.interpolation.value)
+
+
+def test_googlenet_quirk_lives_in_its_registry_entry():
+    from tlsweep.models import get_backbone
+
+    entry = get_backbone("googlenet")
+    assert entry.builder_kwargs["aux_logits"] is False and entry.after_pretrained is not None
+    source = (PACKAGE / "models" / "transfer.py").read_text()
+    assert "googlenet" not in source

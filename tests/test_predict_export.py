@@ -103,7 +103,11 @@ def test_resolve_trial_and_sweep_folders(trained, tmp_path):
     b = _fake_trial(storage, "b_2", "mobilenet_v3_small", [0.6, 0.8], path)
     # no spec yet: a trial folder gives its last checkpoint
     assert resolve_checkpoint(a).path == a / "checkpoint_000002" / CHECKPOINT_FILE
-    (storage / "tlsweep_spec.json").write_text(json.dumps({"epochs": 3, "scheduler": {"metric": "val_acc"}}))
+    from tlsweep.results import write_plan
+    from tlsweep.spec import parse_spec
+
+    write_plan(parse_spec({"name": "sweep", "data": {"root": str(tmp_path)}, "weights": "none", "epochs": 3,
+                           "models": ["resnet18", "mobilenet_v3_small"], "storage": str(storage)}).plan())
     assert resolve_checkpoint(a).path == a / "checkpoint_000001" / CHECKPOINT_FILE
     best = resolve_checkpoint(storage)
     assert best.path == a / "checkpoint_000001" / CHECKPOINT_FILE and "resnet18" in best.how

@@ -213,30 +213,75 @@ class PerformanceConfig(_Plain):
         return cls(**_known(cls, d or {}, "performance"))
 
 
+def _number(low=None, high=None, low_open=False, integer=False):
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return "must be a number"
+        if integer and v != int(v):
+            return "must be a whole number"
+        if low is not None and (v <= low if low_open else v < low):
+            return f"must be {'>' if low_open else '>='} {low}"
+        if high is not None and v > high:
+            return f"must be <= {high}"
+        return None
+
+    return check
+
+
+def _registered(registry_name: str):
+    """A check against a ``tlsweep.optim`` registry read at validation time (later entries are allowed too)."""
+    def check(v):
+        from . import optim
+
+        registry = getattr(optim, registry_name)
+        return None if v in registry else f"allowed values: {', '.join(map(str, registry.names()))}"
+
+    return check
+
+
+def _freeze(v):
+    if v in ("all", "none") or (not isinstance(v, bool) and isinstance(v, int) and v >= 2):
+        return None
+    return _number(0, 1)(v) and ("must be a fraction in [0, 1] (0 = fine-tune all, 1 or 'all' = linear probe) "
+                                 "or a whole number >= 2 of stages to freeze")
+
+
+def hyperparameter(default, check, search_default=dataclasses.MISSING):
+    """A searchable field: its trial default, the domain check of every value the sweep may give it, and the
+    sweep file's default where that is a distribution (``spec.SearchSpec`` is built from these fields)."""
+    return field(default=default, metadata={"check": check, "search_default": search_default})
+
+
 @dataclass(frozen=True, kw_only=True)
 class Hyperparameters(_Plain):
-    """The searchable values of one trial (the fields of ``spec.SearchSpec``), resolved."""
+    """The searchable values of one trial, resolved. Adding a field here adds it to the sweep file's ``search``."""
 
-    lr: float = 1e-3
-    batch_size: int = 32
-    freeze_depth: float | int | str = 0.0
-    optimizer: str = "adam"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    label_smoothing: float = 0.0
-    lr_scheduler: str = "plateau"
-    plateau_factor: float = 0.1
-    plateau_patience: int = 2
-    step_size: int = 5
-    step_gamma: float = 0.1
-    cosine_eta_min: float = 0.0
-    onecycle_pct_start: float = 0.3
-    class_weighted_loss: bool = False
-    head: str | None = None  # a name from the sweep's `heads` or `linear`; None = the model's own head
-    head_dropout: float | None = None
-    augment_strength: float = 1.0
+    lr: float = hyperparameter(1e-3, _number(0, low_open=True), search_default={"loguniform": [1e-4, 1e-2]})
+    batch_size: int = hyperparameter(32, _number(1, integer=True))
+    freeze_depth: float | int | str = hyperparameter(0.0, _freeze)
+    optimizer: str = hyperparameter("adam", _registered("OPTIMIZERS"))
+    momentum: float = hyperparameter(0.9, _number(0, 1))
+    weight_decay: float = hyperparameter(0.0, _number(0))
+    label_smoothing: float = hyperparameter(0.0, _number(0, 0.99))
+    lr_scheduler: str = hyperparameter("plateau", _registered("LR_SCHEDULERS"))
+    plateau_factor: float = hyperparameter(0.1, _number(0, 1, low_open=True))
+    plateau_patience: int = hyperparameter(2, _number(0, integer=True))
+    step_size: int = hyperparameter(5, _number(1, integer=True))
+    step_gamma: float = hyperparameter(0.1, _number(0, 1, low_open=True))
+    cosine_eta_min: float = hyperparameter(0.0, _number(0))
+    onecycle_pct_start: float = hyperparameter(0.3, _number(0, 1, low_open=True))
+    class_weighted_loss: bool = hyperparameter(False, lambda v: None if isinstance(v, bool) else
+                                               "must be true or false")
+    # a name from the sweep's `heads` or `linear`; None = the model's own head
+    head: str | None = hyperparameter(None, lambda v: None if v is None or isinstance(v, str) else
+                                      "must be a head name from `heads` or 'linear'")
+    head_dropout: float | None = hyperparameter(None, lambda v: None if v is None else _number(0, 0.99)(v))
+    augment_strength: float = hyperparameter(1.0, _number(0, 5))  # scales data.augment list ops' magnitudes
 
 
+SEARCH_CHECKS = {f.name: f.metadata["check"] for f in fields(Hyperparameters)}
+SEARCH_DEFAULTS = {f.name: f.default if f.metadata["search_default"] is dataclasses.MISSING
+                   else f.metadata["search_default"] for f in fields(Hyperparameters)}
 HYPERPARAMETERS = tuple(f.name for f in fields(Hyperparameters))
 
 

@@ -1,5 +1,6 @@
-"""The results folder of a sweep, free of Ray (pandas imported on use): file names, trial folders and ids, trial status, best epoch,
-per-epoch history and the one per-trial table (``summary.csv`` of the runner, ``trials.csv`` of the report).
+"""The results folder of a sweep, free of Ray (pandas imported on use): file names, trial folders and ids,
+trial status, best epoch, per-epoch history and the one per-trial table (``summary.csv`` of the runner,
+``trials.csv`` of the report).
 
     <storage>/tlsweep_spec.json           the SweepPlan (``SweepPlan.to_dict()``)
     <storage>/summary.csv                 one row per trial (TRIAL_COLUMNS + hyperparameters), after a run

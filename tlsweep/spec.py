@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError,
-                      field_validator, model_validator)
+                      create_model, field_validator, model_validator)
 
 from . import config as C
 from .distributions import Distribution, candidate_values, parse_param
@@ -90,7 +90,8 @@ class DataSpec(Strict):
     num_workers: int = Field(_D.num_workers, ge=0, le=64)
     augment: Annotated[Any, AfterValidator(_augment)] = _D.augment
     image_size_schedule: tuple[SizePhase, ...] | None = None
-    on_bad_image: Literal["error", "skip"] = _D.on_bad_image  # unreadable/truncated images: stop before any trial, or leave out
+    # unreadable/truncated images: stop before any trial, or leave out
+    on_bad_image: Literal["error", "skip"] = _D.on_bad_image
     max_image_side: int = Field(_D.max_image_side, ge=16)  # larger images are downscaled when loaded
     cache: CacheSpec = CacheSpec()
     cache_dir: str | None = None  # default $TLSWEEP_CACHE or ~/.cache/tlsweep
@@ -173,32 +174,13 @@ class ModelSpec(Strict):
         return f"{'+'.join(self.ensemble)}-{self.fusion}"
 
 
-class SearchSpec(Strict):
+class _SearchFields(Strict):
     """Each field is a constant or a distribution: loguniform, uniform, int, choice, grid."""
-
-    lr: Param = {"loguniform": [1e-4, 1e-2]}
-    batch_size: Param = 32
-    freeze_depth: Param = 0.0
-    optimizer: Param = "adam"
-    momentum: Param = 0.9
-    weight_decay: Param = 0.0
-    label_smoothing: Param = 0.0
-    lr_scheduler: Param = "plateau"
-    plateau_factor: Param = 0.1
-    plateau_patience: Param = 2
-    step_size: Param = 5
-    step_gamma: Param = 0.1
-    cosine_eta_min: Param = 0.0
-    onecycle_pct_start: Param = 0.3
-    class_weighted_loss: Param = False
-    head: Param = None  # a name from the top-level `heads` or `linear`; None = each model's own head
-    head_dropout: Param = None  # one rate replacing every dropout rate of the head; None = keep them
-    augment_strength: Param = 1.0  # scales data.augment list ops' magnitudes (0 = off)
 
     @field_validator("*", mode="after")
     @classmethod
     def _domain(cls, param, info):
-        check = _DOMAIN_CHECKS[info.field_name]
+        check = C.SEARCH_CHECKS[info.field_name]
         bounds = param.bounds() if isinstance(param, Distribution) else None
         for v in (list(bounds) if bounds else candidate_values(param)):
             message = check(v)
@@ -210,59 +192,9 @@ class SearchSpec(Strict):
         return {name: getattr(self, name) for name in type(self).model_fields}
 
 
-def _number(low=None, high=None, low_open=False, integer=False):
-    def check(v):
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            return "must be a number"
-        if integer and v != int(v):
-            return "must be a whole number"
-        if low is not None and (v <= low if low_open else v < low):
-            return f"must be {'>' if low_open else '>='} {low}"
-        if high is not None and v > high:
-            return f"must be <= {high}"
-        return None
-
-    return check
-
-
-def _optim():
-    from . import optim
-
-    return optim
-
-
-def _registered(registry):
-    """A check against a registry read at validation time (entries registered later are allowed too)."""
-    return lambda v: None if v in registry() else f"allowed values: {', '.join(map(str, registry().names()))}"
-
-
-def _freeze(v):
-    if v in ("all", "none") or (not isinstance(v, bool) and isinstance(v, int) and v >= 2):
-        return None
-    return _number(0, 1)(v) and ("must be a fraction in [0, 1] (0 = fine-tune all, 1 or 'all' = linear probe) "
-                                 "or a whole number >= 2 of stages to freeze")
-
-
-_DOMAIN_CHECKS = {
-    "lr": _number(0, low_open=True),
-    "batch_size": _number(1, integer=True),
-    "freeze_depth": _freeze,
-    "optimizer": _registered(lambda: _optim().OPTIMIZERS),
-    "momentum": _number(0, 1),
-    "weight_decay": _number(0),
-    "label_smoothing": _number(0, 0.99),
-    "lr_scheduler": _registered(lambda: _optim().LR_SCHEDULERS),
-    "plateau_factor": _number(0, 1, low_open=True),
-    "plateau_patience": _number(0, integer=True),
-    "step_size": _number(1, integer=True),
-    "step_gamma": _number(0, 1, low_open=True),
-    "cosine_eta_min": _number(0),
-    "onecycle_pct_start": _number(0, 1, low_open=True),
-    "class_weighted_loss": lambda v: None if isinstance(v, bool) else "must be true or false",
-    "head": lambda v: None if v is None or isinstance(v, str) else "must be a head name from `heads` or 'linear'",
-    "head_dropout": lambda v: None if v is None else _number(0, 0.99)(v),
-    "augment_strength": _number(0, 5),
-}
+# One field per ``tlsweep.config.Hyperparameters`` field, with its default and domain check from there.
+SearchSpec = create_model("SearchSpec", __base__=_SearchFields, __module__=__name__, __doc__=_SearchFields.__doc__,
+                          **{name: (Param, default) for name, default in C.SEARCH_DEFAULTS.items()})
 
 
 class SchedulerSpec(Strict):

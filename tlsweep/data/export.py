@@ -14,7 +14,8 @@ def safe_folder_name(name: str) -> str:
 
 
 def export_imagefolder(data, out: str | Path, seed: int = 0, limit: int | None = None) -> dict[str, int]:
-    """Save the splits of ``data`` (a ``DataConfig`` or its plain dict) as PNGs; at most ``limit`` per split. Returns counts."""
+    """Save the splits of ``data`` (a ``DataConfig`` or its plain dict) as PNGs; at most ``limit`` per split.
+    Returns counts."""
     splits = load_splits(data, seed)
     out = Path(out)
     folders = [safe_folder_name(c) for c in splits.classes]

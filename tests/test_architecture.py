@@ -231,3 +231,21 @@ def test_googlenet_quirk_lives_in_its_registry_entry():
     assert entry.builder_kwargs["aux_logits"] is False and entry.after_pretrained is not None
     source = (PACKAGE / "models" / "transfer.py").read_text()
     assert "googlenet" not in source
+
+
+def test_a_checkpoint_config_of_the_previous_layout_is_read(shapes_root):
+    old = {  # what tlsweep.sweep.space.trial_config wrote into checkpoints before TrialConfig
+        "model": {"ensemble": ["resnet18", "mobilenet_v3_small"], "fusion": "features", "weights": "none",
+                  "head": {"hidden": [1024, 512], "dropout": 0.3, "norm": "layernorm"}},
+        "lr": 0.001, "batch_size": 8, "freeze_depth": "all", "optimizer": "sgd", "head_dropout": 0.3, "head": None,
+        "model_label": "resnet18+mobilenet_v3_small-features",
+        "data": {"root": str(shapes_root), "source": "imagefolder", "split": {"train": 0.7, "val": 0.15, "test": 0.15},
+                 "val_fraction": None, "subset": None, "image_size": 32, "num_workers": 0, "augment": "none",
+                 "image_size_schedule": None, "on_bad_image": "error", "max_image_side": 1024,
+                 "cache": {"images": "auto", "features": "auto"}, "cache_dir": None, "skip_files": ["x.png"]},
+        "epochs": 3, "seed": 0, "performance": {"precision": "fp32", "channels_last": False, "pin_memory": "auto",
+                                                "compile": False}}
+    config = C.TrialConfig.from_dict(old)
+    assert config.model.head == C.HeadConfig((1024, 512), 0.3, "layernorm") and config.optimizer == "sgd"
+    assert config.data.skip_files == ("x.png",) and config.lr_scheduler == "plateau"  # missing → the default
+    assert C.TrialConfig.from_dict(config.to_dict()) == config

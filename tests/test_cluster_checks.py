@@ -133,3 +133,11 @@ def test_resume_refuses_a_changed_sweep_file(plain, tmp_path):
     assert changed_since(storage, plain) == []  # same file; the preflight's skip list is ignored
     edited = plain.replace(epochs=plain.epochs + 1, models_table=dict(list(plain.models_table.items())[:1]))
     assert changed_since(storage, edited) == ["models_table", "epochs"]
+
+
+def test_error_message_reads_exceptions_and_stored_error_text():
+    from tlsweep.sweep.runner import error_message
+
+    stored = "Failure # 1\nTraceback (most recent call last):\n  File \"t.py\"\nRuntimeError: size mismatch for fc"
+    assert error_message(stored) == "RuntimeError: size mismatch for fc"  # a Result read back from storage
+    assert error_message(ValueError("bad lr")) == "ValueError: bad lr"

@@ -180,13 +180,14 @@ def summary_frame(grid, plan: SweepPlan) -> pd.DataFrame:
     return trials_frame(rows)
 
 
-def error_message(error: BaseException) -> str:
-    """The failing exception's own ``Type: message`` on one line, not Ray's wrapper header or traceback."""
-    cause = getattr(error, "cause", None) or error.__cause__ or error
+def error_message(error: BaseException | str) -> str:
+    """The failing exception's own ``Type: message`` on one line, not Ray's wrapper header or traceback (a
+    ``Result`` read back from storage carries the error as text)."""
+    cause = getattr(error, "cause", None) or getattr(error, "__cause__", None) or error
     lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
     if cause is not error:
         return f"{type(cause).__name__}: {' '.join(lines)}"[:300]
-    if "Traceback" not in str(error):
+    if "Traceback" not in str(error) and not isinstance(error, str):
         return f"{type(error).__name__}: {' '.join(lines)}"[:300]
     start = max((i for i, ln in enumerate(lines) if re.match(r"^[\w.]*(Error|Exception)\b", ln)), default=0)
     return " ".join(lines[start:])[:300] or type(error).__name__

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 from pathlib import Path
@@ -45,6 +46,12 @@ def sweep_report(shapes_root, tmp_path_factory):
 
 def direct_accuracy(checkpoint: str, shapes_root: Path) -> float:
     """Accuracy of a checkpoint on the test folder, computed without the report package."""
+    correct = direct_correct(checkpoint, shapes_root)
+    return sum(correct) / len(correct)
+
+
+def direct_correct(checkpoint: str, shapes_root: Path) -> list[bool]:
+    """Right or wrong per test image (sorted by class, then file name), without the report package."""
     from tlsweep.data.transforms import build_transform
     from tlsweep.models import build_model
 
@@ -54,14 +61,27 @@ def direct_accuracy(checkpoint: str, shapes_root: Path) -> float:
     model.load_state_dict(state["model"])
     model.eval()
     transform = build_transform(32)
-    correct = total = 0
+    correct = []
     with torch.no_grad():
         for label, name in enumerate(classes):
             for file in sorted((shapes_root / "test" / name).iterdir()):
                 x = transform(Image.open(file).convert("RGB")).unsqueeze(0)
-                correct += int(model(x).argmax(1).item() == label)
-                total += 1
-    return correct / total
+                correct.append(model(x).argmax(1).item() == label)
+    return correct
+
+
+def hparams_sessions(folder: Path) -> dict[str, int]:
+    """HParams sessions per run folder in every TensorBoard event file under ``folder``."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    found: dict[str, int] = {}
+    for file in folder.rglob("events.out.tfevents.*"):
+        for event in EventFileLoader(str(file)).Load():
+            for value in event.summary.value:
+                if value.tag == "_hparams_/session_start_info":
+                    key = str(file.parent.relative_to(folder))
+                    found[key] = found.get(key, 0) + 1
+    return found
 
 
 @pytest.mark.slow
@@ -74,10 +94,15 @@ def test_report_writes_all_artifacts(sweep_report):
     assert (board["test_acc_ci_low"] <= board["test_acc"]).all() and (board["test_acc"] <= board["test_acc_ci_high"]).all()
     assert (board["trainable_params"] <= board["total_params"]).all() and (board["latency_ms"] > 0).all()
     assert (board["trials_run"] == 2).all()
+    assert board["group"].iloc[0] == "best" and set(board["group"]) <= {"best", "tied", "worse", "better"}
+    assert board["p_vs_best"].iloc[1:].between(0, 1).all()
+    assert (board["macro_f1_ci_low"] <= board["macro_f1"]).all()
+    assert (board["macro_f1"] <= board["macro_f1_ci_high"]).all()
     md = (out / "leaderboard.md").read_text()
     assert all(m in md for m in MODELS) and md.count("\n") == 2 + len(MODELS)
     figures = out / "figures"
-    for name in ("all_trials.png", "accuracy_latency.png", "cam_grid.png", "cam_depths.png", "occlusion.png"):
+    for name in ("all_trials.png", "accuracy_latency.png", "cam_grid.png", "cam_depths.png", "occlusion.png",
+                 "parallel_coordinates.png", "best_so_far.png"):
         assert Image.open(figures / name).size[0] > 100, name
     assert len(list(figures.glob("confusion_*.png"))) == 3
     assert len(list(figures.glob("curves_*.png"))) == 3
@@ -85,7 +110,18 @@ def test_report_writes_all_artifacts(sweep_report):
     assert set(reports) == MODELS and "macro avg" in reports["resnet18"]
     trials = pd.read_csv(out / "trials.csv")
     assert len(trials) == 6 and set(trials["status"]) <= {"finished", "stopped"}
-    assert list((out / "tensorboard").glob("*/events.out.tfevents.*")) or list((out / "tensorboard").glob("*/*/events*"))
+    for name in ("summary.json", "cost.csv", "comparisons.csv", "importance.json"):
+        assert (out / name).is_file(), name
+
+
+@pytest.mark.slow
+def test_each_trial_shows_once_in_tensorboard(sweep_report):
+    """Tune's logger writes every trial's HParams in its folder; the report adds no second copy."""
+    result, page = sweep_report
+    sessions = hparams_sessions(Path(result.storage))
+    assert sorted(sessions) == sorted(f"{t}_{m}" for t, m in zip(result.trials["trial_id"], result.trials["model"]))
+    assert set(sessions.values()) == {1}
+    assert not (page.parent / "tensorboard").exists()
 
 
 @pytest.mark.slow
@@ -115,6 +151,9 @@ def test_cam_grid_has_images_by_models_panels(sweep_report):
     assert meta["rows"] == CAM_IMAGES
     assert meta["columns"] == ["original", *board["model"]]
     assert len(set(meta["labels"])) == 3  # images spread over the classes
+    # 32 px: resnet18's layer1 is the deepest stage with an 8×8 map (layer4 is 1×1)
+    assert meta["layers"]["resnet18"] == {"name": "layer1", "side": 8}
+    assert all(layer["side"] >= 7 for layer in meta["layers"].values())
     width, height = Image.open(page.parent / "figures" / "cam_grid.png").size
     assert width / height == pytest.approx(len(meta["columns"]) / CAM_IMAGES, rel=0.25)
 
@@ -132,8 +171,71 @@ def test_html_renders_in_headless_chromium(sweep_report, tmp_path):
     n_img = page.read_text().count("<img ")
     assert n_img >= 10
     assert f'data-images="{n_img}"' in dom, dom[:500]
-    assert 'data-broken-images="0"' in dom
+    assert 'data-broken-images="0"' in dom and 'data-console-errors="0"' in dom
     assert 'id="leaderboard"' in dom and all(m in dom for m in MODELS)
+    summary = json.loads((page.parent / "summary.json").read_text())
+    assert 'id="summary"' in dom and f'<b id="winner">{summary["winner"]}</b>' in dom
+    assert dom.index('id="summary"') < dom.index('id="leaderboard"')
+    assert dom.count('class="dataframe sortable"') >= 4
+
+
+@pytest.mark.slow
+def test_summary_matches_direct_computation(sweep_report, shapes_root):
+    """Every number of the summary recomputed from the results folder and the checkpoints, without the report."""
+    from scipy.stats import beta
+
+    result, page = sweep_report
+    out = page.parent
+    summary = json.loads((out / "summary.json").read_text())
+    storage = Path(result.storage)
+    plain = json.loads((storage / "tlsweep_spec.json").read_text())
+    rows = {d: [json.loads(line) for line in (d / "result.json").read_text().splitlines()]
+            for d in storage.glob("*/") if (d / "result.json").is_file()}
+    best_val = {}
+    for d, rs in rows.items():
+        for r in rs:
+            if (d / r["checkpoint_dir_name"] / "checkpoint.pt").is_file():
+                model = r["config"]["model"]
+                best_val[model] = max(best_val.get(model, -1.0), r["val_acc"])
+    top = max(best_val.values())
+    assert best_val[summary["winner"]] == top and summary["val_value"] == pytest.approx(top)
+    board = pd.read_csv(out / "leaderboard.csv").set_index("model")
+    correct = {m: direct_correct(board.loc[m, "checkpoint"], shapes_root) for m in board.index}
+    k, n = sum(correct[summary["winner"]]), len(correct[summary["winner"]])
+    assert (summary["test_correct"], summary["test_total"]) == (k, n)
+    assert summary["test_acc"] == pytest.approx(k / n)
+    low = 0.0 if k == 0 else beta.ppf(0.025, k, n - k + 1)
+    high = 1.0 if k == n else beta.ppf(0.975, k + 1, n - k)
+    assert (summary["test_acc_low"], summary["test_acc_high"]) == pytest.approx((low, high))
+    # McNemar exact (binomial sum over the discordant pairs), Holm over the others
+    others = [m for m in board.index if m != summary["winner"]]
+    raw = []
+    for m in others:
+        a, b = correct[summary["winner"]], correct[m]
+        only_a = sum(x and not y for x, y in zip(a, b))
+        only_b = sum(y and not x for x, y in zip(a, b))
+        d = only_a + only_b
+        tail = sum(math.comb(d, i) for i in range(min(only_a, only_b) + 1)) / 2 ** d
+        raw.append(1.0 if d == 0 else min(1.0, 2 * tail))
+    order = sorted(range(len(raw)), key=lambda i: raw[i])
+    adjusted, running = [0.0] * len(raw), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(raw) - rank) * raw[i]))
+        adjusted[i] = running
+    for m, p in zip(others, adjusted):
+        assert board.loc[m, "p_vs_best"] == pytest.approx(p)
+    assert summary["tied"] == [m for m, p in zip(others, adjusted) if p >= 0.05]
+    # two done trials per model: too few for importance, said so
+    assert summary["top_param"] is None and "needs 3" in summary["importance_note"]
+    seconds = sum(rs[-1]["time_total_s"] for rs in rows.values())
+    assert summary["cpu_hours"] == pytest.approx(plain["resources"]["cpu"] * seconds / 3600)
+    assert summary["gpu_hours"] == 0 and summary["trials"] == len(rows) == 6
+    start = min(r["timestamp"] - r["time_total_s"] for rs in rows.values() for r in rs)
+    assert summary["wall_seconds"] == pytest.approx(max(r["timestamp"] for rs in rows.values() for r in rs) - start)
+    text = page.read_text()
+    for value in (f"{summary['test_acc']:.3f}", f"[{low:.3f}, {high:.3f}]", f"{summary['cpu_hours']:.3g}",
+                  *summary["tied"]):
+        assert value in text, value
 
 
 def test_report_cli_rejects_folder_without_sweep(tmp_path):
@@ -178,3 +280,27 @@ def test_token_reshapes_for_vit_and_swin_cams():
     conv = torch.zeros(2, 8, 4, 4)
     assert RESHAPES["vit"](conv) is conv
     assert RESHAPES["swin"](torch.zeros(2, 7, 7, 96)).shape == (2, 96, 7, 7)
+
+
+def test_tables_sort_by_clicked_column_offline(tmp_path):
+    """The inline sort script in headless Chromium: numbers with K/M sort as numbers, '-' last, click twice
+    to reverse; no network is asked for."""
+    from tlsweep.report.html import Section, render, table
+
+    frame = pd.DataFrame({"model": ["a", "b", "c", "d"], "params": ["11.7M", "2.6K", "-", "999"]})
+    page = render(tmp_path, "t", "<p>summary</p>", [Section("Params", html=table(frame, "t"))])
+    clicks = """<script>var th=document.querySelectorAll('#t th')[1];th.click();
+var order=function(){return [].map.call(document.querySelectorAll('#t tbody tr'),function(r){
+return r.cells[0].textContent}).join('')};var up=order();th.click();
+document.body.setAttribute('data-up',up);document.body.setAttribute('data-down',order());</script></body>"""
+    page.write_text(page.read_text().replace("</body>", clicks))
+    chromium = shutil.which("chromium")
+    assert chromium, "chromium missing: bash scripts/setup.sh test"
+    dom = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+         "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120).stdout
+    assert 'data-up="dbac"' in dom and 'data-down="abdc"' in dom, dom[:300]
+    assert 'data-console-errors="0"' in dom
+    assert "http" not in page.read_text().replace("http-equiv", "")

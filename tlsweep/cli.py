@@ -251,13 +251,15 @@ def report(
     results_dir: Path = typer.Argument(..., help="The sweep's storage folder (finished, running, or copied)."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default RESULTS_DIR/report)."),
     cam_images: int = typer.Option(8, min=0, help="Test images in the Grad-CAM grid and galleries."),
+    threads: Optional[int] = typer.Option(None, min=1, help="Torch threads (default $TLSWEEP_TORCH_THREADS, else "
+                                                            "torch's); 1 is fastest on cores other work shares."),
 ) -> None:
     """Leaderboard (picked on val, evaluated once on test), plots, Grad-CAM and report.html."""
     from .data.sources import DataError
     from .report import ReportError, make_report
 
     try:
-        page = make_report(results_dir, out, cam_images=cam_images)
+        page = make_report(results_dir, out, cam_images=cam_images, threads=threads)
     except (ReportError, DataError) as err:
         err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
         raise typer.Exit(2) from None
@@ -265,9 +267,10 @@ def report(
 
     from .report.leaderboard import display_frame
 
-    shown = display_frame(pd.read_csv(page.parent / "leaderboard.csv"))[
-        ["model", "test acc (95% CI)", "val acc", "macro F1", "lr", "epochs", "trials (stopped)",
-         "train s", "params (trainable)", "latency ms"]]
+    shown = display_frame(pd.read_csv(page.parent / "leaderboard.csv"))
+    shown = shown[["model", "test acc (95% CI)", *[c for c in shown if c.startswith("vs best")], "val acc",
+                   "macro F1 (95% CI)", "lr", "epochs", "trials (stopped)", "train s", "params (trainable)",
+                   "latency ms"]]
     table = Table(*shown.columns, title="leaderboard (picked on val, scored on test)")
     for row in shown.itertuples(index=False):
         table.add_row(*(escape(str(v)) for v in row))

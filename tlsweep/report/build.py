@@ -1,37 +1,48 @@
-"""``make_report``: collect → pick by val → evaluate on test once → tables, plots, Grad-CAM, HTML."""
+"""``make_report``: collect → pick by val → evaluate on test once → compare, importance, cost → summary,
+sections, HTML."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
 import torch
 
 from ..data import load_splits
-from ..data.transforms import TransformedDataset, build_transform
 from ..models import preprocessing
 from ..results import TRIALS_FILE
-from . import camfigs, plots
 from .collect import ReportError, collect, trials_table
+from .cost import cost_table, sweep_wall_seconds
 from .evaluate import evaluate, load_model
 from .html import render
-from .leaderboard import display_frame, leaderboard, pick_best, to_markdown
+from .importance import model_importance, sweep_study
+from .leaderboard import leaderboard, pick_best, to_markdown
+from .sections import Context, build_sections
+from .stats import compare_to_best, comparison_frame
+from .summary import summarize, to_html
 
 log = logging.getLogger(__name__)
 
 
-def _test_images(dataset, indices: list[int], size: int, pre=None) -> tuple[torch.Tensor, list[int]]:
-    ds = TransformedDataset(dataset, build_transform(size, pre=pre))
-    items = [ds[i] for i in indices]
-    return torch.stack([x for x, _ in items]), [int(y) for _, y in items]
-
-
 def make_report(results_dir: str | Path, out_dir: str | Path | None = None, cam_images: int = 8,
-                hparams: bool = True) -> Path:
+                hparams: bool = True, threads: int | None = None) -> Path:
     """Write the report of the sweep stored in ``results_dir`` into ``out_dir`` (default
-    ``<results_dir>/report``); returns the path of ``report.html``."""
+    ``<results_dir>/report``); returns the path of ``report.html``. ``threads``: torch threads while building
+    (default ``$TLSWEEP_TORCH_THREADS``, else torch's default); 1 is much faster on cores other work shares."""
+    threads = threads or int(os.environ.get("TLSWEEP_TORCH_THREADS", 0)) or None
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _make_report(results_dir, out_dir, cam_images, hparams)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _make_report(results_dir, out_dir, cam_images: int, hparams: bool) -> Path:
     start = time.perf_counter()
     sweep = collect(results_dir)
     out = Path(out_dir) if out_dir is not None else sweep.storage / "report"
@@ -50,62 +61,40 @@ def make_report(results_dir: str | Path, out_dir: str | Path | None = None, cam_
     for name, pick in picks.items():
         models[name] = load_model(pick.checkpoint, len(classes))
         evals[name] = evaluate(models[name], splits.test, classes, size, preprocessing(plan.models_table[name]))
-    board = leaderboard(sweep, picks, evals)
+    best = next(iter(picks))  # best by validation
+    comparisons = compare_to_best({m: e.correct for m, e in evals.items()}, best)
+    board = leaderboard(sweep, picks, evals, comparisons)
+    importances = {m: model_importance(sweep, m) for m in dict.fromkeys(t.model for t in sweep.trials)}
+    costs = cost_table(sweep)
+    trials = trials_table(sweep)
+
     board.to_csv(out / "leaderboard.csv", index=False)
     (out / "leaderboard.md").write_text(to_markdown(board))
-    trials = trials_table(sweep)
     trials.to_csv(out / TRIALS_FILE, index=False)
+    costs.to_csv(out / "cost.csv", index=False)
+    comparison_frame(comparisons).to_csv(out / "comparisons.csv", index=False)
+    (out / "importance.json").write_text(json.dumps(
+        {m: {"importances": i.importances, "trials": i.trials, "note": i.note} for m, i in importances.items()},
+        indent=1))
     (out / "classification_report.json").write_text(json.dumps({n: e.report for n, e in evals.items()}, indent=1))
+    summary = summarize(sweep.metric, best, float(picks[best].val[sweep.metric]), evals[best].correct,
+                        (evals[best].ci_low, evals[best].ci_high), comparisons, importances.get(best), costs,
+                        sweep_wall_seconds(sweep))
+    (out / "summary.json").write_text(json.dumps(summary.to_dict(), indent=1))
 
-    figs = out / "figures"
-    confusion = [(n, plots.confusion_png(evals[n].confusion, classes, f"{n} (test)",
-                                         figs / f"confusion_{plots.slug(n)}.png")) for n in board["model"]]
-    curves = [(n, plots.learning_curves_png(picks[n].trial.history, f"{n}: best trial {picks[n].trial.trial_id}",
-                                            figs / f"curves_{plots.slug(n)}.png")) for n in board["model"]]
-    overview = [("val vs epoch, all trials", plots.all_trials_png([(t.model, t.history) for t in sweep.trials],
-                                                                  "val_acc", figs / "all_trials.png")),
-                ("accuracy vs latency", plots.accuracy_latency_png(board, figs / "accuracy_latency.png"))]
-    reports = "".join(f"<h3>{n}</h3><pre>{evals[n].report_text}</pre>" for n in board["model"])
-    sections = [("Confusion matrices (test)", confusion, "<h3>Classification reports (test)</h3>" + reports),
-                ("Learning curves (best trial per model)", curves, ""),
-                ("Trials and trade-offs", overview, "")]
-
-    best = next(iter(picks))  # best by validation
-    if cam_images > 0 and len(splits.test):
-        sections += _cam_sections(models, best, evals[best], splits.test, classes, size, cam_images, figs,
-                                  preprocessing(plan.models_table[best]))
+    ctx = Context(sweep, out, picks, evals, comparisons, board, trials, importances, costs, classes, size,
+                  splits.test, models, cam_images, study=sweep_study(sweep),
+                  preprocess=preprocessing(plan.models_table[best]))
+    sections = build_sections(ctx)
     if hparams:
         try:
-            write_hparams_dir = out / "tensorboard"
             from .tensorboard import write_hparams
 
-            write_hparams(sweep, write_hparams_dir)
+            write_hparams(sweep, out / "tensorboard")
         except Exception as err:  # noqa: BLE001 - the HParams view is optional
             log.warning("HParams summaries skipped: %s", err)
     counts = trials["status"].value_counts().to_dict()
-    summary = (f"{len(sweep.trials)} trials (" + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) +
-               f"); best by {sweep.metric}: {best}; test split {len(splits.test)} images; "
-               f"report built in {time.perf_counter() - start:.1f}s")
-    return render(out, f"tlsweep report: {plan.name}", summary,
-                  display_frame(board), trials, sections)
-
-
-def _cam_sections(models, best, ev, test, classes, size, count, figs, pre=None):
-    indices = camfigs.pick_indices(ev.labels, count)
-    images, labels = _test_images(test, indices, size, pre)
-    grid = camfigs.cam_grid(models, images, labels, classes, figs / "cam_grid.png")
-    depths = camfigs.cam_depths(models[best], best, images[: min(4, count)], figs / "cam_depths.png")
-    out = [("Grad-CAM: test images × best models", [("Grad-CAM grid", grid)], ""),
-           (f"Grad-CAM at several depths of {best}", [("Grad-CAM depths", depths)], "")]
-    gallery = []
-    for kind, mask in (("misclassified", ev.preds != ev.labels), ("correct", ev.preds == ev.labels)):
-        idx = [int(i) for i in mask.nonzero()[0][:count]]
-        if idx:
-            imgs, labs = _test_images(test, idx, size, pre)
-            gallery.append((kind, camfigs.gallery(models[best], imgs, labs, [int(ev.preds[i]) for i in idx],
-                                                  classes, f"{best}: {kind} test images", figs / f"{kind}.png")))
-    out.append((f"Galleries of {best} (true/predicted labels, Grad-CAM)", gallery, ""))
-    n_occ = min(3, len(images))
-    occ = camfigs.occlusion_figure(models[best], images[:n_occ], labels[:n_occ], classes, figs / "occlusion.png")
-    out.append((f"Occlusion saliency of {best}", [("occlusion", occ)], ""))
-    return out
+    footer = (f"{len(sweep.trials)} trials (" + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) +
+              f"); best by {sweep.metric}: {best}; test split {len(splits.test)} images; "
+              f"report built in {time.perf_counter() - start:.1f}s")
+    return render(out, f"tlsweep report: {plan.name}", to_html(summary), sections, footer)

@@ -7,6 +7,7 @@ outputs are reshaped to (B, C, H, W). An ensemble uses its first member's layer.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -36,9 +37,64 @@ def cam_member(model: nn.Module) -> TransferModel:
     return model if isinstance(model, TransferModel) else model.members[0]
 
 
-def cam_layer(model: nn.Module) -> tuple[nn.Module, str | None]:
+MIN_CAM_SIDE = 7  # a coarser map paints every pixel of the image the same colour
+
+
+@dataclass(frozen=True)
+class CamLayer:
+    """The layer Grad-CAM looks at, its dotted name in the backbone and its feature-map side at the image size."""
+
+    module: nn.Module
+    name: str
+    side: int | None
+    reshape: str | None
+
+
+@torch.no_grad()
+def feature_sides(member: TransferModel, modules: dict[str, nn.Module], image_size: int) -> dict[str, int]:
+    """Smallest spatial side of each module's output, in forward order, from one pass at ``image_size``."""
+    sides: dict[str, int] = {}
+    reshape = RESHAPES[member.entry.reshape]
+
+    def hook(name):
+        def record(_module, _inputs, output):
+            if isinstance(output, torch.Tensor) and output.dim() in (3, 4):
+                out = reshape(output) if reshape else output
+                if out.dim() == 4:
+                    sides.setdefault(name, int(min(out.shape[-2:])))
+        return record
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in modules.items()]
+    was_training = member.training
+    try:
+        member.eval()
+        member(torch.zeros(1, 3, image_size, image_size))
+    finally:
+        member.train(was_training)
+        for h in handles:
+            h.remove()
+    return sides
+
+
+def cam_layer(model: nn.Module, image_size: int | None = None) -> CamLayer:
+    """The deepest backbone stage whose feature map is at least ``MIN_CAM_SIDE`` pixels a side at
+    ``image_size`` (the registry's ``cam_layer`` when that is, or when no stage is, or without a size)."""
     member = cam_member(model)
-    return resolve_path(member.backbone, member.entry.cam_layer), member.entry.reshape
+    entry = member.entry
+    default = CamLayer(resolve_path(member.backbone, entry.cam_layer), entry.cam_layer, None, entry.reshape)
+    if image_size is None:
+        return default
+    names = {id(m): n for n, m in member.backbone.named_modules()}
+    candidates = {names[id(m)]: m for stage in entry.stages for m in stage_members(member.backbone, stage)
+                  if isinstance(m, nn.Module) and id(m) in names}
+    candidates[entry.cam_layer] = default.module
+    sides = feature_sides(member, candidates, image_size)
+    if sides.get(entry.cam_layer, 0) >= MIN_CAM_SIDE:
+        return CamLayer(default.module, entry.cam_layer, sides[entry.cam_layer], entry.reshape)
+    wide = [n for n, side in sides.items() if side >= MIN_CAM_SIDE]
+    if not wide:
+        return CamLayer(default.module, entry.cam_layer, sides.get(entry.cam_layer), entry.reshape)
+    return CamLayer(candidates[wide[-1]], wide[-1], sides[wide[-1]], entry.reshape)
 
 
 def depth_layers(model: nn.Module, count: int = 4) -> list[tuple[str, nn.Module]]:

@@ -27,21 +27,22 @@ def cam_grid(models: dict[str, torch.nn.Module], images: torch.Tensor, labels: l
     Writes ``<path>.json`` with the panel layout."""
     names = list(models)
     n = len(images)
+    layers = {name: cam.cam_layer(models[name], images.shape[-1]) for name in names}
     fig, axes = plt.subplots(n, len(names) + 1, figsize=(1.6 * (len(names) + 1), 1.6 * n), squeeze=False)
     for r in range(n):
         _panel(axes[r, 0], cam.to_rgb(images[r]), f"{classes[labels[r]]}" if r else f"original\n{classes[labels[r]]}")
     for c, name in enumerate(names, start=1):
-        model = models[name]
-        layer, reshape = cam.cam_layer(model)
-        masks = cam.grad_cam(model, images, layer, reshape)
+        model, layer = models[name], layers[name]
+        masks = cam.grad_cam(model, images, layer.module, layer.reshape)
         with torch.no_grad():
             preds = model(images).argmax(1).tolist()
         for r in range(n):
-            head = f"{name}\n" if r == 0 else ""
+            head = f"{name}\n{layer_text(layer)}\n" if r == 0 else ""
             _panel(axes[r, c], cam.overlay(images[r], masks[r]), f"{head}pred {classes[preds[r]]}", 6)
     save(fig, path)
-    path.with_suffix(".json").write_text(json.dumps({"rows": n, "columns": ["original", *names],
-                                                     "labels": [classes[y] for y in labels]}))
+    path.with_suffix(".json").write_text(json.dumps({
+        "rows": n, "columns": ["original", *names], "labels": [classes[y] for y in labels],
+        "layers": {name: {"name": layer.name, "side": layer.side} for name, layer in layers.items()}}))
     return path
 
 
@@ -64,14 +65,14 @@ def cam_depths(model: torch.nn.Module, name: str, images: torch.Tensor, path: Pa
 def gallery(model: torch.nn.Module, images: torch.Tensor, labels: list[int], preds: list[int],
             classes: list[str], title: str, path: Path) -> Path:
     """Images with their CAM (for the predicted class) and predicted/true labels."""
-    layer, reshape = cam.cam_layer(model)
-    masks = cam.grad_cam(model, images, layer, reshape)
+    layer = cam.cam_layer(model, images.shape[-1])
+    masks = cam.grad_cam(model, images, layer.module, layer.reshape)
     n = len(images)
     fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 3.6), squeeze=False)
     for i in range(n):
         _panel(axes[0, i], cam.to_rgb(images[i]), f"true {classes[labels[i]]}\npred {classes[preds[i]]}", 6)
         _panel(axes[1, i], cam.overlay(images[i], masks[i]))
-    fig.suptitle(title, fontsize=8)
+    fig.suptitle(f"{title} (Grad-CAM at {layer_text(layer)})", fontsize=8)
     return save(fig, path)
 
 
@@ -90,9 +91,15 @@ def occlusion_figure(model: torch.nn.Module, images: torch.Tensor, labels: list[
     return save(fig, path)
 
 
-def pick_indices(labels: np.ndarray, count: int) -> list[int]:
-    """Up to ``count`` test images spread over the classes (round robin), deterministic."""
-    by_class = [list(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+def layer_text(layer: cam.CamLayer) -> str:
+    return f"{layer.name} ({layer.side}×{layer.side})" if layer.side else layer.name
+
+
+def pick_indices(labels: np.ndarray, count: int, among: np.ndarray | None = None) -> list[int]:
+    """Up to ``count`` test images spread over the classes (round robin), deterministic; only where ``among``
+    (a boolean mask) is true when given."""
+    keep = np.ones(len(labels), bool) if among is None else np.asarray(among, bool)
+    by_class = [list(np.flatnonzero((labels == c) & keep)) for c in np.unique(labels)]
     out = []
     while len(out) < count and any(by_class):
         for group in by_class:

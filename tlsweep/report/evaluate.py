@@ -15,6 +15,7 @@ from ..data.transforms import TransformedDataset, build_transform
 from ..models import build_model
 from ..models.transfer import count_parameters
 from ..train import load_checkpoint, make_loader
+from .stats import accuracy_interval, macro_f1_interval
 
 
 @dataclass
@@ -23,15 +24,21 @@ class Evaluation:
     preds: np.ndarray
     probs: np.ndarray  # (n, classes)
     accuracy: float
-    ci_low: float
+    ci_low: float  # Clopper–Pearson 95% interval of the accuracy
     ci_high: float
     macro_f1: float
+    f1_low: float  # percentile bootstrap 95% interval of macro-F1
+    f1_high: float
     report: dict  # sklearn classification_report(output_dict=True)
     report_text: str
     confusion: np.ndarray
     latency_ms: float  # batch-1 forward, best of 10
     total_params: int
     trainable_params: int
+
+    @property
+    def correct(self) -> np.ndarray:
+        return self.preds == self.labels
 
 
 def rebuild_model(state: dict, num_classes: int | None = None) -> nn.Module:
@@ -53,16 +60,6 @@ def rebuild_model(state: dict, num_classes: int | None = None) -> nn.Module:
 def load_model(checkpoint: str | Path, num_classes: int) -> nn.Module:
     """Rebuild the trial's model from the config stored in the checkpoint; tensors only (weights_only)."""
     return rebuild_model(load_checkpoint(checkpoint), num_classes)
-
-
-def bootstrap_ci(correct: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of a 0/1 vector."""
-    if len(correct) == 0:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = correct[rng.integers(0, len(correct), size=(n_boot, len(correct)))].mean(axis=1)
-    alpha = (1 - level) / 2
-    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
 
 
 @torch.no_grad()
@@ -95,13 +92,14 @@ def evaluate(model: nn.Module, dataset, classes: list[str], image_size: int, pre
 
     labels, probs = predict(model, dataset, image_size, pre=pre)
     preds = probs.argmax(axis=1)
-    correct = (preds == labels).astype(float)
-    low, high = bootstrap_ci(correct)
+    correct = preds == labels
+    low, high = accuracy_interval(int(correct.sum()), len(correct))
+    f1_low, f1_high = macro_f1_interval(labels, preds, len(classes))
     ids = list(range(len(classes)))
     kw = dict(labels=ids, target_names=classes, zero_division=0)
     total, trainable = count_parameters(model)
     return Evaluation(
         labels, preds, probs, float(correct.mean()) if len(correct) else float("nan"), low, high,
-        float(f1_score(labels, preds, labels=ids, average="macro", zero_division=0)),
+        float(f1_score(labels, preds, labels=ids, average="macro", zero_division=0)), f1_low, f1_high,
         classification_report(labels, preds, output_dict=True, **kw), classification_report(labels, preds, **kw),
         confusion_matrix(labels, preds, labels=ids), latency_ms(model, image_size), total, trainable)

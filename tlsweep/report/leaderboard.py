@@ -9,6 +9,7 @@ import pandas as pd
 from ..results import USABLE
 from .collect import Sweep, TrialRecord
 from .evaluate import Evaluation
+from .stats import ALPHA, Comparison, compare_to_best
 
 CONFIG_COLUMNS = ("lr", "batch_size", "freeze_depth", "optimizer", "lr_scheduler")
 
@@ -44,17 +45,26 @@ def pick_best(sweep: Sweep) -> dict[str, Pick]:
     return dict(sorted(best.items(), key=lambda kv: sign * kv[1].val[sweep.metric]))
 
 
-def leaderboard(sweep: Sweep, picks: dict[str, Pick], evals: dict[str, Evaluation]) -> pd.DataFrame:
-    """One row per model/ensemble, in pick order (best validation metric first: the test split ranks nothing)."""
+GROUP_TEXT = {"best": "best (by val)", "tied": "≈ best", "worse": "worse", "better": "better on test"}
+
+
+def leaderboard(sweep: Sweep, picks: dict[str, Pick], evals: dict[str, Evaluation],
+                comparisons: dict[str, Comparison] | None = None) -> pd.DataFrame:
+    """One row per model/ensemble, in pick order (best validation metric first: the test split ranks nothing),
+    with McNemar's test against the best (Holm-adjusted p, group; computed here unless given)."""
+    if comparisons is None:
+        comparisons = compare_to_best({m: e.correct for m, e in evals.items()}, next(iter(picks)))
     rows = []
     for model, pick in picks.items():
-        ev = evals[model]
+        ev, cmp = evals[model], comparisons[model]
         trials = [t for t in sweep.trials if t.model == model]
         h = pick.trial.history
         rows.append({
             "model": model,
             "test_acc": ev.accuracy, "test_acc_ci_low": ev.ci_low, "test_acc_ci_high": ev.ci_high,
-            "val_acc": float(pick.val.get("val_acc", float("nan"))), "macro_f1": ev.macro_f1,
+            "p_vs_best": cmp.p_holm, "group": cmp.group, "best_only": cmp.best_only, "other_only": cmp.other_only,
+            "val_acc": float(pick.val.get("val_acc", float("nan"))),
+            "macro_f1": ev.macro_f1, "macro_f1_ci_low": ev.f1_low, "macro_f1_ci_high": ev.f1_high,
             **{c: getattr(sweep.plan.trial_config(pick.trial.config), c) for c in CONFIG_COLUMNS},
             "epoch": pick.epoch, "epochs_trained": pick.trial.epochs,
             "trials_run": len(trials), "trials_stopped": sum(t.status == "stopped" for t in trials),
@@ -83,8 +93,11 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({"model": frame["model"]})
     out["test acc (95% CI)"] = [f"{a:.3f} [{lo:.3f}, {hi:.3f}]" for a, lo, hi in
                                 zip(frame["test_acc"], frame["test_acc_ci_low"], frame["test_acc_ci_high"])]
+    out[f"p vs best (McNemar, Holm)"] = frame["p_vs_best"].map(lambda p: "-" if p != p else f"{p:.3g}")
+    out[f"vs best at α={ALPHA:g}"] = frame["group"].map(GROUP_TEXT)
     out["val acc"] = frame["val_acc"].map("{:.3f}".format)
-    out["macro F1"] = frame["macro_f1"].map("{:.3f}".format)
+    out["macro F1 (95% CI)"] = [f"{f:.3f} [{lo:.3f}, {hi:.3f}]" for f, lo, hi in
+                                zip(frame["macro_f1"], frame["macro_f1_ci_low"], frame["macro_f1_ci_high"])]
     out["lr"] = frame["lr"].map(lambda v: f"{v:.2e}" if isinstance(v, (int, float)) else str(v))
     for c in ("batch_size", "freeze_depth", "optimizer", "lr_scheduler"):
         out[c.replace("_", " ")] = frame[c].astype(str)
@@ -92,8 +105,16 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
     out["trials (stopped)"] = [f"{r} ({s})" for r, s in zip(frame["trials_run"], frame["trials_stopped"])]
     out["train s"] = frame["train_s"].map("{:.1f}".format)  # the chosen trial's training time
     out["wall s"] = frame["wall_s"].map("{:.1f}".format)  # all of the model's trials, train + validation
-    out["params (trainable)"] = [f"{t / 1e6:.2f}M ({tr / 1e6:.2f}M)" for t, tr in
+    out["params (trainable)"] = [f"{human_count(t)} ({human_count(tr)})" for t, tr in
                                  zip(frame["total_params"], frame["trainable_params"])]
     out["train img/s"] = frame["train_images_per_s"].map(lambda v: f"{v:.0f}" if v == v and v is not None else "-")
     out["latency ms"] = frame["latency_ms"].map("{:.1f}".format)
     return out
+
+
+def human_count(n: int) -> str:
+    """``2562`` → ``2.6K``, ``11689512`` → ``11.7M`` (never ``0.00M``)."""
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(int(n))

@@ -89,3 +89,52 @@ def accuracy_latency_png(board: pd.DataFrame, path: Path) -> Path:
     ax.set_ylabel("test accuracy")
     ax.legend(fontsize=7)
     return save(fig, path)
+
+
+def best_so_far(rows: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
+    """``rows`` (``seconds``, ``model``, ``metric``) in time order with the running best overall and per model."""
+    rows = rows.dropna(subset=[metric]).sort_values("seconds", kind="stable").reset_index(drop=True)
+    best = (lambda s: s.cummax()) if mode == "max" else (lambda s: s.cummin())
+    rows["best"] = best(rows[metric])
+    rows["model_best"] = rows.groupby("model")[metric].transform(best)
+    return rows
+
+
+def best_so_far_png(rows: pd.DataFrame, ends: pd.DataFrame, metric: str, mode: str, path: Path) -> Path:
+    """Best ``metric`` so far vs wall-clock minutes since the sweep started: overall and per model, with a tick
+    where each trial ended (red: stopped early by the scheduler)."""
+    curve = best_so_far(rows, metric, mode)
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for i, (model, part) in enumerate(curve.groupby("model", sort=False)):
+        ax.step(part["seconds"] / 60, part["model_best"], where="post", color=plt.cm.tab10(i % 10), alpha=0.8,
+                label=model)
+    ax.step(curve["seconds"] / 60, curve["best"], where="post", color="k", lw=5, alpha=0.25, zorder=1,
+            label="sweep")
+    for stopped, color in ((False, "0.5"), (True, "r")):
+        part = ends[ends["stopped"] == stopped]
+        if len(part):
+            ax.plot(part["seconds"] / 60, part[metric], "|", ms=10, color=color,
+                    label="trial stopped early" if stopped else "trial ran all epochs")
+    ax.set_xlabel("wall-clock minutes since the sweep started")
+    ax.set_ylabel(f"best {metric} so far")
+    ax.legend(fontsize=7)
+    return save(fig, path)
+
+
+def parallel_coordinates_png(study, metric: str, path: Path) -> Path:
+    """Optuna's parallel-coordinates plot of every trial of ``study``, coloured by ``metric``."""
+    import warnings
+
+    from optuna.visualization.matplotlib import plot_parallel_coordinate
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
+        ax = plot_parallel_coordinate(study, target_name=metric)
+    fig = ax.figure
+    fig.set_size_inches(max(7.0, 1.8 * (len(study.trials[0].params) + 1) if study.trials else 7.0), 4.5)
+    for other in fig.axes:  # the colorbar: move it clear of the last axis's category labels
+        if other is not ax and other.get_label() == "<colorbar>":
+            box = other.get_position()
+            other.set_position([box.x0 + 0.12, box.y0, box.width, box.height])
+    ax.set_title(f"all trials, coloured by {metric}", fontsize=9)
+    return save(fig, path)

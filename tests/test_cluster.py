@@ -1,14 +1,19 @@
-"""A real two-node Ray cluster on this machine (``ray start --head`` + ``ray start --address``, token auth
-with its own token, its own temp dir and free ports); sweeps attach with ``tlsweep run --address`` in subprocesses.
+"""A real two-node Ray cluster on this machine (``ray start --head`` + two ``ray start --address`` worker nodes,
+token auth with its own token, its own temp dir and free ports); sweeps attach with ``tlsweep run --address`` in
+subprocesses. Nothing asserted depends on a choice Ray or the clock makes:
 
-The head has no CPUs, so trials run on the two worker nodes only (and which one hosts a trial never depends on
-how fast a node starts its actors).
+- the head has no CPUs and each worker one CPU plus its own custom resource (``node_a``, ``node_b``), so two
+  trials at once run one per worker, and a model label pinned to ``node_a`` runs there only (per-label resources
+  through the test-only ``TLSWEEP_TEST_FAULTS`` rules, see ``tlsweep/sweep/faults.py``);
+- a trial acted upon is *held* by a test-only rule (after reporting epoch 1, or in epoch 1 before reporting it)
+  until the test releases it, so it provably has epochs left when its node, worker process or driver is killed.
 
-1. Killing the raylet of the worker node running a trial, mid-trial: the trial is retried on the other worker
-   from its checkpoint and its epochs continue; the report's trials table shows both nodes.
-2. With the lost worker replaced, killing the driver mid-sweep, then running again: the unfinished sweep resumes
-   by itself, finished trials are not rerun, the trials count and Optuna history stay, and ASHA's rungs hold
-   every trial's result (before and after).
+1. Driver killed while the ``a`` trial is finished and the ``b`` trial is held: running again resumes the sweep,
+   the finished trial is not rerun, the trials count, Optuna history and ASHA's rungs stay.
+2. Both trials held after epoch 1: the raylet of one trial's node is killed and the other trial's worker process
+   is killed: both are retried from their epoch-1 checkpoints on the surviving worker; every epoch once.
+3. Drivers without the cluster's token, or with another one, are refused in one line (exit 2); a node on another
+   address (127.0.0.2) with local ``storage``: exit 2 naming it, before any trial.
 
 Every process is started here and stopped by PID (never ``ray stop``: other Ray clusters may share the machine).
 """
@@ -37,8 +42,8 @@ pytestmark = pytest.mark.slow
 
 RAY = str(Path(sys.executable).with_name("ray"))
 REPO = Path(__file__).resolve().parents[1]
-EPOCHS = 4
-WORKERS = ("worker-a", "worker-b")
+EPOCHS = 3
+WORKERS = {"worker-a": "node_a", "worker-b": "node_b"}
 
 
 def free_port() -> int:
@@ -93,19 +98,53 @@ class LocalCluster:
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     seen: set[int] = field(default_factory=set)  # every PID of ours, for teardown
 
-    def start(self, role: str, args: list[str], cpus: int = 1) -> subprocess.Popen:
+    @property
+    def faults(self) -> Path:
+        return Path(self.env["TLSWEEP_TEST_FAULTS"])
+
+    def spawn(self, role: str, args: list[str]) -> subprocess.Popen:
+        """``ray start ... --block`` for node ``role``, not waiting for it (see ``started``)."""
         log = open(self.temp / f"{role}.log", "w")
-        proc = subprocess.Popen([RAY, "start", *args, f"--num-cpus={cpus}", "--num-gpus=0", "--disable-usage-stats",
+        proc = subprocess.Popen([RAY, "start", *args, "--num-gpus=0", "--disable-usage-stats",
                                  f"--dashboard-agent-listen-port={free_port()}", "--block"],
                                 stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
         self.procs[role] = proc
         self.seen.add(proc.pid)
-        log_file = self.temp / f"{role}.log"
+        return proc
+
+    def started(self, role: str) -> None:
+        proc, log_file = self.procs[role], self.temp / f"{role}.log"
         wait_for(lambda: proc.poll() is not None or "Ray runtime started" in log_file.read_text(),
                  120, f"the Ray {role} node")
         assert proc.poll() is None, log_file.read_text()[-3000:]
         self.remember()
-        return proc
+
+    def ours(self) -> set[int]:
+        """PIDs whose command line names this cluster's temp dir (orphans of a failed ``ray start`` too)."""
+        return {int(p.name) for p in Path("/proc").iterdir()
+                if p.name.isdigit() and any(str(self.temp) in a for a in cmdline(int(p.name)))}
+
+    def start(self, role: str, args: list[str], attempts: int = 3) -> None:
+        """Start a node; on a loaded machine ``ray start`` may give up after its fixed 30 s registration wait
+        ("timed out during startup"): then the attempt's leftovers are killed and it starts again."""
+        for attempt in range(attempts):
+            before = self.ours()
+            self.spawn(role, args)
+            try:
+                return self.started(role)
+            except AssertionError:
+                if attempt == attempts - 1 or "timed out during startup" not in (self.temp / f"{role}.log").read_text():
+                    raise
+            for pid in self.ours() - before:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+    def start_workers(self, *roles: str) -> None:
+        for role in roles:
+            self.start(role, [f"--address={self.address}", "--num-cpus=1",
+                              f"--resources={json.dumps({WORKERS[role]: 1})}"])
 
     def remember(self) -> None:
         for proc in self.procs.values():
@@ -133,23 +172,16 @@ class LocalCluster:
         except subprocess.TimeoutExpired:
             proc.kill()
         self.procs[f"{role}-{proc.pid}"] = self.procs.pop(role)
-        self.start(role, [f"--address={self.address}"])
+        self.start_workers(role)
 
-    def wait_idle(self, cpus: int, timeout: float = 120) -> None:
-        """Until ``ray status`` shows ``cpus`` alive CPUs, all free (earlier sweeps' actors gone)."""
-        last = ""
-
-        def idle():
-            nonlocal last
-            res = subprocess.run([RAY, "status", f"--address={self.address}"], capture_output=True, text=True,
-                                 env=self.env, timeout=60)
-            last = res.stdout + res.stderr
-            return f"0.0/{cpus:.1f} CPU" in [line.strip() for line in last.splitlines()]  # nothing reserved
-
+    def stop_node(self, role: str) -> None:
+        self.remember()
+        proc = self.procs[role]
+        proc.send_signal(signal.SIGTERM)
         try:
-            wait_for(idle, timeout, f"{cpus} idle CPUs", interval=1)
-        except AssertionError as err:
-            raise AssertionError(f"{err}\n{last[-2000:]}") from None
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
     def stop(self) -> None:
         self.remember()
@@ -174,20 +206,34 @@ class LocalCluster:
 def cluster():
     temp = Path(tempfile.mkdtemp(prefix="tlc", dir="/tmp"))  # short: Ray's socket paths must stay < 108 bytes
     port = free_port()
+    (temp / "faults").mkdir()
     # Token auth on, with this cluster's own token (``ray start --head`` does not create one; ~/.ray is left alone).
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
-           "TLSWEEP_TORCH_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0",
+           "TLSWEEP_TORCH_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0", "TLSWEEP_TEST_FAULTS": str(temp / "faults"),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     c = LocalCluster(f"127.0.0.1:{port}", env, temp)
     try:
         c.start("head", ["--head", f"--port={port}", f"--temp-dir={temp}", "--include-dashboard=false",
-                         f"--dashboard-port={free_port()}", f"--ray-client-server-port={free_port()}"], cpus=0)
-        for role in WORKERS:
-            c.start(role, [f"--address={c.address}"])
+                         f"--dashboard-port={free_port()}", f"--ray-client-server-port={free_port()}",
+                         "--num-cpus=0"])
+        c.start_workers(*WORKERS)
         yield c
     finally:
         c.stop()
         shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture()
+def faults(cluster):
+    """This test's fault rules (``tlsweep/sweep/faults.py``), markers of earlier tests cleared."""
+    for path in cluster.faults.iterdir():
+        path.unlink()
+
+    def rules(**kw) -> Path:
+        (cluster.faults / "faults.json").write_text(json.dumps(kw))
+        return cluster.faults
+
+    return rules
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +241,7 @@ def data_root(tmp_path_factory):
     from tlsweep.data.synthetic import make_shapes_dataset
 
     return make_shapes_dataset(tmp_path_factory.mktemp("cluster_data") / "shapes", num_classes=3,
-                               per_class={"train": 48, "val": 9, "test": 3}, size=32, seed=0)  # epochs of ~2 s
+                               per_class={"train": 16, "val": 6, "test": 3}, size=32, seed=0)
 
 
 def sweep_file(folder: Path, data_root, name: str, **overrides) -> tuple[Path, Path]:
@@ -210,21 +256,21 @@ def sweep_file(folder: Path, data_root, name: str, **overrides) -> tuple[Path, P
     return path, folder / name
 
 
-def launch(cluster: LocalCluster, sweep: Path, *extra: str) -> subprocess.Popen:
-    env = {**cluster.env, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
+def launch(cluster: LocalCluster, sweep: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
+    env = {**(env or cluster.env), "TUNE_GLOBAL_CHECKPOINT_S": "1"}
     return subprocess.Popen([sys.executable, "-m", "tlsweep.cli", "run", str(sweep), "--address", cluster.address,
                              *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             cwd=REPO, start_new_session=True)
 
 
-def finish(proc: subprocess.Popen, timeout: float = 300) -> str:
+def finish(proc: subprocess.Popen, timeout: float = 300, code: int = 0) -> str:
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         out, _ = proc.communicate()
         raise AssertionError(f"sweep still running after {timeout}s:\n{out[-4000:]}") from None
-    assert proc.returncode == 0, out[-4000:]
+    assert proc.returncode == code, out[-4000:]
     return out
 
 
@@ -239,12 +285,12 @@ def histories(storage: Path) -> dict[str, pd.DataFrame]:
             except json.JSONDecodeError:
                 pass
         if rows:
-            out[result.parent.name.split("_")[0]] = pd.DataFrame(rows)
+            out[rows[0]["trial_id"]] = pd.DataFrame(rows)
     return out
 
 
-def statuses(storage: Path) -> dict[str, str]:
-    """Trial id → status in the newest experiment state Tune wrote."""
+def statuses(storage: Path) -> dict[str, tuple[str, str]]:
+    """Trial id → (model label, status) in the newest experiment state Tune wrote."""
     files = sorted(glob.glob(str(storage / "experiment_state-*.json")))
     if not files:
         return {}
@@ -252,83 +298,55 @@ def statuses(storage: Path) -> dict[str, str]:
         data = json.loads(Path(files[-1]).read_text())
     except (OSError, ValueError):
         return {}
-    return {s["trial_id"]: s["status"] for s in (json.loads(t[0]) for t in data["trial_data"])}
+    return {s["trial_id"]: (s["config"]["model"], s["status"]) for s in (json.loads(t[0]) for t in data["trial_data"])}
 
 
-def test_worker_node_lost_mid_trial_retries_from_checkpoint(cluster, data_root, tmp_path):
-    from tlsweep.report.collect import collect, trials_table
-
-    sweep, storage = sweep_file(tmp_path, data_root, "nodeloss", num_samples=2, scheduler={"type": "fifo"})
-    cluster.wait_idle(2)
-    driver = launch(cluster, sweep)
-
-    def trial_mid_run():
-        for trial_id, h in histories(storage).items():
-            last = h.iloc[-1]
-            if 1 <= last["epoch"] <= EPOCHS - 2:
-                return trial_id, last["node_id"]
-        return None
-
-    try:
-        victim, worker_id = wait_for(trial_mid_run, 240, "a trial mid-run")
-        cluster.remember()
-        os.kill(cluster.raylet(cluster.role_of(worker_id))[0], signal.SIGKILL)
-        out = finish(driver)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-    summary = pd.read_csv(storage / "summary.csv")
-    assert len(summary) == 2 and set(summary["status"]) == {"finished"}, out[-3000:]
-
-    h = histories(storage)[victim]
-    assert h["epoch"].tolist() == list(range(1, EPOCHS + 1)), h[["epoch", "node_id", "start_epoch"]]
-    moved = h[h["node_id"] != worker_id]
-    assert len(moved) and (h.loc[: moved.index[0] - 1, "node_id"] == worker_id).all()
-    assert moved["start_epoch"].iloc[0] == moved["epoch"].iloc[0] - 1 >= 1  # restored, not restarted
-
-    other_id = moved["node_id"].iloc[0]
-    assert {n for h in histories(storage).values() for n in h["node_id"]} == {worker_id, other_id}
-
-    table = trials_table(collect(storage)).set_index("trial_id")
-    assert table.loc[victim, "nodes"].count("→") == 1 and worker_id[:8] in table.loc[victim, "nodes"]
-    assert summary.set_index("trial_id").loc[victim, "nodes"] == table.loc[victim, "nodes"]
+def held(cluster: LocalCluster) -> dict[str, dict]:
+    """Trial id → {node_id, pid, epoch} of trials the ``hold_*`` rules hold."""
+    return {p.name.removeprefix("held-"): json.loads(p.read_text()) for p in cluster.faults.glob("held-*")}
 
 
-def test_driver_killed_mid_sweep_resumes_without_rerunning_finished_trials(cluster, data_root, tmp_path):
+def test_driver_killed_mid_sweep_resumes_without_rerunning_finished_trials(cluster, faults, data_root, tmp_path):
     from tlsweep.sweep.resume import STATE_FILE, sweep_state
 
-    sweep, storage = sweep_file(tmp_path, data_root, "resume", num_samples=3, epochs=3,
-                                scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2})
     for role in WORKERS:
-        cluster.ensure_worker(role)  # the previous test killed one
-    cluster.wait_idle(2)
+        cluster.ensure_worker(role)  # when run after a test that killed one
+    # a's trial runs on node_a only, b's on node_b only; b's is held in epoch 1 (nothing reported) until released.
+    faults(hold_before=1, labels=["b"], resources={"a": {"node_a": 1}, "b": {"node_b": 1}})
+    sweep, storage = sweep_file(tmp_path, data_root, "resume", num_samples=1,
+                                models=[{"name": "mobilenet_v3_small", "id": "a"},
+                                        {"name": "mobilenet_v3_small", "id": "b"}],
+                                scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2})
     driver = launch(cluster, sweep)
 
-    def some_finished_some_not():
+    def a_done_b_held():
         s = statuses(storage)
-        done = {t for t, v in s.items() if v == "TERMINATED"}
-        return done if done and (len(s) < 3 or len(done) < len(s)) else None
+        done = {t for t, (label, status) in s.items() if label == "a" and status == "TERMINATED"}
+        return done if done and held(cluster) else None
 
     try:
-        finished = wait_for(some_finished_some_not, 240, "one finished trial while others still run")
+        finished = wait_for(a_done_b_held, 240, "the a trial finished while the b trial is held")
         before = {t: (next(storage.glob(f"{t}_*")) / "result.json").read_bytes() for t in finished}
     finally:
         driver.kill()  # the driver only: the cluster and its nodes stay up
         out_killed, _ = driver.communicate()
-    assert sweep_state(str(storage), 3) == "unfinished", out_killed[-3000:]
+    assert sweep_state(str(storage), 2) == "unfinished", out_killed[-3000:]
     assert not (storage / "summary.csv").exists()
 
+    (cluster.faults / "release").touch()
     out = finish(launch(cluster, sweep))
     assert "unfinished sweep: resuming it" in out
     summary = pd.read_csv(storage / "summary.csv")
-    assert len(summary) == 3 and summary["trial_id"].nunique() == 3  # the searcher kept its count
+    assert len(summary) == 2 and summary["trial_id"].nunique() == 2  # the searcher kept its count
+    assert sorted(summary["model"]) == ["a", "b"]
     assert set(summary["status"]) <= {"finished", "stopped"}, summary[["trial_id", "status", "error"]]
     for trial_id, content in before.items():  # finished trials were left alone
         assert (next(storage.glob(f"{trial_id}_*")) / "result.json").read_bytes() == content
 
     hist = histories(storage)
-    nodes = {n for h in hist.values() for n in h["node_id"]}
-    assert nodes == {cluster.raylet(role)[1] for role in WORKERS}, "trials did not run on both nodes"
+    node = {label: cluster.raylet(f"worker-{label}")[1] for label in ("a", "b")}
+    for trial_id, h in hist.items():
+        assert set(h["node_id"]) == {node[h["model_label"].iloc[0]]}
 
     # ASHA's rungs came back: every trial that reached a milestone is recorded there with its own result,
     # including the trials that finished before the driver died.
@@ -341,14 +359,87 @@ def test_driver_killed_mid_sweep_resumes_without_rerunning_finished_trials(clust
                     (milestone, trial_id, rungs)
     assert set(finished) <= set(rungs[1])
 
-    # The searcher's Optuna study holds every trial's result, from both driver runs.
+    # The searcher's Optuna studies (one per model) hold every trial's result, from both driver runs.
     import optuna
 
     from tlsweep.sweep.searcher import GroupedSearcher
 
     searcher = GroupedSearcher.__new__(GroupedSearcher)
     searcher.restore(sorted(storage.glob("searcher-state-*.pkl"))[-1])
-    told = searcher.studies[0]._ot_study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
-    assert len(told) == 3 and sum(searcher.assigned.values()) == 3
+    told = [s._ot_study.get_trials(states=[optuna.trial.TrialState.COMPLETE]) for s in searcher.studies]
+    assert [len(t) for t in told] == [1, 1] and sum(searcher.assigned.values()) == 2
     stopped = summary[summary["status"] == "stopped"]
     assert set(stopped["epochs"]) <= {1, 2}  # ASHA (max_t 3, reduction factor 2) stops only at its milestones
+
+
+def test_lost_node_and_killed_worker_process_retry_from_checkpoint(cluster, faults, data_root, tmp_path):
+    from tlsweep.report.collect import collect, trials_table
+
+    faults(hold_after=1)
+    sweep, storage = sweep_file(tmp_path, data_root, "nodeloss", num_samples=2, scheduler={"type": "fifo"})
+    driver = launch(cluster, sweep)
+
+    def both_held_and_recorded():
+        h, hist = held(cluster), histories(storage)
+        return h if len(h) == 2 and all(t in hist and hist[t]["epoch"].max() == 1 for t in h) else None
+
+    try:
+        hold = wait_for(both_held_and_recorded, 240, "both trials held after epoch 1")
+        lost, killed = sorted(hold)
+        assert hold[lost]["node_id"] != hold[killed]["node_id"]  # one CPU per worker, none on the head
+        lost_node, kept_node = hold[lost]["node_id"], hold[killed]["node_id"]
+        cluster.remember()
+        os.kill(cluster.raylet(cluster.role_of(lost_node))[0], signal.SIGKILL)  # the node
+        os.kill(hold[killed]["pid"], signal.SIGKILL)  # the trial's worker process; its raylet stays
+        (cluster.faults / "release").touch()
+        out = finish(driver)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    summary = pd.read_csv(storage / "summary.csv").set_index("trial_id")
+    assert len(summary) == 2 and set(summary["status"]) == {"finished"}, out[-3000:]
+
+    hist = histories(storage)
+    for trial_id in (lost, killed):
+        h = hist[trial_id]
+        assert h["epoch"].tolist() == list(range(1, EPOCHS + 1)), h[["epoch", "node_id", "start_epoch"]]
+        assert h["node_id"].iloc[0] == hold[trial_id]["node_id"] and h["start_epoch"].iloc[0] == 0
+        assert (h["start_epoch"].iloc[1:] == 1).all(), h  # retried from the epoch-1 checkpoint, not restarted
+        assert (h["node_id"].iloc[1:] == kept_node).all()  # the only worker left
+    table = trials_table(collect(storage)).set_index("trial_id")
+    assert table.loc[lost, "nodes"].count("→") == 1 and lost_node[:8] in table.loc[lost, "nodes"]
+    assert "→" not in table.loc[killed, "nodes"]
+    assert summary.loc[lost, "nodes"] == table.loc[lost, "nodes"]
+
+
+def test_bad_cluster_input_fails_before_any_trial_in_one_line(cluster, faults, data_root, tmp_path):
+    """Drivers without the cluster's token, or with another one, are refused; local ``storage`` with a node on
+    another address (a real node on 127.0.0.2) is refused naming it. Each exits 2 with one error line."""
+    drivers = {}
+    for token in ("another", None):
+        sweep, storage = sweep_file(tmp_path, data_root, f"token-{token}", scheduler={"type": "fifo"})
+        env = {k: v for k, v in cluster.env.items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_MODE")}
+        if token:
+            env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+        drivers[token] = (launch(cluster, sweep, env=env), storage)
+    try:
+        for token, (driver, storage) in drivers.items():
+            out = finish(driver, timeout=120, code=2)
+            errors = [line for line in out.splitlines() if line.startswith("error:")]
+            assert len(errors) == 1 and "refused this driver's auth token" in errors[0], (token, out)
+            assert "RAY_AUTH_TOKEN" in errors[0] and "Traceback" not in out and "gcs_client" not in out, out
+            assert not storage.exists()
+
+        cluster.start("other-address", [f"--address={cluster.address}", "--node-ip-address=127.0.0.2",
+                                        "--num-cpus=0"])
+        sweep, storage = sweep_file(tmp_path, data_root, "remote", scheduler={"type": "fifo"})
+        out = finish(launch(cluster, sweep), timeout=120, code=2)
+        errors = [line for line in out.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "127.0.0.2" in errors[0] and "storage_shared" in errors[0], out
+        assert "Traceback" not in out and not storage.exists()  # checked before the sweep wrote anything
+    finally:
+        for driver, _ in drivers.values():
+            if driver.poll() is None:
+                driver.kill()
+        if "other-address" in cluster.procs:
+            cluster.stop_node("other-address")

@@ -134,3 +134,25 @@ def test_imbalance_warns_and_class_weighted_loss_weighs_rare_classes(root):
     assert torch.allclose(weights, torch.tensor([14 / 18, 14 / 6, 14 / 18]))  # n / (k · count)
     loss = trial.loss_fn(torch.zeros(2, 3), torch.tensor([0, 1]))
     assert loss.item() == pytest.approx(np.log(3))  # weighted mean of equal per-sample losses
+
+
+def test_cli_lists_skipped_bad_images_in_a_warning(root, tmp_path):
+    """README: ``data.on_bad_image: skip`` leaves them out instead (a warning lists them)."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from tlsweep.cli import app
+
+    bad = first(root, "train", "circle")
+    bad.write_bytes(bad.read_bytes()[:60])
+    sweep = tmp_path / "skip.yaml"
+    spec = {"name": "skip", "data": {"root": str(root), "image_size": 16}, "weights": "none",
+            "models": ["mobilenet_v3_small"], "search": {"batch_size": 4}, "storage": str(tmp_path / "out")}
+    sweep.write_text(yaml.safe_dump(spec))
+    refused = CliRunner().invoke(app, ["validate", "--data", str(sweep)])
+    assert refused.exit_code == 2 and str(bad) in refused.output
+    sweep.write_text(yaml.safe_dump({**spec, "data": {**spec["data"], "on_bad_image": "skip"}}))
+    ok = CliRunner().invoke(app, ["validate", "--data", str(sweep)])
+    assert ok.exit_code == 0, ok.output
+    warnings = [line for line in ok.output.splitlines() if line.startswith("warning:")]
+    assert any("1 unreadable or truncated image(s) left out" in w and str(bad) in w for w in warnings), ok.output

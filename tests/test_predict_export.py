@@ -178,7 +178,7 @@ def test_onnx_dynamo_exporter(shapes_root, tmp_path, model):
 def test_cli_predict_and_export(trained, shapes_root, tmp_path):
     from tlsweep.cli import app
 
-    _, path = trained
+    trial, path = trained
     runner = CliRunner()
     bad = runner.invoke(app, ["predict", str(tmp_path / "nope"), str(shapes_root / "test")])
     assert bad.exit_code == 2 and "no such file or folder" in bad.output
@@ -199,3 +199,9 @@ def test_cli_predict_and_export(trained, shapes_root, tmp_path):
     assert bad.exit_code == 1 and "differ from PyTorch" in bad.output
     ok = runner.invoke(app, ["export", str(path), "--out", str(tmp_path / "ts"), "--format", "torchscript"])
     assert ok.exit_code == 0 and (tmp_path / "ts" / "model.pt").is_file() and "max abs diff" in ok.output
+    scripted = torch.jit.load(str(tmp_path / "ts" / "model.pt"))  # a fresh load, as a user would
+    batch = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(1))  # normalized, another batch size
+    with torch.no_grad():
+        expected = trial.model.eval()(batch)
+        got = scripted(batch)
+    assert got.shape == (5, 3) and torch.allclose(got, expected, atol=1e-4)

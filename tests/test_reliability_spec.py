@@ -196,4 +196,9 @@ def test_mutated_sweep_files_validate_or_fail_cleanly(data):
         assert err.problems and all(isinstance(msg, str) and msg for _, _, msg in err.problems)
         assert err.format().startswith("sweep.yaml: ")
         return
-    assert isinstance(report.problems, list)
+    for path, line, message in report.problems:  # the same (YAML path, line, message) shape as SpecError's
+        assert path and isinstance(message, str) and message and (line is None or line >= 1)
+    if report.problems:
+        with pytest.raises(SpecError) as err:
+            report.raise_problems("sweep.yaml")
+        assert err.value.format().startswith("sweep.yaml: ")

@@ -56,6 +56,7 @@ def test_failing_trials_are_kept_and_ctrl_c_resumes(shapes_root, tmp_path):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, out[-2000:] + err[-3000:]
     assert f"Continue with: tlsweep run {sweep} --resume" in err
+    assert "trials: " in out and "best trial per model" in out  # what finished so far
     assert "Traceback" not in err
 
     res = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=env, timeout=300)

@@ -91,7 +91,7 @@ def run(
     from .data.sources import DataError
     from .sweep.progress import ProgressPrinter
     from .sweep.resume import sweep_state
-    from .sweep.runner import ResourceError, StorageError, SweepInterrupted, run_sweep
+    from .sweep.runner import ClusterError, ResourceError, StorageError, SweepInterrupted, run_sweep
     from .sweep.space import total_trials
     from .weights import WeightsError
 
@@ -105,7 +105,7 @@ def run(
         checked = _preflight(spec, data=True, address=address)
         result = run_sweep(spec, address=address, num_samples=num_samples, resume=resume,
                            callbacks=[ProgressPrinter(spec.scheduler.metric, total_trials(plan))], checked=checked)
-    except (DataError, ResourceError, StorageError, WeightsError) as err:
+    except (ClusterError, DataError, ResourceError, StorageError, WeightsError) as err:
         err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
         raise typer.Exit(2) from None
     except KeyboardInterrupt as err:

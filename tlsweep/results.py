@@ -124,11 +124,13 @@ def trial_status(history: pd.DataFrame, error: str | None, max_epochs: int) -> S
     """The one definition of a trial's status from its per-epoch history and error."""
     if "diverged" in history and history["diverged"].fillna(False).astype(bool).any():
         return Status.DIVERGED
-    if error:
+    reported = not history.empty and "training_iteration" in history
+    finished = reported and int(history["training_iteration"].max()) >= max_epochs
+    if error and not finished:  # Tune leaves error.txt behind when a retry from a checkpoint then finishes
         return Status.ERROR
-    if history.empty or "training_iteration" not in history:
+    if not reported:
         return Status.PENDING
-    return Status.FINISHED if int(history["training_iteration"].max()) >= max_epochs else Status.STOPPED
+    return Status.FINISHED if finished else Status.STOPPED
 
 
 def best_row(history: pd.DataFrame, metric: str, mode: str, epochs=None) -> pd.Series | None:

@@ -3,7 +3,9 @@ that every node can reach. The checks are plain functions of node lists so they 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,53 @@ class StorageError(RuntimeError):
     """Trials on other machines could not write to the sweep's storage."""
 
 
+class ClusterError(RuntimeError):
+    """No Ray cluster answers at the given address, or it refused this driver."""
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Ray's C++ GCS client logs each failed attempt to fd 2; the caller reports the failure in one line."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def probe_cluster(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds where ``ray.init(address=...)`` would retry for a minute or more: nothing listens at
+    ``HOST:PORT``, or the cluster refuses this driver's auth token. ``auto`` and ``ray://`` are left to Ray."""
+    if address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ClusterError(f"--address {address!r} is not HOST:PORT (e.g. 10.0.0.5:6379) or 'auto'")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as err:
+        raise ClusterError(
+            f"no Ray cluster answers at {address} ({err.strerror or err}); check that the head node is up "
+            f"(`ray status` on it) and that {port} is its GCS port (`ray start --head --port`, default 6379)") from None
+    from ray._raylet import GcsClient
+    from ray.exceptions import AuthenticationError
+
+    try:
+        with _quiet_stderr():
+            GcsClient(address=address)
+    except AuthenticationError:
+        raise ClusterError(
+            f"the Ray cluster at {address} refused this driver's auth token; set RAY_AUTH_MODE=token and "
+            f"RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's token (`ray get-auth-token` on the head)"
+        ) from None
+    except Exception:  # noqa: BLE001 - anything else is ray.init's to report
+        pass
+
+
 @dataclass(frozen=True)
 class TrialResources:
     """Picklable ``config → PlacementGroupFactory`` for ``tune.with_resources``: one bundle per trial, sized by
@@ -32,7 +81,10 @@ class TrialResources:
     plan: SweepPlan
 
     def demand(self, model: str | None) -> dict:
-        return self.plan.resources_of(model).demand()
+        from .faults import extra_resources
+
+        return {**self.plan.resources_of(model).demand(),
+                **extra_resources(model)}  # test-only, empty without TLSWEEP_TEST_FAULTS
 
     def __call__(self, config: dict):
         from ray.tune import PlacementGroupFactory

@@ -20,6 +20,9 @@ class ProgressPrinter(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         model = escape(str((trial.config or {}).get("model", "?")))
         value = result.get(self.metric)
+        if result.get("restore_warning"):
+            self.console.print(f"[yellow]warning:[/] trial {trial.trial_id}: {escape(result['restore_warning'])}",
+                               soft_wrap=True)
         flag = " [red]diverged[/]" if result.get("diverged") else ""
         self.console.print(f"  {trial.trial_id} {model:<28} epoch {result.get('training_iteration'):>3}  "
                            f"{self.metric} {value:.4f}  ({result.get('epoch_seconds', 0):.1f}s){flag}")

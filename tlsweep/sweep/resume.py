@@ -97,3 +97,76 @@ def changed_since(storage: str, plan: SweepPlan) -> list[str]:
     for d in (stored, fresh):
         d["data"].pop("skip_files")  # found by preflight on each run
     return [k for k in RESUME_KEYS if stored[k] != fresh[k]]
+
+
+BACKUP_SUFFIX = ".last_good"  # not .json/.pkl: on restore Tune copies those into its staging folder
+STATE_PATTERNS = ("experiment_state-*.json", "searcher-state-*.pkl")
+
+
+def _readable(path: Path, kind: str | None = None) -> bool:
+    """Whether a state file parses (``kind`` json, default by the name) or unpickles (Tune's and the searcher's
+    state: trusted input)."""
+    import pickle
+
+    try:
+        if (kind or ("json" if ".json" in path.name else "pickle")) == "json":
+            json.loads(path.read_text())
+        else:
+            with open(path, "rb") as f:
+                pickle.load(f)
+    except Exception:  # noqa: BLE001 - truncated, corrupt, unreadable: all mean "not this one"
+        return False
+    return True
+
+
+def _newest(storage: str) -> list[Path]:
+    return [Path(files[-1]) for pattern in STATE_PATTERNS
+            if (files := sorted(glob.glob(os.path.join(storage, pattern))))]
+
+
+class StateBackup(Callback):
+    """At each experiment checkpoint, copies the stored experiment and searcher state, when readable, to
+    ``<file>.last_good``: a storage that fills up can leave them truncated, and Tune cannot resume from those
+    (``repair_state`` puts the copies back)."""
+
+    def __init__(self, storage: str | None):
+        self.storage = storage if storage and "://" not in storage else None
+
+    def get_state(self) -> None:
+        if not self.storage:
+            return None
+        for path in _newest(self.storage):
+            backup = path.with_name(path.name + BACKUP_SUFFIX)
+            tmp = path.with_name(f".{path.name}.tmp")
+            try:
+                data = path.read_bytes()
+                tmp.write_bytes(data)
+                if _readable(tmp, "json" if path.suffix == ".json" else "pickle"):
+                    tmp.replace(backup)
+                else:
+                    tmp.unlink()
+            except OSError:  # e.g. the storage is full: keep the previous copy
+                tmp.unlink(missing_ok=True)
+        return None
+
+    def set_state(self, state) -> None:
+        pass
+
+
+def repair_state(storage: str) -> list[str]:
+    """Before a resume: replace an unreadable newest experiment/searcher state file by its last good copy.
+    Returns a warning per file replaced (or found unreadable without a copy)."""
+    if "://" in storage:
+        return []
+    warnings = []
+    for path in _newest(storage):
+        if _readable(path):
+            continue
+        backup = path.with_name(path.name + BACKUP_SUFFIX)
+        if backup.is_file() and _readable(backup):
+            path.write_bytes(backup.read_bytes())
+            warnings.append(f"{path} was unreadable (truncated when the storage filled up?); resuming from its "
+                            f"last good copy, a checkpoint period older")
+        else:
+            warnings.append(f"{path} is unreadable and has no good copy; the resume may not find every trial")
+    return warnings

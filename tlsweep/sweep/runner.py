@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +18,7 @@ from ..config import SweepPlan
 from ..results import (SPEC_FILE, SUMMARY_FILE, USABLE, dedupe_history, is_uri, parse_trial_id,  # noqa: F401
                        reported_error, trial_dirname as _dirname, trial_row, trial_status, trials_frame, write_plan)
 from ..spec import Spec
-from .cluster import ResourceError, StorageError, check_cluster  # noqa: F401 (re-exported)
+from .cluster import ClusterError, ResourceError, StorageError, check_cluster, probe_cluster  # noqa: F401
 from .space import build_groups, total_trials
 
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -55,7 +58,11 @@ def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | N
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=False)
+        probe_cluster(address)
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except ConnectionError as err:
+            raise ClusterError(f"could not attach to the Ray cluster at {address}: {err}") from None
     else:
         ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
                  log_to_driver=False, configure_logging=False)
@@ -70,6 +77,7 @@ def build_tuner(plan: SweepPlan, callbacks: list | None = None):
     """The Ray Tune ``Tuner`` of a sweep plan."""
     from ray import tune
 
+    from .resume import StateBackup
     from .schedulers import SCHEDULERS
     from .searcher import GroupedSearcher
     from .trainable import make_trainable
@@ -77,8 +85,9 @@ def build_tuner(plan: SweepPlan, callbacks: list | None = None):
     metric, mode = plan.scheduler.metric, plan.scheduler.mode
     entry = SCHEDULERS[plan.scheduler.type]
     scheduler = entry.build(plan)
+    callbacks = [*(callbacks or []), StateBackup(plan.storage)]
     if entry.state is not None:
-        callbacks = [*(callbacks or []), entry.state(scheduler, plan)]
+        callbacks.append(entry.state(scheduler, plan))
     searcher = GroupedSearcher(build_groups(plan), plan.num_samples, metric, mode, plan.searcher.type,
                                plan.searcher_seed)
     storage_path, name = split_storage(plan.storage)
@@ -129,7 +138,7 @@ def run_sweep(spec: Spec, address: str | None = None, num_samples: int | None = 
     check_cluster(plan)
     from ray import tune
 
-    from .resume import changed_since, sweep_state
+    from .resume import changed_since, repair_state, sweep_state
     from .trainable import make_trainable
 
     start = time.perf_counter()
@@ -142,18 +151,67 @@ def run_sweep(spec: Spec, address: str | None = None, num_samples: int | None = 
                            f"resuming would mix the two. Give this sweep another `name` or `storage`, or delete "
                            f"{storage} to start over.")
     write_plan(plan, storage)
+    if resume:
+        for warning in repair_state(storage):
+            log.warning(warning)
     if resume and tune.Tuner.can_restore(storage):
         tuner = tune.Tuner.restore(storage, make_trainable(plan), resume_unfinished=True, resume_errored=True)
     else:
         tuner = build_tuner(plan, callbacks)
-    grid = tuner.fit()
-    trials = summary_frame(grid, plan)
-    if not is_uri(storage):
-        trials.to_csv(Path(storage) / SUMMARY_FILE, index=False)
+    previous = _stop_on_sigterm()
+    try:
+        grid = tuner.fit()
+        trials = summary_frame(grid, plan)
+        if not is_uri(storage):
+            trials.to_csv(Path(storage) / SUMMARY_FILE, index=False)
+    except Exception as err:
+        check_space(storage, err)
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    check_space(storage, None, trials.get("error"))
     result = SweepResult(storage, trials, time.perf_counter() - start)
-    if interrupted(grid, total_trials(plan)):
-        raise SweepInterrupted(result)
+    if interrupted(grid, total_trials(plan)) or sweep_state(storage, total_trials(plan)) == "unfinished":
+        raise SweepInterrupted(result)  # the state Tune saved on Ctrl-C/SIGTERM still has trials running
     return result
+
+
+MIN_FREE_BYTES = 1 << 20
+
+
+def check_space(storage: str, error: BaseException | None = None, trial_errors=None) -> None:
+    """``StorageError`` when the sweep failed because its (local) storage filled up: a trial's error or the
+    driver's ``error`` says ``No space left on device`` (errno 28), or the driver failed (``error``) while the file
+    system holding the storage has under ``MIN_FREE_BYTES`` free."""
+    if is_uri(storage):
+        return
+    folder = next((p for p in (Path(storage), *Path(storage).parents) if p.exists()), Path("/"))
+    free = shutil.disk_usage(folder).free
+    causes = [str(e) for e in _chain(error)] + [str(e) for e in (trial_errors if trial_errors is not None else [])]
+    full = any("No space left on device" in c or "[Errno 28]" in c for c in causes)
+    if not full and not (error is not None and free < MIN_FREE_BYTES):
+        return
+    raise StorageError(f"no space left on the storage {storage} ({free / 2**20:.1f} MiB free): trials could not "
+                       f"write their results or checkpoints there. What finished is kept; free some space, then "
+                       f"run the same command with --resume to continue.") from error
+
+
+def _chain(error: BaseException | None):
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def _stop_on_sigterm():
+    """SIGTERM (what a job scheduler sends) stops the sweep as Ctrl-C does: Tune saves it, running again resumes.
+    Set after ``ray.init``, whose own SIGTERM handler would abort the driver; main thread only. Returns the
+    handler it replaced."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
 
 
 def interrupted(grid, expected: int) -> bool:

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import pickle
 import tempfile
+import zipfile
+from pathlib import Path
 
 import ray
 import ray.tune as tune
 import torch
 
 from ..config import SweepPlan
-from ..train import Trial
+from ..train import CHECKPOINT_FILE, Trial, load_checkpoint
+from . import faults
 from .checkpointing import checkpoint_epochs
 from .cluster import trial_resources
+
+UNREADABLE = (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile)
+log = logging.getLogger(__name__)
 
 
 def train_trial(config: dict, spec: dict) -> None:
@@ -23,21 +31,54 @@ def train_trial(config: dict, spec: dict) -> None:
     torch.set_num_threads(max(1, int(os.environ.get("TLSWEEP_TORCH_THREADS", cpus))))
     trial = Trial(plan.trial_config(config))
     checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            trial.restore(directory)
+    warning = restore(trial, checkpoint) if checkpoint is not None else None
     info = {"model_label": config["model"], "total_params": trial.total_params,
             "trainable_params": trial.trainable_params, "node_ip": _node_ip(),
             "node_id": ray.get_runtime_context().get_node_id(), "start_epoch": trial.epoch}
     due = checkpoint_epochs(plan, trial.max_epochs)
+    trial_id = tune.get_context().get_trial_id()
     for metrics in trial.run():
         info["train_seconds_total"] = sum(m["epoch_seconds"] for m in trial.history)
+        # test-only hooks (tlsweep.sweep.faults), inert without TLSWEEP_TEST_FAULTS
+        faults.before_report(trial_id, config["model"], trial.epoch, info["node_id"])
+        # training_iteration is the trial's own epoch, also after a restore from an older checkpoint than Tune's
+        result = {**metrics, **info, "training_iteration": trial.epoch}
+        if warning:
+            result["restore_warning"], warning = warning, None
         if not due(trial.epoch):
-            tune.report({**metrics, **info})
+            tune.report(result)
+        else:
+            with tempfile.TemporaryDirectory() as directory:
+                trial.save(directory)
+                tune.report(result, checkpoint=tune.Checkpoint.from_directory(directory))
+        faults.after_report(trial_id, config["model"], trial.epoch, info["node_id"])
+
+
+def restore(trial: Trial, checkpoint) -> str | None:
+    """Restore the newest readable checkpoint: Tune's, else the trial's older ones beside it (a truncated or
+    corrupt file after a crash or a full disk), else none (epoch 0). Returns a warning when it fell back."""
+    with checkpoint.as_directory() as directory:
+        try:
+            state = load_checkpoint(Path(directory) / CHECKPOINT_FILE)
+        except UNREADABLE as err:
+            reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:200]
+        else:
+            trial.load_state_dict(state)
+            return None
+    newest = Path(checkpoint.path)
+    older = sorted(newest.parent.glob("checkpoint_*"), reverse=True) if newest.parent.is_dir() else []
+    for folder in (f for f in older if f.name < newest.name):
+        try:
+            state = load_checkpoint(folder / CHECKPOINT_FILE)
+        except UNREADABLE:
             continue
-        with tempfile.TemporaryDirectory() as directory:
-            trial.save(directory)
-            tune.report({**metrics, **info}, checkpoint=tune.Checkpoint.from_directory(directory))
+        trial.load_state_dict(state)
+        message = f"checkpoint {newest} is unreadable ({reason}); resumed from {folder.name} (epoch {trial.epoch})"
+        break
+    else:
+        message = f"checkpoint {newest} is unreadable ({reason}) and no older one is readable; restarted at epoch 0"
+    log.warning(message)
+    return message
 
 
 def make_trainable(plan: SweepPlan):

@@ -66,11 +66,19 @@ def validate(
 
 
 @app.command()
-def models(pattern: str = typer.Argument("*", help="Glob over backbone names, e.g. 'resnet*'.")) -> None:
+def models(pattern: str = typer.Argument("*", help="Glob over backbone names, e.g. 'resnet*'; "
+                                                   "'timm/*convnext*' lists timm's models.")) -> None:
     """List the registered backbones."""
     from .models.registry import get_backbone, list_backbones
 
     table = Table("backbone", "family", "stages", "input", "Grad-CAM layer", "weights")
+    if pattern.startswith("timm/"):  # timm's models are listed, not built (stages appear on first use)
+        from .models.timm_models import describe
+
+        for row in describe(list_backbones(pattern)):
+            table.add_row(*row)
+        console.print(table)
+        return
     for name in list_backbones(pattern):
         b = get_backbone(name)
         table.add_row(name, b.family, str(b.num_stages), f"{b.input_size}{' (fixed)' if b.fixed_input_size else ''}",
@@ -175,13 +183,23 @@ def _report(storage: str) -> None:
 
 
 @weights_app.command("import")
-def weights_import(files: list[Path] = typer.Argument(..., help="Weight files as published by torchvision, "
-                                                                 "e.g. mobilenet_v2-b0353104.pth.")) -> None:
-    """Check files against torchvision's weights (sha256 prefix in their URLs) and put them where it looks."""
+def weights_import(
+    files: list[Path] = typer.Argument(..., help="Weight files as published by torchvision, "
+                                                 "e.g. mobilenet_v2-b0353104.pth, or one timm file."),
+    timm_name: Optional[str] = typer.Option(None, "--timm", help="The file is these timm weights, NAME.TAG "
+                                            "(e.g. convnext_atto.d2_in1k): checked by loading it into the model."),
+) -> None:
+    """Check files against torchvision's weights (sha256 prefix in their URLs), or load a file into a timm model,
+    and put them where trials look."""
     from .weights import WeightsError, import_weights
 
     for path in files:
         try:
+            if timm_name:
+                from .models.timm_models import import_timm_weights
+
+                console.print(f"[green]ok[/] timm/{timm_name} → {import_timm_weights(path, timm_name)}")
+                continue
             entry, target = import_weights(path)
         except WeightsError as err:
             err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)

@@ -81,6 +81,7 @@ class ModelConfig(_Plain):
     fusion: str | None = None  # logits, features or mean; None for one backbone
     weights: str = "none"
     head: HeadConfig | None = None
+    preprocess: str | None = None  # weights | squash: this model's override of data.preprocess
 
     @property
     def backbones(self) -> tuple[str, ...]:
@@ -154,6 +155,7 @@ class DataConfig(_Plain):
     image_size: int = 224
     num_workers: int = 0
     augment: str | tuple = "flip"
+    preprocess: str | None = None  # weights | squash; None: weights for pretrained models (tlsweep.data.preprocess)
     image_size_schedule: tuple[SizePhase, ...] = ()
     on_bad_image: str = "error"
     max_image_side: int = 1024
@@ -277,6 +279,12 @@ class Hyperparameters(_Plain):
                                       "must be a head name from `heads` or 'linear'")
     head_dropout: float | None = hyperparameter(None, lambda v: None if v is None else _number(0, 0.99)(v))
     augment_strength: float = hyperparameter(1.0, _number(0, 5))  # scales data.augment list ops' magnitudes
+    # fine-tuning recipes (tlsweep.finetune): a stage k stages before the head trains at lr × lr_decay^k, the head
+    # at lr × head_lr_mult; unfreeze_every: thaw one more frozen stage every this many epochs (None: never)
+    lr_decay: float = hyperparameter(1.0, lambda v: _number(0, 1, low_open=True)(v) and
+                                     "must be a decay in (0, 1] (1 = one LR for all stages)")
+    head_lr_mult: float = hyperparameter(1.0, _number(0, low_open=True))
+    unfreeze_every: int | None = hyperparameter(None, lambda v: None if v is None else _number(1, integer=True)(v))
 
 
 SEARCH_CHECKS = {f.name: f.metadata["check"] for f in fields(Hyperparameters)}
@@ -296,6 +304,7 @@ class TrialConfig(Hyperparameters):
     seed: int = 0
     performance: PerformanceConfig = PerformanceConfig()
     device: str = "auto"
+    preprocess: str = "squash"  # resolved data.preprocess / model preprocess (tlsweep.data.preprocess)
 
     def __post_init__(self):
         if not self.model_label:
@@ -401,8 +410,11 @@ class SweepPlan(_Plain):
         label = sampled["model"]
         values = {k: v for k, v in sampled.items() if k != "model"}
         model = self.models_table[label].with_head(values.get("head"), values.get("head_dropout"), self.heads)
+        from .data.preprocess import resolve_mode
+
         return TrialConfig(**values, model=model, model_label=label, data=self.data, epochs=self.epochs,
-                           seed=self.seed, performance=self.performance)
+                           seed=self.seed, performance=self.performance,
+                           preprocess=resolve_mode(self.data, self.models_table[label]))
 
     @classmethod
     def from_dict(cls, d: dict) -> SweepPlan:

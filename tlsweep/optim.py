@@ -67,8 +67,8 @@ def _step(opt, c, n):
 def _onecycle(opt, c, n):
     import torch
 
-    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=c.lr, total_steps=max(1, c.epochs * n),
-                                               pct_start=c.onecycle_pct_start)
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups],  # one per group
+                                               total_steps=max(1, c.epochs * n), pct_start=c.onecycle_pct_start)
 
 
 LR_SCHEDULERS.register("plateau", LRScheduler(_plateau, "metric"))

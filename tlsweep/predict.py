@@ -112,7 +112,7 @@ def load_predictor(path: str | os.PathLike, model: str | None = None, device: st
     dev = resolve_device(device)
     net = rebuild_model(state).to(dev)
     return Predictor(net, classes, config.data.image_size, config.model_label, resolved, config, dev,
-                     preprocessing(config.model))
+                     preprocessing(config.model, config.preprocess))
 
 
 def image_files(paths: Iterable[str | os.PathLike]) -> list[Path]:

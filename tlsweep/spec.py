@@ -18,7 +18,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
 
 from . import config as C
 from .distributions import Distribution, candidate_values, parse_param
-from .models.registry import get_backbone, list_backbones
+from .models.registry import get_backbone, is_backbone, list_backbones
 from .registry import unknown_value
 from .results import is_uri
 
@@ -89,6 +89,9 @@ class DataSpec(Strict):
     image_size: int = Field(_D.image_size, ge=16, le=1024)
     num_workers: int = Field(_D.num_workers, ge=0, le=64)
     augment: Annotated[Any, AfterValidator(_augment)] = _D.augment
+    # weights: the pretrained weights' resize → centre crop; squash: S×S; both with the weights' mean/std and
+    # interpolation; unset: weights for pretrained backbones, squash from scratch (tlsweep.data.preprocess)
+    preprocess: Literal["weights", "squash"] | None = None
     image_size_schedule: tuple[SizePhase, ...] | None = None
     # unreadable/truncated images: stop before any trial, or leave out
     on_bad_image: Literal["error", "skip"] = _D.on_bad_image
@@ -148,6 +151,7 @@ class ModelSpec(Strict):
     fusion: Literal["logits", "features", "mean"] = "logits"
     weights: str | None = None
     head: HeadSpec | None = None
+    preprocess: Literal["weights", "squash"] | None = None  # per-model override of data.preprocess
     resources: ResourcesOverride | None = None
     id: str | None = None
 
@@ -161,8 +165,13 @@ class ModelSpec(Strict):
         if (self.name is None) == (self.ensemble is None):
             raise ValueError("a model needs exactly one of 'name' (a backbone) or 'ensemble' (two backbones)")
         for backbone in ([self.name] if self.name is not None else list(self.ensemble)):
-            if backbone not in list_backbones():
-                raise ValueError(unknown_value("backbone", backbone, list_backbones()))
+            if not is_backbone(backbone):
+                if backbone.startswith("timm/"):
+                    from .models.timm_models import unknown_message
+
+                    raise ValueError(unknown_message(backbone))
+                raise ValueError(unknown_value("backbone", backbone, list_backbones()) +
+                                 " or timm/<any timm model>")
         return self
 
     @property
@@ -340,7 +349,7 @@ class Spec(Strict):
         for m in self.models:
             models[m.label] = C.ModelConfig(
                 name=m.name, ensemble=m.ensemble, fusion=m.fusion if m.ensemble else None,
-                weights=m.weights or self.weights, head=_head(m.head))
+                weights=m.weights or self.weights, head=_head(m.head), preprocess=m.preprocess)
         data = C.DataConfig.from_dict(self.data.model_dump(mode="json"))
         sched = self.scheduler.model_dump()
         sched["mode"] = self.scheduler.resolved_mode

@@ -22,6 +22,7 @@ from .config import TrialConfig
 from .data import load_splits
 from .data.transforms import TransformedDataset  # noqa: F401 (re-exported)
 from .fastpath import FastPath
+from .finetune import Recipe, frozen_counts, param_groups, thaw
 from .models import build_model
 from .models.transfer import count_parameters
 from .optim import LR_SCHEDULERS, OPTIMIZERS
@@ -68,8 +69,9 @@ class Trial:
         self.train_loader = make_loader(plan.train, batch_size, True, plan.workers, self.generator, pin, plan.collate)
         self.val_loader = make_loader(plan.val, max(batch_size, 64), False, plan.workers, pin_memory=pin,
                                       collate_fn=plan.collate)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = OPTIMIZERS[config.optimizer](params, config)
+        self.recipe = Recipe.from_config(config)  # discriminative LRs, gradual unfreezing: see tlsweep.finetune
+        self.initial_frozen = frozen_counts(self.model)
+        self.optimizer = OPTIMIZERS[config.optimizer](param_groups(self.model, self.recipe), config)
         lr_scheduler = LR_SCHEDULERS[config.lr_scheduler]
         self.sched_step = lr_scheduler.step
         self.scheduler = lr_scheduler.build(self.optimizer, config, len(self.train_loader))
@@ -99,7 +101,23 @@ class Trial:
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
+    def _thaw(self, epoch: int) -> None:
+        """Unfreeze what ``unfreeze_every`` thaws by ``epoch``; leave the feature cache once a backbone trains."""
+        if not thaw(self.model, self.initial_frozen, epoch, self.recipe, self.optimizer, self.scheduler):
+            return
+        self.total_params, self.trainable_params = count_parameters(self.model)
+        if self.train_size is None:  # the plan served cached features: no longer valid
+            plan = trial_data(self.config, self.splits, self.model, self.device, self.fast)
+            self.forward, self._plan, self.train_size = self.fast.compiled(plan.forward), plan, plan.train_size
+            self.cache_info = {**plan.info, "feature_cache": f"until epoch {epoch}"}
+            batch_size = int(self.config.batch_size)
+            self.train_loader = make_loader(plan.train, batch_size, True, plan.workers, self.generator, self._pin,
+                                            plan.collate)
+            self.val_loader = make_loader(plan.val, max(batch_size, 64), False, plan.workers, pin_memory=self._pin,
+                                          collate_fn=plan.collate)
+
     def train_epoch(self) -> dict:
+        self._thaw(self.epoch)
         self._resize_train()
         self.model.train()
         total, correct, loss_sum = 0, 0, 0.0
@@ -122,7 +140,8 @@ class Trial:
             correct += (logits.argmax(1) == labels).sum().item()
         seconds = time.perf_counter() - start
         return {"train_loss": loss_sum / total, "train_acc": correct / total,
-                "train_seconds": seconds, "images_per_s": total / seconds, "train_size": self.train_size}
+                "train_seconds": seconds, "images_per_s": total / seconds, "train_size": self.train_size,
+                "trainable_params": self.trainable_params, "param_groups": len(self.optimizer.param_groups)}
 
     @torch.no_grad()
     def evaluate(self, loader: DataLoader | None = None) -> dict:
@@ -177,6 +196,7 @@ class Trial:
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.fast.scaler.state_dict() if self.fast.scaler.is_enabled() else None,
             "epoch": self.epoch,
+            "frozen_stages": frozen_counts(self.model),
             "rng": {"torch": torch.get_rng_state(), "loader": self.generator.get_state()},
             "history": self.history,
             "classes": self.classes,
@@ -184,6 +204,12 @@ class Trial:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        for epoch in range(int(state["epoch"])):  # the thawed stages and their groups, as when it was saved
+            self._thaw(epoch)
+        saved = state.get("frozen_stages")
+        if saved is not None and list(saved) != frozen_counts(self.model):
+            raise ValueError(f"checkpoint has {list(saved)} frozen stages at epoch {state['epoch']}, this trial's "
+                             f"config gives {frozen_counts(self.model)} (freeze_depth or unfreeze_every changed)")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler") is not None:

@@ -127,6 +127,8 @@ def required_weights(plan) -> list[tuple[str, object]]:
         if ref.kind != "torchvision":
             continue
         for name in cfg.backbones:
+            if get_backbone(name).source != "torchvision":  # timm/: see timm_statuses
+                continue
             member = get_backbone(name).weights(ref.value)
             if member.url not in seen:
                 seen.add(member.url)
@@ -155,7 +157,42 @@ def prefetch(plan, download: bool = True) -> list[WeightsStatus]:
             except Exception as err:  # noqa: BLE001 - offline, proxy, bad hash: all mean "missing"
                 how = f"download failed ({type(err).__name__}: {str(err)[:120]}); {how}"
         statuses.append(WeightsStatus(backbone, label, target, "missing", how))
-    return statuses
+    return statuses + timm_statuses(plan, download)
+
+
+def timm_statuses(plan, download: bool = True) -> list[WeightsStatus]:
+    """``prefetch`` for ``timm/`` backbones: their files under ``checkpoints_dir()/timm`` (see
+    ``tlsweep.models.timm_models``); a download goes through the Hugging Face hub where it is reachable."""
+    from .models import timm_models as T
+
+    out, seen = [], set()
+    for cfg in plan.models_table.values():
+        weights = str(cfg.weights or "none")
+        if weights.lower() == "none" or T.is_file_path(weights):
+            continue
+        for name in cfg.backbones:
+            if not T.is_timm(name):
+                continue
+            tagged, path = T.weights_file(name.removeprefix(T.PREFIX), weights)
+            if tagged in seen:
+                continue
+            seen.add(tagged)
+            if path is not None:
+                out.append(WeightsStatus(name, tagged, path, "ok"))
+                continue
+            how, target = T.missing_help(tagged), T.weights_dir() / f"{tagged}.safetensors"
+            if download:
+                try:
+                    from huggingface_hub import hf_hub_download
+                    from timm.models import get_pretrained_cfg
+
+                    fetched = hf_hub_download(get_pretrained_cfg(tagged).hf_hub_id, "model.safetensors")
+                    out.append(WeightsStatus(name, tagged, T.import_timm_weights(fetched, tagged), "downloaded"))
+                    continue
+                except Exception as err:  # noqa: BLE001 - offline, no hub id, bad file: all mean "missing"
+                    how = f"download failed ({type(err).__name__}: {str(err)[:120]}); {how}"
+            out.append(WeightsStatus(name, tagged, target, "missing", how))
+    return out
 
 
 def ensure_weights(plan, download: bool = True) -> list[WeightsStatus]:

@@ -57,13 +57,13 @@ def image_dataset(source: Dataset, data: DataConfig, train: bool, augment: str |
 def train_images(config: TrialConfig, splits, size: int) -> tuple[Dataset, Callable | None]:
     """The training images at ``size`` with the trial's augmentation policy and strength."""
     return image_dataset(splits.train, config.data, True, config.data.augment, size, config.augment_strength,
-                         preprocessing(config.model))
+                         preprocessing(config.model, config.preprocess))
 
 
 def trial_data(config: TrialConfig, splits, model: nn.Module, device: torch.device, fast=None) -> TrialData:
     data = config.data
     size = data.image_size
-    pre = preprocessing(config.model)
+    pre = preprocessing(config.model, config.preprocess)
     mode = data.cache.features
     split = None
     if not data.image_size_schedule and (mode == "on" or (mode == "auto" and data.augment == "none")):

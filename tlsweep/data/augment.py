@@ -1,6 +1,6 @@
 """Augmentation policies written in the sweep file, built with torchvision.transforms.v2.
 
-``data.augment`` is a named policy (``none``, ``flip``, ``basic``) or a list of ops, each ``{OpName: {kwargs}}``
+``data.augment`` is a named policy (``none``, ``flip``, ``basic``, ``rrc``: RandomResizedCrop + flip) or a list of ops, each ``{OpName: {kwargs}}``
 or a bare ``OpName``, e.g. ``[{ColorJitter: {brightness: 0.2}}, {RandomRot90: {p: 0.5}}]``. Ops come from
 ``OPS`` (torchvision.transforms.v2 classes plus ``RandomRot90``); ``p`` on an op without its own ``p`` wraps
 it in ``v2.RandomApply``. ``search.augment_strength`` (default 1) scales every op's magnitudes (``MAGNITUDES``):
@@ -37,6 +37,14 @@ def _basic(size: int) -> list:
 
     return [v2.RandomResizedCrop(size, scale=(0.7, 1.0), antialias=True), v2.RandomHorizontalFlip(),
             v2.ColorJitter(0.2, 0.2, 0.2)]
+
+
+@POLICIES.register("rrc")
+def _rrc(size: int) -> list:
+    """The ImageNet training recipe (torchvision references, timm): random area 8–100 %, aspect 3/4–4/3, flip."""
+    from torchvision.transforms import v2
+
+    return [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()]
 
 
 def _times(v, s):

@@ -28,10 +28,15 @@ class TransformedDataset(Dataset):
 
 
 def decode_steps(image_size: int, pre: Preprocessing | None = None) -> list:
-    """PIL image → resized uint8 image tensor (what the decoded-image cache stores)."""
-    mode = (pre or IMAGENET).interpolation
-    kw = {} if mode == IMAGENET.interpolation else {"interpolation": v2.InterpolationMode(mode)}  # keeps cache keys
-    return [v2.ToImage(), v2.Resize((image_size, image_size), antialias=True, **kw)]
+    """PIL image → resized uint8 image tensor (what the decoded-image cache stores): squashed to S×S, or with a
+    ``resize_ratio`` the shorter side resized to S × ratio, then centre-cropped to S×S."""
+    pre = pre or IMAGENET
+    mode = pre.interpolation
+    kw = {} if mode == IMAGENET.interpolation else {"interpolation": v2.InterpolationMode(mode)}
+    if pre.resize_ratio is None:
+        return [v2.ToImage(), v2.Resize((image_size, image_size), antialias=True, **kw)]  # keeps cache keys
+    return [v2.ToImage(), v2.Resize(round(image_size * pre.resize_ratio), antialias=True, **kw),
+            v2.CenterCrop(image_size)]
 
 
 def augment_steps(augment: str | list | tuple, image_size: int, strength: float = 1.0) -> list:

@@ -24,9 +24,14 @@ def build_model(model, num_classes: int, freeze_depth: float | str = 0.0):
     return build_backbone_model(model.name, num_classes, model.weights, model.head, freeze_depth)
 
 
-def preprocessing(model) -> Preprocessing:
-    """The normalization a model's inputs get: its (first) backbone's weights' own (``Backbone.preprocessing``)."""
+def preprocessing(model, mode: str = "squash") -> Preprocessing:
+    """The normalization a model's inputs get: its (first) backbone's weights' own (``Backbone.preprocessing``);
+    ``mode`` ``weights`` adds their resize/centre-crop ratio (``data.preprocess``, see tlsweep.data.preprocess)."""
+    from dataclasses import replace
+
     from ..config import ModelConfig
 
     model = ModelConfig.from_dict(model)
-    return get_backbone(model.backbones[0]).preprocessing(model.weights)
+    entry = get_backbone(model.backbones[0])
+    pre = entry.preprocessing(model.weights)
+    return replace(pre, resize_ratio=entry.resize_ratio(model.weights)) if mode == "weights" else pre

@@ -26,6 +26,7 @@ class Preprocessing:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     interpolation: str = "bilinear"
+    resize_ratio: float | None = None  # shorter side / centre crop (``data.preprocess: weights``); None: squash
 
 
 IMAGENET = Preprocessing()  # for ``weights: none`` and weights files: ImageNet statistics
@@ -67,6 +68,7 @@ class Backbone:
     builder_kwargs: dict = field(default_factory=dict)  # constructor arguments without pretrained weights
     pretrained_kwargs: dict = field(default_factory=dict)  # ... and with them
     after_pretrained: Callable | None = None  # fix-up of a model built with pretrained weights
+    source: str = "torchvision"  # or "timm" (entries made on first use, see tlsweep.models.timm_models)
 
     @property
     def num_stages(self) -> int:
@@ -90,6 +92,13 @@ class Backbone:
         return Preprocessing(tuple(float(x) for x in preset.mean), tuple(float(x) for x in preset.std),
                              getattr(interpolation, "value", IMAGENET.interpolation))
 
+    def resize_ratio(self, weights: str | None = "none") -> float:
+        """Resize/crop of the weights' evaluation transform (256/224, 232/224, ...); the architecture's default
+        weights' for ``none`` and weight files."""
+        ref = parse_weights(weights)
+        preset = self.weights(ref.value if ref.kind == "torchvision" else "DEFAULT").transforms()
+        return preset.resize_size[0] / preset.crop_size[0]
+
     def constructor(self):
         import torchvision.models as tvm
 
@@ -107,6 +116,10 @@ def register_backbone(entry: Backbone) -> Backbone:
 
 
 def get_backbone(name: str) -> Backbone:
+    if name.startswith("timm/"):
+        from .timm_models import timm_entry
+
+        return timm_entry(name)
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -114,7 +127,21 @@ def get_backbone(name: str) -> Backbone:
 
 
 def list_backbones(pattern: str = "*") -> list[str]:
+    """Registered (torchvision) backbones matching ``pattern``; ``timm/<pattern>`` lists timm's models."""
+    if pattern.startswith("timm/"):
+        from .timm_models import list_timm
+
+        return list_timm(pattern)
     return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def is_backbone(name: str) -> bool:
+    """A registered backbone, or ``timm/<name>`` of a model timm knows (imports timm only for those)."""
+    if name.startswith("timm/"):
+        from .timm_models import known
+
+        return known(name)
+    return name in _REGISTRY
 
 
 def _resnet(name: str, enum: str, family: str = "resnet") -> Backbone:

@@ -96,14 +96,16 @@ class TransferModel(nn.Module):
 
     def freeze(self, freeze_depth: float | str) -> int:
         """Freeze the first stages; returns how many are frozen. Frozen stages keep BatchNorm in eval mode."""
-        self.frozen_stages = frozen_stage_count(freeze_depth, self.entry.num_stages)
-        for p in self.backbone.parameters():
-            p.requires_grad_(True)
-        if self.frozen_stages == self.entry.num_stages:
-            self.backbone.requires_grad_(False)  # linear probe: stray parameters outside the stages freeze too
-        for stage in self.stages()[: self.frozen_stages]:
+        return self.set_frozen(frozen_stage_count(freeze_depth, self.entry.num_stages))
+
+    def set_frozen(self, count: int) -> int:
+        """Freeze exactly the first ``count`` stages; backbone parameters outside the stages (e.g. ResNet's stem
+        BatchNorm) freeze with the first stage."""
+        self.frozen_stages = int(count)
+        self.backbone.requires_grad_(self.frozen_stages == 0)
+        for stage in self.stages()[self.frozen_stages:]:
             for member in stage:
-                member.requires_grad_(False)
+                member.requires_grad_(True)
         self.train(self.training)
         return self.frozen_stages
 
@@ -121,7 +123,29 @@ class TransferModel(nn.Module):
                     for member in stage:
                         if isinstance(member, nn.Module):
                             member.eval()
+                for m in self.backbone.modules():  # BatchNorm outside the stages, frozen with the first one
+                    params = list(m.parameters(recurse=False))
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm) and params and not params[0].requires_grad:
+                        m.eval()
         return self
+
+
+def _torchvision_backbone(entry: Backbone, weights: str | None) -> tuple[nn.Module, int]:
+    backbone = load_backbone(entry, weights)
+    feature_dim = resolve_path(backbone, entry.head).in_features
+    _set_path(backbone, entry.head, nn.Identity())
+    return backbone, feature_dim
+
+
+def _timm_backbone(entry: Backbone, weights: str | None) -> tuple[nn.Module, int]:
+    from . import timm_models
+
+    backbone = timm_models.load(entry, weights)  # already without classifier (reset_classifier(0))
+    return backbone, timm_models.feature_dim(backbone)
+
+
+# Backbone.source → (entry, weights) → (backbone returning pooled features, their size)
+BUILDERS = {"torchvision": _torchvision_backbone, "timm": _timm_backbone}
 
 
 def build_backbone_model(
@@ -129,10 +153,7 @@ def build_backbone_model(
     freeze_depth: float | str = 0.0,
 ) -> TransferModel:
     entry = get_backbone(name)
-    backbone = load_backbone(entry, weights)
-    old_head = resolve_path(backbone, entry.head)
-    feature_dim = old_head.in_features
-    _set_path(backbone, entry.head, nn.Identity())
+    backbone, feature_dim = BUILDERS[entry.source](entry, weights)
     model = TransferModel(entry, backbone, build_head(feature_dim, num_classes, **_head_kwargs(head)), feature_dim)
     model.freeze(freeze_depth)
     return model

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from ..data import load_splits
+from ..data.preprocess import resolve_mode
 from ..models import preprocessing
 from ..results import TRIALS_FILE
 from .collect import ReportError, collect, trials_table
@@ -25,6 +26,12 @@ from .stats import compare_to_best, comparison_frame
 from .summary import summarize, to_html
 
 log = logging.getLogger(__name__)
+
+
+def _pre(plan, label: str):
+    """The preprocessing a model's trials used (the mode the sweep resolved for it)."""
+    model = plan.models_table[label]
+    return preprocessing(model, resolve_mode(plan.data, model))
 
 
 def make_report(results_dir: str | Path, out_dir: str | Path | None = None, cam_images: int = 8,
@@ -60,7 +67,7 @@ def _make_report(results_dir, out_dir, cam_images: int, hparams: bool) -> Path:
     models, evals = {}, {}
     for name, pick in picks.items():
         models[name] = load_model(pick.checkpoint, len(classes))
-        evals[name] = evaluate(models[name], splits.test, classes, size, preprocessing(plan.models_table[name]))
+        evals[name] = evaluate(models[name], splits.test, classes, size, _pre(plan, name))
     best = next(iter(picks))  # best by validation
     comparisons = compare_to_best({m: e.correct for m, e in evals.items()}, best)
     board = leaderboard(sweep, picks, evals, comparisons)
@@ -84,7 +91,7 @@ def _make_report(results_dir, out_dir, cam_images: int, hparams: bool) -> Path:
 
     ctx = Context(sweep, out, picks, evals, comparisons, board, trials, importances, costs, classes, size,
                   splits.test, models, cam_images, study=sweep_study(sweep),
-                  preprocess=preprocessing(plan.models_table[best]))
+                  preprocess=_pre(plan, best))
     sections = build_sections(ctx)
     if hparams:
         try:

@@ -20,8 +20,8 @@ from ..models.transfer import TransferModel, resolve_path, stage_members
 def _vit_reshape(x: torch.Tensor) -> torch.Tensor:
     if x.dim() == 4:  # the patch-embedding conv is already (B, C, H, W)
         return x
-    tokens = x[:, 1:, :]  # drop the class token
-    side = int(math.isqrt(tokens.shape[1]))
+    side = int(math.isqrt(x.shape[1]))
+    tokens = x[:, x.shape[1] - side * side:, :]  # drop the class (and register) tokens
     return tokens.reshape(x.shape[0], side, side, x.shape[2]).permute(0, 3, 1, 2)
 
 

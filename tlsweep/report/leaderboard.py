@@ -11,7 +11,10 @@ from .collect import Sweep, TrialRecord
 from .evaluate import Evaluation
 from .stats import ALPHA, Comparison, compare_to_best
 
-CONFIG_COLUMNS = ("lr", "batch_size", "freeze_depth", "optimizer", "lr_scheduler")
+CONFIG_COLUMNS = ("lr", "batch_size", "freeze_depth", "optimizer", "lr_scheduler", "lr_decay", "head_lr_mult",
+                  "unfreeze_every", "preprocess")
+
+RECIPE_DEFAULTS = {"lr_decay": 1.0, "head_lr_mult": 1.0, "unfreeze_every": None, "preprocess": None}
 
 
 @dataclass
@@ -57,6 +60,7 @@ def leaderboard(sweep: Sweep, picks: dict[str, Pick], evals: dict[str, Evaluatio
     rows = []
     for model, pick in picks.items():
         ev, cmp = evals[model], comparisons[model]
+        config = sweep.plan.trial_config(pick.trial.config)  # sampled values and what the sweep resolved
         trials = [t for t in sweep.trials if t.model == model]
         h = pick.trial.history
         rows.append({
@@ -65,7 +69,7 @@ def leaderboard(sweep: Sweep, picks: dict[str, Pick], evals: dict[str, Evaluatio
             "p_vs_best": cmp.p_holm, "group": cmp.group, "best_only": cmp.best_only, "other_only": cmp.other_only,
             "val_acc": float(pick.val.get("val_acc", float("nan"))),
             "macro_f1": ev.macro_f1, "macro_f1_ci_low": ev.f1_low, "macro_f1_ci_high": ev.f1_high,
-            **{c: getattr(sweep.plan.trial_config(pick.trial.config), c) for c in CONFIG_COLUMNS},
+            **{c: getattr(config, c) for c in CONFIG_COLUMNS},
             "epoch": pick.epoch, "epochs_trained": pick.trial.epochs,
             "trials_run": len(trials), "trials_stopped": sum(t.status == "stopped" for t in trials),
             "trials_failed": sum(t.status in ("error", "diverged") for t in trials),
@@ -101,6 +105,10 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
     out["lr"] = frame["lr"].map(lambda v: f"{v:.2e}" if isinstance(v, (int, float)) else str(v))
     for c in ("batch_size", "freeze_depth", "optimizer", "lr_scheduler"):
         out[c.replace("_", " ")] = frame[c].astype(str)
+    for c, default in RECIPE_DEFAULTS.items():  # fine-tuning recipe columns, where a sweep used them
+        if c in frame and any(v is not None and v == v and v != default for v in frame[c]):
+            out[c.replace("_", " ")] = frame[c].map(lambda v: "-" if v is None or v != v else f"{v:g}"
+                                                    if isinstance(v, float) else str(v))
     out["epochs"] = [f"{e}/{n}" for e, n in zip(frame["epoch"], frame["epochs_trained"])]
     out["trials (stopped)"] = [f"{r} ({s})" for r, s in zip(frame["trials_run"], frame["trials_stopped"])]
     out["train s"] = frame["train_s"].map("{:.1f}".format)  # the chosen trial's training time

@@ -34,11 +34,11 @@ def _value(dist):
 
 def trial_configs(path: str) -> list[dict]:
     from tlsweep.spec import load_spec
-    from tlsweep.sweep.space import build_groups, trial_config
+    from tlsweep.sweep.space import build_groups
 
-    plain = load_spec(path).to_plain()
-    return [trial_config(plain, {**g.fixed, **{k: _value(d) for k, d in g.sampled.items()}})
-            for g in build_groups(plain)]
+    plan = load_spec(path).plan()
+    return [plan.trial_config({**g.fixed, **{k: _value(d) for k, d in g.sampled.items()}}).to_dict()
+            for g in build_groups(plan)]
 
 
 def run_one(config: dict) -> dict:

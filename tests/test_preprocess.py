@@ -11,11 +11,14 @@ from torchvision.transforms.functional import InterpolationMode
 
 from tlsweep.cache import images as I
 from tlsweep.data import load_splits
-from tlsweep.data.preprocess import SQUASH, preprocess_for, resolve_mode, weights_preprocess
-from tlsweep.data.transforms import build_transform
+from tlsweep.data.preprocess import preprocess_for, resolve_mode
+from tlsweep.data.transforms import TransformedDataset, build_transform
+from tlsweep.models import IMAGENET, preprocessing
 from tlsweep.spec import SpecError, load_spec, parse_spec
-from tlsweep.sweep.space import trial_config
-from tlsweep.train import TransformedDataset
+
+
+def weights_preprocess(name, weights="imagenet"):
+    return preprocessing({"name": name, "weights": weights}, "weights")
 
 
 def test_weights_metadata_gives_ratio_interpolation_and_stats():
@@ -36,7 +39,7 @@ def test_weights_preprocess_resizes_the_shorter_side_then_centre_crops():
     image = Image.new("RGB", (90, 60))
     image.paste((255, 0, 0), (0, 0, 10, 60))  # a red strip at the left edge: cropped away, not squashed
     pre = weights_preprocess("efficientnet_b0")
-    x = build_transform(32, preprocess=pre)(image)
+    x = build_transform(32, pre=pre)(image)
     assert x.shape == (3, 32, 32)
     side = round(32 * pre.resize_ratio)
     expected = v2.Compose([v2.ToImage(), v2.Resize(side, InterpolationMode.BICUBIC, antialias=True),
@@ -44,7 +47,7 @@ def test_weights_preprocess_resizes_the_shorter_side_then_centre_crops():
                            v2.Normalize(pre.mean, pre.std)])(image)
     assert torch.equal(x, expected)
     squashed = build_transform(32)(image)
-    red = (1 - SQUASH.mean[0]) / SQUASH.std[0]
+    red = (1 - IMAGENET.mean[0]) / IMAGENET.std[0]
     assert squashed[0, :, 0].mean() == pytest.approx(red, rel=0.05) and x[0, :, 0].max() < red / 2
 
 
@@ -52,9 +55,9 @@ def test_decoded_image_cache_keys_and_tensors_follow_the_preprocessing(shapes_ro
     splits = load_splits({"root": str(shapes_root)})
     pre = weights_preprocess("efficientnet_b0")
     assert I.image_key(splits.val, 24, pre) != I.image_key(splits.val, 24)
-    path = I.build_images(splits.val, 24, tmp_path, preprocess=pre)
-    cached = I.CachedImages(path, 24, preprocess=pre)
-    plain = TransformedDataset(splits.val, build_transform(24, preprocess=pre))
+    path = I.build_images(splits.val, 24, tmp_path, pre=pre)
+    cached = I.CachedImages(path, 24, pre=pre)
+    plain = TransformedDataset(splits.val, build_transform(24, pre=pre))
     batch, _ = cached.__getitems__(list(range(len(cached))))
     assert torch.equal(batch, torch.stack([plain[i][0] for i in range(len(plain))]))
 
@@ -64,17 +67,18 @@ def test_mode_defaults_to_weights_for_pretrained_models_only():
     assert resolve_mode({}, {"name": "resnet18", "weights": "none"}) == "squash"
     assert resolve_mode({"preprocess": "squash"}, {"name": "resnet18", "weights": "imagenet"}) == "squash"
     assert resolve_mode({"preprocess": "squash"}, {"name": "r", "weights": "imagenet", "preprocess": "weights"}) == "weights"
-    assert preprocess_for({"model": {"name": "resnet18", "weights": "imagenet"}}) == SQUASH  # old checkpoints
+    old = {"model": {"name": "resnet18", "weights": "imagenet"}, "data": {"root": "x"}}  # an older checkpoint
+    assert preprocess_for(old) == IMAGENET and preprocess_for({**old, "preprocess": "weights"}).resize_ratio
 
 
 def test_trial_config_carries_the_resolved_mode(spec_dict):
     spec_dict["models"] = [{"name": "resnet18", "weights": "IMAGENET1K_V1"}, {"name": "mobilenet_v2", "id": "scratch"}]
-    plain = parse_spec(spec_dict).to_plain()
-    assert trial_config(plain, {"model": "resnet18", "lr": 1e-3})["preprocess"] == "weights"
-    assert trial_config(plain, {"model": "scratch", "lr": 1e-3})["preprocess"] == "squash"
+    plan = parse_spec(spec_dict).plan()
+    assert plan.trial_config({"model": "resnet18", "lr": 1e-3}).preprocess == "weights"
+    assert plan.trial_config({"model": "scratch", "lr": 1e-3}).preprocess == "squash"
     spec_dict["data"]["preprocess"] = "squash"
-    plain = parse_spec(spec_dict).to_plain()
-    assert trial_config(plain, {"model": "resnet18", "lr": 1e-3})["preprocess"] == "squash"
+    plan = parse_spec(spec_dict).plan()
+    assert plan.trial_config({"model": "resnet18", "lr": 1e-3}).preprocess == "squash"
 
 
 SWEEP = textwrap.dedent("""\
@@ -112,5 +116,5 @@ def test_a_model_can_override_the_data_preprocess(spec_dict):
     spec_dict["data"]["preprocess"] = "weights"
     spec_dict["models"] = [{"name": "resnet18", "weights": "IMAGENET1K_V1", "id": "w"},
                            {"name": "resnet18", "weights": "IMAGENET1K_V1", "preprocess": "squash", "id": "s"}]
-    plain = parse_spec(spec_dict).to_plain()
-    assert [trial_config(plain, {"model": m})["preprocess"] for m in ("w", "s")] == ["weights", "squash"]
+    plan = parse_spec(spec_dict).plan()
+    assert [plan.trial_config({"model": m}).preprocess for m in ("w", "s")] == ["weights", "squash"]

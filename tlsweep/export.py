@@ -21,7 +21,6 @@ import torch
 from torch import nn
 
 from .checkpoints import CheckpointError
-from .data.preprocess import preprocess_for
 from .predict import Predictor, load_predictor
 
 FORMAT_FILES = {"torchscript": "model.pt", "onnx": "model.onnx"}
@@ -152,7 +151,7 @@ def write_sidecar(predictor: Predictor, path: Path, exported: Sequence[Exported]
         "normalization_included": include_normalization,
         "mean": list(predictor.mean),
         "std": list(predictor.std),
-        "resize": preprocess_for(predictor.config).describe(size),
+        "resize": predictor.pre.describe(size),
         "files": {e.format: e.path.name for e in exported},
         "max_abs_diff": {e.format: e.max_abs_diff for e in exported},
         "checkpoint": str(predictor.checkpoint.path),

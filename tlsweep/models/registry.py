@@ -28,6 +28,13 @@ class Preprocessing:
     interpolation: str = "bilinear"
     resize_ratio: float | None = None  # shorter side / centre crop (``data.preprocess: weights``); None: squash
 
+    def describe(self, size: int) -> str:
+        """The resize in words (export sidecars)."""
+        if self.resize_ratio is None:
+            return f"{size}x{size} ({self.interpolation}, antialias), no crop"
+        return (f"shorter side to {round(size * self.resize_ratio)} ({self.interpolation}, antialias), "
+                f"centre crop {size}x{size}")
+
 
 IMAGENET = Preprocessing()  # for ``weights: none`` and weights files: ImageNet statistics
 

@@ -12,10 +12,11 @@ Pretrained weights are never downloaded by a trial: ``imagenet`` (timm's default
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .registry import Backbone
+from .registry import IMAGENET, Backbone, Preprocessing
 
 PREFIX = "timm/"
 EXTENSIONS = (".safetensors", ".pth", ".bin", ".npz")
@@ -108,7 +109,7 @@ def timm_entry(name: str) -> Backbone:
     kind = type(model).__name__
     reshape = RESHAPES.get(kind) or ("vit" if hasattr(model, "num_prefix_tokens") else None)
     fixed = getattr(getattr(model, "patch_embed", None), "strict_img_size", False)
-    return Backbone(name, "", head="", stages=stages, cam_layer=cam, family=f"timm:{kind}",
+    return TimmBackbone(name, "", head="", stages=stages, cam_layer=cam, family=f"timm:{kind}",
                     input_size=int(cfg.get("input_size", (3, 224, 224))[-1]), fixed_input_size=bool(fixed),
                     reshape=reshape, source="timm")
 
@@ -192,18 +193,28 @@ def load(entry: Backbone, weights: str | None):
     return create(arch, pretrained=True, pretrained_cfg_overlay={"file": str(path), "source": ""})
 
 
-def preprocess(entry: Backbone, weights: str | None):
-    """The weights' evaluation preprocessing from timm's pretrained config (resize = crop / crop_pct)."""
+def _pretrained_cfg(entry: Backbone, weights: str | None):
     from timm.models import get_pretrained_cfg
 
-    from ..data.preprocess import Preprocess
-
     arch, w = entry.name.removeprefix(PREFIX), str(weights or "none")
-    cfg = get_pretrained_cfg(arch if w.lower() in ("none", "imagenet") or is_file_path(w) else _tagged(arch, w))
-    if cfg is None:
-        return Preprocess()
-    return Preprocess(1 / float(cfg.crop_pct or 1.0), cfg.interpolation or "bilinear", tuple(cfg.mean),
-                      tuple(cfg.std))
+    return get_pretrained_cfg(arch if w.lower() in ("none", "imagenet") or is_file_path(w) else _tagged(arch, w))
+
+
+@dataclass(frozen=True)
+class TimmBackbone(Backbone):
+    """A timm entry: preprocessing from timm's pretrained config instead of a torchvision weights enum."""
+
+    def preprocessing(self, weights: str | None = "none") -> Preprocessing:
+        """The weights' mean/std/interpolation (``pretrained_cfg``); ImageNet's for ``none`` and weight files."""
+        cfg = _pretrained_cfg(self, weights)
+        if cfg is None or str(weights or "none").lower() == "none" or is_file_path(str(weights)):
+            return IMAGENET
+        return Preprocessing(tuple(cfg.mean), tuple(cfg.std), cfg.interpolation or "bilinear")
+
+    def resize_ratio(self, weights: str | None = "none") -> float:
+        """1 / crop_pct of the weights (of the default weights for ``none`` and files)."""
+        cfg = _pretrained_cfg(self, weights)
+        return 1 / float(cfg.crop_pct or 1.0) if cfg is not None else 1.0
 
 
 def import_timm_weights(path: str | Path, tagged: str) -> Path:

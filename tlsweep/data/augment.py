@@ -1,8 +1,8 @@
 """Augmentation policies written in the sweep file, built with torchvision.transforms.v2.
 
 ``data.augment`` is a named policy (``none``, ``flip``, ``basic``, ``rrc``: RandomResizedCrop + flip) or a list of
-ops, each ``{OpName: {kwargs}}`` or a bare ``OpName``, e.g. ``[{ColorJitter: {brightness: 0.2}}, {RandomRot90: {p: 0.5}}]``. Ops come from
-``OPS`` (torchvision.transforms.v2 classes plus ``RandomRot90``); ``p`` on an op without its own ``p`` wraps
+ops, each ``{OpName: {kwargs}}`` or a bare ``OpName``, e.g. ``[{ColorJitter: {brightness: 0.2}}, {RandomRot90:
+{p: 0.5}}]``. Ops come from ``OPS`` (torchvision.transforms.v2 classes plus ``RandomRot90``); ``p`` on an op without its own ``p`` wraps
 it in ``v2.RandomApply``. ``search.augment_strength`` (default 1) scales every op's magnitudes (``MAGNITUDES``):
 0 turns colour/geometry changes off, 2 doubles them; flips and 90° rotations are not scaled.
 """

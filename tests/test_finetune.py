@@ -131,7 +131,8 @@ def test_leaderboard_shows_recipe_columns_only_when_used():
 
     assert {"lr_decay", "head_lr_mult", "unfreeze_every", "preprocess"} <= set(CONFIG_COLUMNS)
     row = {"model": "m", "test_acc": 0.9, "test_acc_ci_low": 0.8, "test_acc_ci_high": 0.95, "val_acc": 0.9,
-           "macro_f1": 0.9, "lr": 1e-3, "batch_size": 8, "freeze_depth": 0.0, "optimizer": "adam",
+           "p_vs_best": float("nan"), "group": "best", "macro_f1": 0.9, "macro_f1_ci_low": 0.8,
+           "macro_f1_ci_high": 1.0, "lr": 1e-3, "batch_size": 8, "freeze_depth": 0.0, "optimizer": "adam",
            "lr_scheduler": "none", "lr_decay": 1.0, "head_lr_mult": 1.0, "unfreeze_every": None,
            "preprocess": "squash", "epoch": 1, "epochs_trained": 1, "trials_run": 1, "trials_stopped": 0,
            "train_s": 1.0, "wall_s": 1.0, "total_params": 10, "trainable_params": 5, "train_images_per_s": 9.0,

@@ -184,7 +184,7 @@ def _sweep(name: str, root: Path, s: dict, resources: dict):
     result = run_sweep(spec)
     wall = time.perf_counter() - start
     assert set(result.trials["status"]) == {"finished"}, result.trials[["status", "error"]]
-    return wall, float(result.trials["seconds"].sum()), result.trials
+    return wall, float(result.trials["wall_s"].sum()), result.trials
 
 
 def sweep_rows(quick: bool, gpu: bool) -> list[dict]:

@@ -122,6 +122,10 @@ def run(
         console.print(f"{spec.storage_dir} holds an unfinished sweep: resuming it (finished trials are kept)")
         resume = True
     try:
+        if address:  # a dead address fails at once, before the dataset and GPU memory checks
+            from .sweep.cluster import probe_cluster
+
+            probe_cluster(address)
         checked = _preflight(spec, data=True, address=address)
         result = run_sweep(spec, address=address, num_samples=num_samples, resume=resume,
                            callbacks=[ProgressPrinter(spec.scheduler.metric, total_trials(plan))], checked=checked)

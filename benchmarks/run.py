@@ -3,7 +3,8 @@
     python -m benchmarks.run [--quick] [--only NAME]
 
 Each module has ``run(quick: bool = False) -> list[dict]``; a row has ``benchmark``, ``baseline``,
-``candidate``, ``ratio`` (candidate / baseline), ``target`` (e.g. "≤ 1.10×"), ``met`` and ``notes``.
+``candidate``, ``ratio`` (candidate / baseline), ``target`` (e.g. "≤ 1.10×"), ``met`` and ``notes``;
+``met: None`` marks a row skipped (e.g. a GPU row where there is no GPU): it shows as "skipped" and fails nothing.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def _cell(key: str, value) -> str:
     if key == "ratio":
         return "—" if value is None or value != value else f"{value:.2f}×"
     if key == "met":
-        return "yes" if value else "**no**"
+        return "skipped" if value is None else ("yes" if value else "**no**")
     return str(value if value is not None else "").replace("|", "\\|").replace("\n", " ")
 
 
@@ -111,7 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.only:
         args.output.write_text("# Benchmark results\n\n" + text)
     _shutdown_ray()
-    return 0 if all(r.get("met") for r in rows) else 1
+    return 0 if all(passed(r) for r in rows) else 1
+
+
+def passed(row: dict) -> bool:
+    """A row met its target, or was skipped (``met: None``, e.g. a GPU row on a machine without one)."""
+    met = row.get("met", False)
+    return met is None or bool(met)
 
 
 def _shutdown_ray() -> None:

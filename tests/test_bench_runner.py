@@ -49,3 +49,24 @@ def test_table_formats_ratios_and_escapes_pipes():
     assert lines[3].startswith("| bad |") and "| — |" in lines[3] and "| **no** |" in lines[3]
     text = render([ROW], "some CPU, 2 cores", quick=False, seconds=12.3)
     assert text.startswith("Machine: some CPU, 2 cores\n") and "Suite (full) took 12 s." in text
+
+
+def test_skipped_rows_show_as_skipped_and_fail_nothing():
+    from benchmarks.run import passed
+
+    skipped = {**ROW, "ratio": float("nan"), "met": None, "notes": "not measured: no GPU found"}
+    assert "| — | ≤ 1.10× | skipped |" in format_table([skipped])
+    assert passed(skipped) and passed(ROW) and not passed({**ROW, "met": False}) and not passed({"benchmark": "x"})
+
+
+def test_gpu_benchmark_without_a_gpu_says_so():
+    import torch
+
+    from benchmarks import bench_gpu
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    rows = bench_gpu.run(quick=False)
+    assert len(rows) == 4 and all(r["met"] is None and "no GPU found" in r["notes"] for r in rows)
+    assert {r["benchmark"] for r in rows} >= {"gpu: Trial vs GPU-resident ceiling, resnet50",
+                                              "gpu sweep: quarter-GPU vs whole-GPU trials"}

@@ -138,7 +138,9 @@ def test_feature_cache_needs_frozen_backbone_and_no_augmentation(shapes_root, sm
     augmented["data"]["augment"] = "flip"
     forced = _cached(shapes_root, tmp_path, {"features": "on"}, freeze_depth="all")
     forced["data"]["augment"] = "flip"
-    assert partial.cache_info == {"feature_cache": "off", "image_cache": "on"}
+    assert partial.cache_info == {"feature_cache": "off", "image_cache": "on",
+                                  "images": partial.cache_info["images"], "input": "cpu"}
+    assert partial.cache_info["images"] in ("built", "hit")
     assert Trial(augmented, splits=small).cache_info["feature_cache"] == "off"
     assert Trial(forced, splits=small).cache_info["feature_cache"] in ("built", "hit")
 
@@ -194,7 +196,7 @@ def test_spec_cache_and_performance_sections(spec_dict):
     config = parse_spec(spec_dict).plan().trial_config({"model": "resnet18"})
     assert config.data.cache.to_dict() == {"images": "off", "features": "on"} and config.data.cache_dir == "/tmp/c"
     assert config.performance.to_dict() == {"precision": "bf16", "channels_last": True, "pin_memory": "auto",
-                                     "compile": False}
+                                            "compile": False, "input": "auto"}
     spec_dict["performance"] = {"precision": "fp8"}
     spec_dict["data"]["cache"] = {"image": "on"}
     with pytest.raises(SpecError) as err:

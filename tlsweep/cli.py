@@ -31,11 +31,11 @@ def _load(path: Path, **overrides):
         raise typer.Exit(2) from None
 
 
-def _preflight(spec, data: bool, address: str | None = None):
+def _preflight(spec, data: bool, address: str | None = None, local_run: bool = True):
     """Checks against the dataset and machine: warnings printed, problems → exit 2 (see tlsweep.preflight)."""
     from .preflight import preflight
 
-    checked = preflight(spec, data=data, address=address)
+    checked = preflight(spec, data=data, address=address, local_run=local_run)
     for warning in checked.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     if checked.problems:
@@ -52,17 +52,37 @@ def validate(
     files: list[Path] = typer.Argument(..., help="Sweep files to check."),
     data: bool = typer.Option(False, help="Also read the dataset: splits, unreadable images, duplicates, "
                                           "imbalance, batch size vs the train split."),
+    address: Optional[str] = typer.Option(None, help="Also check the resources against this Ray cluster "
+                                                     "(HOST:PORT or 'auto'); without it, GPUs this machine lacks "
+                                                     "are a warning (the file may be meant for a cluster)."),
 ) -> None:
     """Check sweep files without running anything."""
     from .sweep.space import total_trials
 
     for path in files:
         spec = _load(path)
-        checked = _preflight(spec, data)
+        checked = _preflight(spec, data, address=address, local_run=address is not None)
+        if address:
+            _check_cluster_resources(spec, address)
         if checked.counts:
             console.print("data: " + ", ".join(f"{n} {k}" for k, n in checked.counts.items()))
         console.print(f"[green]ok[/] {path}: {len(spec.models)} model(s), {total_trials(spec.plan())} trials, "
                       f"{spec.epochs} epochs max, results → {spec.storage_dir}")
+
+
+def _check_cluster_resources(spec, address: str) -> None:
+    """``validate --address``: can the cluster host one trial of every model? Problems → exit 2."""
+    from .gpus import resolve_resources
+    from .sweep.cluster import ResourceError, alive_nodes, check_resources, cluster_gpus
+    from .sweep.runner import init_ray
+
+    init_ray(address)
+    nodes = alive_nodes()
+    try:
+        check_resources(resolve_resources(spec.plan(), cluster_gpus(nodes)), nodes)
+    except ResourceError as err:
+        err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -110,6 +130,10 @@ def run(
         console.print(f"{spec.storage_dir} holds an unfinished sweep: resuming it (finished trials are kept)")
         resume = True
     try:
+        if address:  # a dead address fails at once, before the dataset and GPU memory checks
+            from .sweep.cluster import probe_cluster
+
+            probe_cluster(address)
         checked = _preflight(spec, data=True, address=address)
         result = run_sweep(spec, address=address, num_samples=num_samples, resume=resume,
                            callbacks=[ProgressPrinter(spec.scheduler.metric, total_trials(plan))], checked=checked)

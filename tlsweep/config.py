@@ -207,6 +207,7 @@ class PerformanceConfig(_Plain):
     channels_last: bool = False
     pin_memory: str | bool = "auto"
     compile: bool = False
+    input: str = "auto"  # where cached images are augmented: auto (the device on a GPU), device or cpu
 
     @classmethod
     def from_dict(cls, d: dict | None) -> PerformanceConfig:
@@ -332,10 +333,14 @@ class TrialConfig(Hyperparameters):
 @dataclass(frozen=True)
 class Resources(_Plain):
     cpu: float = 1.0
-    gpu: float = 0.0
+    gpu: float | str = 0.0  # a number, or "auto" until ``tlsweep.gpus.resolve_resources`` meets the cluster
+    gpu_memory_gb: float | None = None  # the cluster GPUs' memory for the memory check (sweep level only)
 
     def demand(self) -> dict[str, float]:
         """Ray resource demand of one trial."""
+        if self.gpu == "auto":
+            raise ValueError("resources.gpu is still `auto`: resolve it for the cluster first "
+                             "(tlsweep.gpus.resolve_resources)")
         return {"CPU": float(self.cpu), **({"GPU": float(self.gpu)} if self.gpu else {})}
 
 

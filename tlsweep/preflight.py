@@ -33,8 +33,9 @@ class Preflight:
         return self
 
 
-def preflight(spec: Spec, data: bool = True, address: str | None = None) -> Preflight:
-    """Everything a sweep file cannot say about itself; ``data=False`` skips reading the dataset."""
+def preflight(spec: Spec, data: bool = True, address: str | None = None, local_run: bool = True) -> Preflight:
+    """Everything a sweep file cannot say about itself; ``data=False`` skips reading the dataset.
+    ``local_run=False`` (``tlsweep validate``): GPUs this machine lacks are a warning, not a problem."""
     result = Preflight()
     root_node = _compose(spec._source)
 
@@ -42,15 +43,17 @@ def preflight(spec: Spec, data: bool = True, address: str | None = None) -> Pref
         node = _node_at(root_node, tuple(int(p) if p.isdigit() else p for p in path.split(".")))
         result.problems.append((path, node.start_mark.line + 1 if node is not None else None, message))
 
-    for check in (_freeze_depth, _storage, _gpus):
+    for check in (_freeze_depth, _storage):
         check(spec, problem, address)
+    _gpus(spec, problem, result, address, local_run)
+    _gpu_memory(spec, problem, local_run and not address and not os.environ.get("RAY_ADDRESS"))
     if data:
         _data(spec, problem, result)
     return result
 
 
-def check_or_raise(spec: Spec, data: bool = True, address: str | None = None) -> Preflight:
-    return preflight(spec, data, address).raise_problems(spec._source or "<spec>")
+def check_or_raise(spec: Spec, data: bool = True, address: str | None = None, local_run: bool = True) -> Preflight:
+    return preflight(spec, data, address, local_run).raise_problems(spec._source or "<spec>")
 
 
 def _compose(source: str | None):
@@ -96,16 +99,54 @@ def _storage(spec: Spec, problem, address) -> None:
         problem(key, f"cannot store results in {storage}: {existing} is not writable")
 
 
-def _gpus(spec: Spec, problem, address) -> None:
-    need = max(r.gpu for r in spec.model_resources().values())
-    if not need or address or os.environ.get("RAY_ADDRESS"):
+def _gpus(spec: Spec, problem, result: Preflight, address, local_run: bool) -> None:
+    """GPUs asked as a number that this machine lacks: a problem for a local run, a warning for a file
+    written here for a cluster. ``gpu: auto`` needs none (it gives trials no GPU where there is none)."""
+    asked = [r.gpu for r in spec.model_resources().values() if r.gpu != "auto"]
+    need = max(asked, default=0)
+    if not need or address or os.environ.get("RAY_ADDRESS") or _ray_running():
         return  # a cluster's GPUs are checked once Ray is up (sweep.cluster.check_resources)
     import torch
 
     have = torch.cuda.device_count()
     if have < math.ceil(need):
-        problem("resources.gpu", f"a trial asks for {need:g} GPU but this machine has {have}; set "
-                                 f"resources.gpu: 0, or attach to a cluster with GPUs (--address)")
+        if local_run:
+            problem("resources.gpu", f"a trial asks for {need:g} GPU but this machine has {have}; set "
+                                     f"resources.gpu: auto (or 0), or attach to a cluster with GPUs (--address)")
+        else:
+            result.warnings.append(f"a trial asks for {need:g} GPU and this machine has {have}: fine for a cluster "
+                                   f"(tlsweep run --address HOST:PORT), not for a run here")
+
+
+def _ray_running() -> bool:
+    """Ray already started in this process (by the caller): its resources, not torch's, say what there is."""
+    import sys
+
+    return "ray" in sys.modules and sys.modules["ray"].is_initialized()
+
+
+def _gpu_memory(spec: Spec, problem, here: bool) -> None:
+    """Each model's largest batch size must fit in its GPU share (see ``tlsweep.gpus`` for the estimate).
+    ``here``: a run on this machine, where ``gpu: auto`` gives no GPU unless it has one."""
+    from . import gpus
+
+    plan = spec.plan()
+    memory, source = gpus.gpu_memory_gb(plan.resources)
+    shares = gpus.gpu_shares(plan, memory)
+    no_local_gpu = here and gpus.local_gpu_memory_gb() is None
+    for label, share in shares.items():
+        if not share or (no_local_gpu and plan.model_resources[label].gpu == "auto"):
+            continue
+        batch, need = gpus.worst_case(plan, label)
+        have = share * memory * gpus.GiB
+        if need > have:
+            asked = plan.model_resources[label].gpu
+            how = " (the most `auto` gives)" if asked == "auto" else ""
+            problem("search.batch_size",
+                    f"{label} at batch size {batch} needs about {need / gpus.GiB:.1f} GiB of GPU memory (estimate) "
+                    f"but its GPU share {share:g}{how} of a {memory:g} GiB GPU ({source}) holds "
+                    f"{have / gpus.GiB:.1f} GiB; lower the batch size, use precision bf16, or raise its "
+                    f"resources.gpu")
 
 
 def _data(spec: Spec, problem, result: Preflight) -> None:

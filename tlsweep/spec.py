@@ -256,26 +256,38 @@ class SearcherSpec(Strict):
 
 
 def _gpu_fraction(v):
-    if v is not None and v > 1 and v != int(v):
-        raise ValueError("more than one GPU per trial must be a whole number")
+    if v != "auto" and v is not None and v > 1:
+        raise ValueError("more than one GPU per trial: tlsweep trains each trial on one GPU (no data-parallel "
+                         "trials); use gpu: 1 and let more trials run at once, or a fraction (e.g. 0.25) for small "
+                         "backbones")
     return v
 
 
-GPUs = Annotated[float, Field(ge=0), AfterValidator(_gpu_fraction)]
+GPUs = Annotated[Literal["auto"] | float, Field(union_mode="left_to_right"), AfterValidator(_gpu_fraction)]
+
+
+def _non_negative(v):
+    if v != "auto" and v is not None and v < 0:
+        raise ValueError("Input should be greater than or equal to 0")
+    return v
 
 
 class ResourcesSpec(Strict):
-    """CPUs and GPUs per trial; a fraction of a GPU lets small backbones share one (e.g. 0.25)."""
+    """CPUs and GPUs per trial. ``gpu: auto`` (default): a GPU share on a cluster with GPUs (the backbone's
+    default share, raised until its estimated memory fits), none without; or a number: 0, a fraction that
+    lets small backbones share one GPU (e.g. 0.25), or 1. ``gpu_memory_gb``: the cluster GPUs' memory for the
+    memory check when this machine has none (see ``tlsweep.gpus``)."""
 
     cpu: float = Field(1, gt=0)
-    gpu: GPUs = 0
+    gpu: Annotated[GPUs, AfterValidator(_non_negative)] = "auto"
+    gpu_memory_gb: float | None = Field(None, gt=0)
 
 
 class ResourcesOverride(Strict):
     """A model's own ``resources``; unset fields come from the sweep's ``resources``."""
 
     cpu: float | None = Field(None, gt=0)
-    gpu: GPUs | None = None
+    gpu: Annotated[GPUs | None, AfterValidator(_non_negative)] = None
 
 
 class PerformanceSpec(Strict):
@@ -285,6 +297,7 @@ class PerformanceSpec(Strict):
     channels_last: bool = False
     pin_memory: Literal["auto"] | bool = "auto"
     compile: bool = False
+    input: Literal["auto", "cpu", "device"] = "auto"  # where cached uint8 images are augmented (tlsweep.cache.device)
 
 
 class CheckpointSpec(Strict):
@@ -339,7 +352,7 @@ class Spec(Strict):
 
     def model_resources(self) -> dict[str, C.Resources]:
         """Label → per-trial resources: the sweep's ``resources`` with each model's overrides."""
-        base = self.resources.model_dump()
+        base = self.resources.model_dump(exclude={"gpu_memory_gb"})
         return {m.label: C.Resources(**{**base, **(m.resources.model_dump(exclude_none=True) if m.resources else {})})
                 for m in self.models}
 

@@ -23,6 +23,7 @@ from .data import load_splits
 from .data.transforms import TransformedDataset  # noqa: F401 (re-exported)
 from .fastpath import FastPath
 from .finetune import Recipe, frozen_counts, param_groups, thaw
+from .gpus import device_metrics
 from .models import build_model
 from .models.transfer import count_parameters
 from .optim import LR_SCHEDULERS, OPTIMIZERS
@@ -49,26 +50,32 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: i
 class Trial:
     """Holds a trial's data, model, optimizer and LR scheduler; ``run()`` yields one metrics dict per epoch."""
 
-    def __init__(self, config: TrialConfig | dict, device: str | torch.device | None = None, splits=None):
+    def __init__(self, config: TrialConfig | dict, device: str | torch.device | None = None, splits=None,
+                 gpu_share: float = 1.0):
         self.config = config = TrialConfig.from_dict(config)
+        self.gpu_share = gpu_share  # of the GPU it trains on (Ray's), for the device input path
         self.device = resolve_device(device if device is not None else config.device)
         self.epoch = 0
         self.history: list[dict] = []
         torch.manual_seed(config.seed)
+        clock = time.perf_counter()
         self.splits = splits or load_splits(config.data, config.seed)
         self.classes = self.splits.classes
         self.fast = FastPath(config.performance, self.device)
         self.generator = torch.Generator().manual_seed(config.seed)
         batch_size = int(config.batch_size)
+        self.setup_seconds = {"data_s": time.perf_counter() - clock}
+        clock = time.perf_counter()
         self.model = self.fast.prepare_model(
             build_model(config.model, len(self.classes), config.freeze_depth).to(self.device))
+        self.setup_seconds["model_s"], clock = time.perf_counter() - clock, time.perf_counter()
         plan = trial_data(config, self.splits, self.model, self.device, self.fast)  # caches: see tlsweep.cache
         self.cache_info, self.forward = plan.info, self.fast.compiled(plan.forward)
         pin = self._pin = self.fast.pin_memory and plan.pin_memory
         self._plan, self.train_size = plan, plan.train_size
-        self.train_loader = make_loader(plan.train, batch_size, True, plan.workers, self.generator, pin, plan.collate)
-        self.val_loader = make_loader(plan.val, max(batch_size, 64), False, plan.workers, pin_memory=pin,
-                                      collate_fn=plan.collate)
+        self.train_loader = self._batches(plan.train, batch_size, True, self.generator, plan.collate)
+        self.val_loader = self._batches(plan.val, max(batch_size, 64), False, None, plan.collate)
+        self.setup_seconds["loaders_s"] = time.perf_counter() - clock
         self.recipe = Recipe.from_config(config)  # discriminative LRs, gradual unfreezing: see tlsweep.finetune
         self.initial_frozen = frozen_counts(self.model)
         self.optimizer = OPTIMIZERS[config.optimizer](param_groups(self.model, self.recipe), config)
@@ -78,6 +85,17 @@ class Trial:
         self.loss_fn = nn.CrossEntropyLoss(weight=self._class_weights() if config.class_weighted_loss else None,
                                            label_smoothing=float(config.label_smoothing))
         self.total_params, self.trainable_params = count_parameters(self.model)
+
+    def _batches(self, dataset: Dataset, batch_size: int, shuffle: bool, generator, collate):
+        """A loader on the CPU path, or batches augmented on the device (``tlsweep.cache.device``)."""
+        from .cache.images import CachedImages
+
+        if self._plan.device_input and isinstance(dataset, CachedImages):
+            from .cache.device import DeviceBatches
+
+            return DeviceBatches(dataset, batch_size, shuffle, self.device, generator,
+                                 gpu_share=self.gpu_share or 1.0)
+        return make_loader(dataset, batch_size, shuffle, self._plan.workers, generator, self._pin, collate)
 
     def _class_weights(self) -> torch.Tensor:
         """n / (k · count) per class from the training targets: rare classes weigh more."""
@@ -90,8 +108,7 @@ class Trial:
         if self.train_size is None or size == self.train_size:
             return
         dataset, collate = train_images(self.config, self.splits, size)
-        self.train_loader = make_loader(dataset, int(self.config.batch_size), True, self._plan.workers,
-                                        self.generator, self._pin, collate)
+        self.train_loader = self._batches(dataset, int(self.config.batch_size), True, self.generator, collate)
         self.train_size = size
 
     @property
@@ -111,10 +128,8 @@ class Trial:
             self.forward, self._plan, self.train_size = self.fast.compiled(plan.forward), plan, plan.train_size
             self.cache_info = {**plan.info, "feature_cache": f"until epoch {epoch}"}
             batch_size = int(self.config.batch_size)
-            self.train_loader = make_loader(plan.train, batch_size, True, plan.workers, self.generator, self._pin,
-                                            plan.collate)
-            self.val_loader = make_loader(plan.val, max(batch_size, 64), False, plan.workers, pin_memory=self._pin,
-                                          collate_fn=plan.collate)
+            self.train_loader = self._batches(plan.train, batch_size, True, self.generator, plan.collate)
+            self.val_loader = self._batches(plan.val, max(batch_size, 64), False, None, plan.collate)
 
     def train_epoch(self) -> dict:
         self._thaw(self.epoch)
@@ -177,7 +192,8 @@ class Trial:
             elif self.sched_step == "epoch":
                 self.scheduler.step()
         self.epoch += 1
-        metrics.update(epoch=self.epoch, lr=lr, diverged=False, epoch_seconds=time.perf_counter() - start)
+        metrics.update(epoch=self.epoch, lr=lr, diverged=False, epoch_seconds=time.perf_counter() - start,
+                       **device_metrics(self.device))
         self.history.append(metrics)
         return metrics
 

@@ -66,9 +66,10 @@ class _Decoded(Dataset):
         return self.decode(image).as_subclass(torch.Tensor), label
 
 
-def build_images(dataset: Dataset, image_size: int, root: Path, workers: int = 0, pre=None) -> Path:
+def build_images(dataset: Dataset, image_size: int, root: Path, workers: int = 0, pre=None,
+                 key: str | None = None) -> Path:
     """Decode ``dataset`` once into ``root/images/<key>/`` (if not there yet) and return that folder."""
-    key = image_key(dataset, image_size, pre)
+    key = key or image_key(dataset, image_size, pre)
     if key is None:
         raise ValueError(f"no fingerprint for {type(dataset).__name__}; cannot cache its images")
     path = Path(root) / "images" / key

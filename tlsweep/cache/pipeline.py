@@ -34,6 +34,7 @@ class TrialData:
     pin_memory: bool = True
     info: dict = field(default_factory=dict)
     train_size: int | None = None  # the size ``train`` was built at; None when it serves cached features
+    device_input: bool = False  # cached images are augmented on the training device (``cache.device``)
 
 
 def _use_image_cache(mode: str, dataset: Dataset, size: int) -> bool:
@@ -49,8 +50,12 @@ def image_dataset(source: Dataset, data: DataConfig, train: bool, augment: str |
     """``source`` through the decoded-image cache when ``data.cache.images`` allows it, else decoded per item."""
     size = size or data.image_size
     if _use_image_cache(data.cache.images, source, size):
-        path = I.build_images(source, size, cache_root(data), data.num_workers, pre)
-        return I.CachedImages(path, size, augment, train, strength, pre), I.passthrough
+        key = I.image_key(source, size, pre)
+        ready = entry_ready(cache_root(data) / "images" / key)
+        path = I.build_images(source, size, cache_root(data), data.num_workers, pre, key)
+        images = I.CachedImages(path, size, augment, train, strength, pre)
+        images.cache_status = "hit" if ready else "built"
+        return images, I.passthrough
     return TransformedDataset(source, build_transform(size, augment, train, strength, pre)), None
 
 
@@ -88,5 +93,17 @@ def trial_data(config: TrialConfig, splits, model: nn.Module, device: torch.devi
     first = data.train_size(0)
     train, collate = train_images(config, splits, first)
     val, _ = image_dataset(splits.val, data, False, "none", pre=pre)
-    return TrialData(train, val, model, collate, data.num_workers, True,
-                     {"feature_cache": "off", "image_cache": "on" if collate else "off"}, first)
+    on_device = device_input(config, device, train)
+    info = {"feature_cache": "off", "image_cache": "on" if collate else "off",
+            "images": getattr(train, "cache_status", None), "input": "device" if on_device else "cpu"}
+    return TrialData(train, val, model, collate, 0 if on_device else data.num_workers, True, info, first,
+                     on_device)
+
+
+def device_input(config: TrialConfig, device: torch.device, train: Dataset) -> bool:
+    """``performance.input``: ``device`` augments cached images on the training device, ``cpu`` in loaders,
+    ``auto`` on the device when it is a GPU. Images not in the decoded-image cache always take the CPU path."""
+    mode = config.performance.input
+    if not isinstance(train, I.CachedImages) or mode == "cpu":
+        return False
+    return mode == "device" or torch.device(device).type == "cuda"

@@ -76,6 +76,7 @@ class Backbone:
     pretrained_kwargs: dict = field(default_factory=dict)  # ... and with them
     after_pretrained: Callable | None = None  # fix-up of a model built with pretrained weights
     source: str = "torchvision"  # or "timm" (entries made on first use, see tlsweep.models.timm_models)
+    gpu_share: float = 1.0  # the GPU share a trial gets under ``resources.gpu: auto`` (small models share one)
 
     @property
     def num_stages(self) -> int:
@@ -151,11 +152,11 @@ def is_backbone(name: str) -> bool:
     return name in _REGISTRY
 
 
-def _resnet(name: str, enum: str, family: str = "resnet") -> Backbone:
+def _resnet(name: str, enum: str, family: str = "resnet", gpu_share: float = 1.0) -> Backbone:
     return Backbone(
         name, enum, head="fc",
         stages=("conv1", "layer1", "layer2", "layer3", "layer4"),
-        cam_layer="layer4", family=family,
+        cam_layer="layer4", family=family, gpu_share=gpu_share,
     )
 
 
@@ -176,8 +177,8 @@ def _googlenet_main_head_only(model):
 
 
 for _entry in (
-    _resnet("resnet18", "ResNet18_Weights"),
-    _resnet("resnet34", "ResNet34_Weights"),
+    _resnet("resnet18", "ResNet18_Weights", gpu_share=0.5),
+    _resnet("resnet34", "ResNet34_Weights", gpu_share=0.5),
     _resnet("resnet50", "ResNet50_Weights"),
     _resnet("resnet101", "ResNet101_Weights"),
     _resnet("wide_resnet50_2", "Wide_ResNet50_2_Weights", family="wide_resnet"),
@@ -205,21 +206,21 @@ for _entry in (
         stages=("conv1-maxpool2", "inception3a-maxpool3", "inception4a-inception4e", "maxpool4-inception5b"),
         cam_layer="inception5b", family="googlenet",
         builder_kwargs={"aux_logits": False, "init_weights": True},
-        after_pretrained=_googlenet_main_head_only,
+        after_pretrained=_googlenet_main_head_only, gpu_share=0.5,
     ),
-    _features_net("mobilenet_v2", "MobileNet_V2_Weights", "classifier.1", "mobilenet", 19),
-    _features_net("mobilenet_v3_small", "MobileNet_V3_Small_Weights", "classifier.3", "mobilenet", 13),
-    _features_net("mobilenet_v3_large", "MobileNet_V3_Large_Weights", "classifier.3", "mobilenet", 17),
+    _features_net("mobilenet_v2", "MobileNet_V2_Weights", "classifier.1", "mobilenet", 19, gpu_share=0.25),
+    _features_net("mobilenet_v3_small", "MobileNet_V3_Small_Weights", "classifier.3", "mobilenet", 13, gpu_share=0.25),
+    _features_net("mobilenet_v3_large", "MobileNet_V3_Large_Weights", "classifier.3", "mobilenet", 17, gpu_share=0.25),
     Backbone(
         "mnasnet0_75", "MNASNet0_75_Weights", head="classifier.1",
-        stages=tuple(f"layers.{i}" for i in range(17)), cam_layer="layers.16", family="mnasnet",
+        stages=tuple(f"layers.{i}" for i in range(17)), cam_layer="layers.16", family="mnasnet", gpu_share=0.25,
     ),
     Backbone(
         "shufflenet_v2_x2_0", "ShuffleNet_V2_X2_0_Weights", head="fc",
         stages=("conv1", "maxpool", "stage2", "stage3", "stage4", "conv5"),
-        cam_layer="conv5", family="shufflenet",
+        cam_layer="conv5", family="shufflenet", gpu_share=0.25,
     ),
-    _features_net("efficientnet_b0", "EfficientNet_B0_Weights", "classifier.1", "efficientnet", 9),
+    _features_net("efficientnet_b0", "EfficientNet_B0_Weights", "classifier.1", "efficientnet", 9, gpu_share=0.25),
     _features_net("convnext_tiny", "ConvNeXt_Tiny_Weights", "classifier.2", "convnext", 8),
     Backbone(
         "swin_t", "Swin_T_Weights", head="head",

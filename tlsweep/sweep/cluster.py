@@ -103,6 +103,11 @@ def alive_nodes() -> list[dict]:
     return [n for n in ray.nodes() if n.get("Alive")]
 
 
+def cluster_gpus(nodes: list[dict]) -> float:
+    """GPUs in all of the cluster's alive nodes (``resources.gpu: auto`` gives trials none when 0)."""
+    return float(sum(n.get("Resources", {}).get("GPU", 0) for n in nodes))
+
+
 def unplaceable(demands: dict[str, dict], nodes: list[dict]) -> dict[str, dict]:
     """Models whose per-trial demand no single node can ever satisfy."""
     def fits(need, node):

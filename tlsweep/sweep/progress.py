@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from ray.tune import Callback
 from rich.console import Console
 from rich.markup import escape
@@ -41,3 +43,13 @@ class ProgressPrinter(Callback):
 
 
 _CONSOLE = Console()
+
+
+class TrialLaunches(Callback):
+    """When Tune started each trial (its actor is up; wall clock), for ``start_s`` in summary.csv."""
+
+    def __init__(self):
+        self.at: dict[str, float] = {}
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.at.setdefault(trial.trial_id, time.time())

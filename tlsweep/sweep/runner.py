@@ -18,10 +18,14 @@ from ..config import SweepPlan
 from ..results import (SPEC_FILE, SUMMARY_FILE, USABLE, dedupe_history, is_uri, parse_trial_id,  # noqa: F401
                        reported_error, trial_dirname as _dirname, trial_row, trial_status, trials_frame, write_plan)
 from ..spec import Spec
-from .cluster import ClusterError, ResourceError, StorageError, check_cluster, probe_cluster  # noqa: F401
+from .cluster import (ClusterError, ResourceError, StorageError, alive_nodes, check_cluster,  # noqa: F401
+                      probe_cluster)
 from .space import build_groups, total_trials
 
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+# a trial's first epoch's: device, fixed costs before training (sweep/trainable.py, Trial.setup_seconds)
+SETUP_COLUMNS = ("device", "gpu_name", "setup_s", "setup_data_s", "setup_model_s", "setup_loaders_s", "import_s",
+                 "started_at")
 log = logging.getLogger(__name__)
 
 
@@ -56,14 +60,17 @@ def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | N
 
     if ray.is_initialized():
         return
+    from ..gpus import hidden_gpus_env
+
     address = address or os.environ.get("RAY_ADDRESS")
-    if address:
+    if address:  # workers of a running cluster get the environment through the job's runtime_env
         probe_cluster(address)
         try:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": hidden_gpus_env()})
         except ConnectionError as err:
             raise ClusterError(f"could not attach to the Ray cluster at {address}: {err}") from None
-    else:
+    else:  # a local Ray's workers inherit this process's environment
+        os.environ.update(hidden_gpus_env())
         ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
                  log_to_driver=False, configure_logging=False)
 
@@ -135,7 +142,12 @@ def run_sweep(spec: Spec, address: str | None = None, num_samples: int | None = 
 
     ensure_weights(plan)  # fetch each weights file once here, not in every trial at once
     init_ray(address)
-    check_cluster(plan)
+    from ..gpus import resolve_resources
+    from .cluster import cluster_gpus
+
+    nodes = alive_nodes()
+    run_plan = resolve_resources(plan, cluster_gpus(nodes))  # `gpu: auto` → a number for this cluster
+    check_cluster(run_plan)
     from ray import tune
 
     from .resume import changed_since, repair_state, sweep_state
@@ -154,14 +166,21 @@ def run_sweep(spec: Spec, address: str | None = None, num_samples: int | None = 
     if resume:
         for warning in repair_state(storage):
             log.warning(warning)
+    from ..cache.prebuild import prebuild_caches
+
+    prebuild_caches(run_plan, nodes)  # decoded images and frozen features, once per node, before any trial
+    from .progress import TrialLaunches
+
+    launches = TrialLaunches()
     if resume and tune.Tuner.can_restore(storage):
-        tuner = tune.Tuner.restore(storage, make_trainable(plan), resume_unfinished=True, resume_errored=True)
+        tuner = tune.Tuner.restore(storage, make_trainable(run_plan), resume_unfinished=True, resume_errored=True)
     else:
-        tuner = build_tuner(plan, callbacks)
+        tuner = build_tuner(run_plan, [*(callbacks or []), launches])
     previous = _stop_on_sigterm()
     try:
         grid = tuner.fit()
         trials = summary_frame(grid, plan)
+        add_start_seconds(trials, launches.at)
         if not is_uri(storage):
             trials.to_csv(Path(storage) / SUMMARY_FILE, index=False)
     except Exception as err:
@@ -205,6 +224,15 @@ def _chain(error: BaseException | None):
         error = error.__cause__ or error.__context__
 
 
+def add_start_seconds(trials: pd.DataFrame, launched: dict[str, float]) -> None:
+    """``start_s``: Tune's ``on_trial_start`` (the trial's actor is up) → the trial's code running (its
+    reported ``started_at``). The worker's own start shows in ``import_s``."""
+    if "started_at" not in trials:
+        return
+    trials["start_s"] = [round(max(0.0, s - launched[t]), 3) if t in launched and s == s else None
+                         for t, s in zip(trials["trial_id"], trials["started_at"])]
+
+
 def _stop_on_sigterm():
     """SIGTERM (what a job scheduler sends) stops the sweep as Ctrl-C does: Tune saves it, running again resumes.
     Set after ``ray.init``, whose own SIGTERM handler would abort the driver; main thread only. Returns the
@@ -233,8 +261,13 @@ def summary_frame(grid, plan: SweepPlan) -> pd.DataFrame:
         trial_id = (result.metrics or {}).get("trial_id") or (
             parse_trial_id(result.path, config.get("model")) if result.path else None)
         status = trial_status(history, error, plan.epochs)
-        rows.append(trial_row(trial_id, config, status, history, plan.scheduler.metric, plan.scheduler.mode,
-                              error, result.path))
+        row = trial_row(trial_id, config, status, history, plan.scheduler.metric, plan.scheduler.mode, error,
+                        result.path)
+        if len(history):  # the trial's device and fixed costs (first epoch), peak GPU memory
+            row.update({k: history.iloc[0][k] for k in SETUP_COLUMNS if k in history})
+            if "peak_gpu_mem_gb" in history:
+                row["peak_gpu_mem_gb"] = history["peak_gpu_mem_gb"].max()
+        rows.append(row)
     return trials_frame(rows)
 
 

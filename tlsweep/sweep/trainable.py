@@ -6,35 +6,53 @@ import logging
 import os
 import pickle
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 
-import ray
-import ray.tune as tune
-import torch
+_IMPORTS_START = time.perf_counter()
 
-from ..config import SweepPlan
-from ..train import CHECKPOINT_FILE, Trial, load_checkpoint
-from . import faults
-from .checkpointing import checkpoint_epochs
-from .cluster import trial_resources
+import ray  # noqa: E402
+import ray.tune as tune  # noqa: E402
+import torch  # noqa: E402
+
+from ..config import SweepPlan  # noqa: E402
+from ..gpus import trial_device  # noqa: E402
+from ..train import CHECKPOINT_FILE, Trial, load_checkpoint  # noqa: E402
+from . import faults  # noqa: E402
+from .checkpointing import checkpoint_epochs  # noqa: E402
+from .cluster import trial_resources  # noqa: E402
+
+IMPORT_SECONDS = time.perf_counter() - _IMPORTS_START  # what a fresh trial worker pays to import torch & co.
+_trials_in_this_process = 0
 
 UNREADABLE = (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile)
 log = logging.getLogger(__name__)
 
 
 def train_trial(config: dict, spec: dict) -> None:
-    """``config``: the values the searcher drew (model label, hyperparameters); ``spec``: ``SweepPlan.to_dict()``.
-    Restore from the trial's last checkpoint if Tune hands one over, then report every epoch."""
+    """``config``: the values the searcher drew (model label, hyperparameters); ``spec``: ``SweepPlan.to_dict()``
+    with GPUs resolved. Train on the device Ray assigned (a GPU share, or the CPU with every GPU hidden); restore
+    from the trial's last checkpoint if Tune hands one over, then report every epoch."""
+    global _trials_in_this_process
+    started_at, start = time.time(), time.perf_counter()
+    _trials_in_this_process += 1
     plan = SweepPlan.from_dict(spec)
-    cpus = plan.resources_of(config["model"]).cpu
-    torch.set_num_threads(max(1, int(os.environ.get("TLSWEEP_TORCH_THREADS", cpus))))
-    trial = Trial(plan.trial_config(config))
+    demand = plan.resources_of(config["model"]).demand()
+    gpu_ids = [str(i) for i in ray.get_gpu_ids()]
+    device = trial_device(gpu_ids, bool(demand.get("GPU")))
+    torch.set_num_threads(max(1, int(os.environ.get("TLSWEEP_TORCH_THREADS", demand["CPU"]))))
+    trial = Trial(plan.trial_config(config), device=device, gpu_share=demand.get("GPU", 0.0))
     checkpoint = tune.get_checkpoint()
     warning = restore(trial, checkpoint) if checkpoint is not None else None
     info = {"model_label": config["model"], "total_params": trial.total_params,
             "trainable_params": trial.trainable_params, "node_ip": _node_ip(),
-            "node_id": ray.get_runtime_context().get_node_id(), "start_epoch": trial.epoch}
+            "node_id": ray.get_runtime_context().get_node_id(), "start_epoch": trial.epoch,
+            "gpu_ids": ",".join(gpu_ids), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "started_at": started_at, "setup_s": time.perf_counter() - start,
+            "import_s": IMPORT_SECONDS if _trials_in_this_process == 1 else 0.0,  # 0: a reused worker
+            **{f"setup_{k}": v for k, v in trial.setup_seconds.items()},
+            **{f"cache_{k}": v for k, v in trial.cache_info.items()}}
     due = checkpoint_epochs(plan, trial.max_epochs)
     trial_id = tune.get_context().get_trial_id()
     for metrics in trial.run():

@@ -1,0 +1,39 @@
+"""Caches built before the trials (``tlsweep.cache.prebuild``): which entries a sweep's trials will read, built
+once, then found by the trials."""
+
+import torch
+
+from tlsweep.cache.prebuild import build_caches, feature_jobs
+from tlsweep.spec import parse_spec
+from tlsweep.train import Trial
+
+
+def test_feature_jobs_are_the_fully_frozen_models_without_augmentation(spec_dict):
+    spec_dict["models"] = ["resnet18", {"ensemble": ["resnet18", "mobilenet_v3_small"], "fusion": "features"}]
+    spec_dict["search"]["freeze_depth"] = {"choice": [0.5, "all"]}
+    spec_dict["data"]["augment"] = "none"
+    plan = parse_spec(spec_dict).plan()
+    assert feature_jobs(plan) == [("resnet18", "all"), ("resnet18+mobilenet_v3_small-features", "all")]
+    spec_dict["data"]["augment"] = "flip"
+    assert feature_jobs(parse_spec(spec_dict).plan()) == []
+    spec_dict["data"]["cache"] = {"features": "on"}
+    assert len(feature_jobs(parse_spec(spec_dict).plan())) == 2
+    spec_dict["search"]["freeze_depth"] = 0.5
+    assert feature_jobs(parse_spec(spec_dict).plan()) == []
+
+
+def test_built_before_then_every_trial_hits(spec_dict, tmp_path):
+    torch.set_num_threads(1)
+    spec_dict["models"] = ["mobilenet_v3_small"]
+    spec_dict["search"].update(freeze_depth="all", batch_size=16)
+    spec_dict["data"].update(augment="none", cache_dir=str(tmp_path / "cache"),
+                             image_size_schedule=None)
+    plan = parse_spec(spec_dict).plan()
+    first = build_caches(plan)
+    assert first["entries"] == {"train@32": "built", "val": "built", "features:mobilenet_v3_small": "built"}
+    assert build_caches(plan)["entries"] == {"train@32": "hit", "val": "hit", "features:mobilenet_v3_small": "hit"}
+    sampled = {"model": "mobilenet_v3_small", "lr": 1e-3, "batch_size": 16, "optimizer": "adam",
+               "lr_scheduler": "none", "freeze_depth": "all"}
+    assert Trial(plan.trial_config(sampled), device="cpu").cache_info["feature_cache"] == "hit"
+    unfrozen = plan.trial_config({**sampled, "freeze_depth": 0.0})
+    assert Trial(unfrozen, device="cpu").cache_info["images"] == "hit"

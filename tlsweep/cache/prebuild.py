@@ -1,0 +1,138 @@
+"""A sweep's node-local caches built before its first trial: the decoded images of the train and val splits at
+every training size, and the frozen-backbone features of every model whose trials would read them; once per node,
+all nodes at once (other nodes, and a node whose GPU builds the features: one pinned Ray task each; this machine's
+node: in the driver, with no worker to start), so that no trial builds an entry while the others wait on its
+lock. A node whose build fails only logs it: its trials build what they need.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from ..config import SweepPlan
+
+log = logging.getLogger(__name__)
+
+
+def feature_jobs(plan: SweepPlan) -> list[tuple[str, object]]:
+    """(model label, freeze depth) pairs whose trials read the frozen-feature cache (every backbone frozen)."""
+    from ..distributions import candidate_values, parse_param
+    from ..models.registry import get_backbone
+    from ..models.transfer import frozen_stage_count
+
+    data = plan.data
+    mode = data.cache.features
+    if data.image_size_schedule or mode == "off" or (mode == "auto" and data.augment != "none"):
+        return []
+    param = parse_param(plan.search.get("freeze_depth", 0.0))
+    try:
+        freezes = candidate_values(param)
+    except (TypeError, ValueError):
+        return []  # a continuous range: fully frozen only at its bound, not worth a build
+    jobs = []
+    for label, model in plan.models_table.items():
+        for freeze in freezes:
+            stages = [get_backbone(n).num_stages for n in model.backbones]
+            try:
+                if all(frozen_stage_count(freeze, s) == s for s in stages):
+                    jobs.append((label, freeze))
+                    break  # one fully frozen depth builds the entry for all of them
+            except ValueError:
+                continue
+    return jobs
+
+
+def images_wanted(plan: SweepPlan) -> bool:
+    return plan.data.cache.images != "off"
+
+
+def build_caches(plan: SweepPlan | dict, device: str = "cpu") -> dict:
+    """Build (or find) every cache entry the sweep's trials will read, here; returns what it did."""
+    import torch
+
+    from ..data import load_splits
+    from ..fastpath import FastPath
+    from ..models import build_model, preprocessing
+    from .pipeline import image_dataset, train_images, trial_data
+
+    plan = plan if isinstance(plan, SweepPlan) else SweepPlan.from_dict(plan)
+    start = time.perf_counter()
+    data, seed = plan.data, plan.seed
+    splits = load_splits(data, seed)
+    statuses: dict[str, str] = {}
+
+    def note(key: str, dataset) -> None:  # "built" if any model's entry was built here
+        status = getattr(dataset, "cache_status", "off")
+        statuses[key] = "built" if statuses.get(key) == "built" else status
+
+    if images_wanted(plan):
+        for label in plan.models_table:  # one entry per preprocessing the models want (resize interpolation)
+            config = plan.trial_config({"model": label})
+            for size in sorted({data.train_size(e) for e in range(plan.epochs)}):
+                note(f"train@{size}", train_images(config, splits, size)[0])
+            note("val", image_dataset(splits.val, data, False, "none", pre=preprocessing(config.model))[0])
+    dev = torch.device(device)
+    for label, freeze in feature_jobs(plan):
+        config = plan.trial_config({"model": label, "freeze_depth": freeze})
+        fast = FastPath(config.performance, dev)
+        torch.manual_seed(seed)  # a trial's random init (weights: none) is seeded the same way
+        model = fast.prepare_model(build_model(config.model, len(splits.classes), freeze).to(dev))
+        statuses[f"features:{label}"] = trial_data(config, splits, model, dev, fast).info["feature_cache"]
+    return {"entries": statuses, "seconds": round(time.perf_counter() - start, 2)}
+
+
+def _task(plan: dict, threads: int) -> dict:
+    import ray
+    import torch
+
+    from ..gpus import trial_device
+
+    gpu_ids = [str(i) for i in ray.get_gpu_ids()]
+    device = trial_device(gpu_ids, bool(gpu_ids))
+    torch.set_num_threads(max(1, threads))
+    out = build_caches(plan, str(device))
+    return {**out, "node_id": ray.get_runtime_context().get_node_id(), "device": str(device)}
+
+
+def prebuild_caches(plan: SweepPlan, nodes: list[dict]) -> list[dict]:
+    """Build the caches on every node able to host a trial (CPUs > 0), all at once, and wait for them: on this
+    machine's node in this process (no worker to start) unless frozen features want its GPU, elsewhere (and
+    then) as one Ray task pinned to the node."""
+    features = bool(feature_jobs(plan))
+    if not images_wanted(plan) and not features:
+        return []
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = ray.get_runtime_context().get_node_id()
+    remote = ray.remote(_task)
+    refs, local = [], None
+    for node in nodes:
+        res = node.get("Resources", {})
+        if res.get("CPU", 0) < 1:
+            continue
+        gpus = 1 if features and res.get("GPU", 0) >= 1 else 0
+        if node["NodeID"] == here and not gpus:
+            local = node
+            continue
+        refs.append(remote.options(num_cpus=1, num_gpus=gpus, max_retries=0,
+                                   scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
+                    .remote(plan.to_dict(), int(res.get("CPU", 1))))
+    done = []
+    if local is not None:
+        _collect(done, lambda: {**build_caches(plan), "node_id": here, "device": "cpu"})
+    for ref in refs:
+        _collect(done, lambda: ray.get(ref))
+    for item in done:
+        log.info("caches on node %s (%s): %s in %.1f s", item["node_id"][:8], item["device"], item["entries"],
+                 item["seconds"])
+    return done
+
+
+def _collect(done: list, build) -> None:
+    try:
+        done.append(build())
+    except Exception as err:  # noqa: BLE001 - the trials can still build what they need
+        log.warning("building the caches before the trials failed on a node (%s: %s); its trials build them",
+                    type(err).__name__, str(err)[:300])

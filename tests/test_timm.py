@@ -56,8 +56,8 @@ def test_grad_cam_on_a_timm_vit():
     from tlsweep.report.cam import cam_layer, grad_cam
 
     model = build_model({"name": VIT, "weights": "none"}, 3).eval()
-    layer, reshape = cam_layer(model)
-    masks = grad_cam(model, torch.randn(2, 3, 32, 32), layer, reshape)
+    layer = cam_layer(model, 32)
+    masks = grad_cam(model, torch.randn(2, 3, 32, 32), layer.module, layer.reshape)
     assert masks.shape == (2, 32, 32)
 
 

@@ -73,14 +73,14 @@ def validate(
 def _check_cluster_resources(spec, address: str) -> None:
     """``validate --address``: can the cluster host one trial of every model? Problems → exit 2."""
     from .gpus import resolve_resources
-    from .sweep.cluster import ResourceError, alive_nodes, check_resources, cluster_gpus
+    from .sweep.cluster import ClusterError, ResourceError, alive_nodes, check_resources, cluster_gpus
     from .sweep.runner import init_ray
 
-    init_ray(address)
-    nodes = alive_nodes()
     try:
+        init_ray(address)
+        nodes = alive_nodes()
         check_resources(resolve_resources(spec.plan(), cluster_gpus(nodes)), nodes)
-    except ResourceError as err:
+    except (ClusterError, ResourceError) as err:
         err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
         raise typer.Exit(2) from None
 

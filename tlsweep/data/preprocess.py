@@ -11,18 +11,7 @@ backbone gets ``weights`` and one trained from scratch ``squash``; a model's own
 
 from __future__ import annotations
 
-MODES = ("weights", "squash")
-
-
-def resolve_mode(data, model) -> str:
-    """The model's ``preprocess``, else ``data.preprocess``, else ``weights`` for a pretrained model and
-    ``squash`` for one from scratch (``data``/``model``: typed configs or their plain dicts)."""
-    get = (lambda c, k: c.get(k)) if isinstance(model, dict) else (lambda c, k: getattr(c, k, None))
-    mode = get(model, "preprocess") or (data.get("preprocess") if isinstance(data, dict) else
-                                        getattr(data, "preprocess", None))
-    if mode:
-        return mode
-    return "squash" if str(get(model, "weights") or "none").lower() == "none" else "weights"
+from ..config import PREPROCESS_MODES as MODES, resolve_mode  # noqa: F401 (the mode is resolved with the plan)
 
 
 def preprocess_for(config):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import timm_models  # noqa: F401 (registers the timm/ backbone source; imports timm only when used)
 from .registry import IMAGENET, Backbone, Preprocessing, get_backbone, list_backbones, register_backbone
 
 __all__ = ["IMAGENET", "Backbone", "Preprocessing", "build_model", "get_backbone", "list_backbones", "preprocessing",

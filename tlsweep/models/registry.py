@@ -116,6 +116,29 @@ class Backbone:
 _REGISTRY: dict[str, Backbone] = {}
 
 
+@dataclass(frozen=True)
+class BackboneSource:
+    """Backbones of another library, named ``<prefix>/<name>`` and made on first use (``tlsweep.models.timm_models``
+    registers ``timm``)."""
+
+    entry: Callable[[str], Backbone]
+    list: Callable[[str], list[str]]
+    known: Callable[[str], bool]
+
+
+_SOURCES: dict[str, BackboneSource] = {}
+
+
+def register_source(prefix: str, source: BackboneSource) -> BackboneSource:
+    _SOURCES[prefix] = source
+    return source
+
+
+def _source(name: str) -> BackboneSource | None:
+    prefix, slash, _ = name.partition("/")
+    return _SOURCES.get(prefix) if slash else None
+
+
 def register_backbone(entry: Backbone) -> Backbone:
     if entry.name in _REGISTRY:
         raise ValueError(f"backbone {entry.name!r} is registered twice")
@@ -124,10 +147,8 @@ def register_backbone(entry: Backbone) -> Backbone:
 
 
 def get_backbone(name: str) -> Backbone:
-    if name.startswith("timm/"):
-        from .timm_models import timm_entry
-
-        return timm_entry(name)
+    if (source := _source(name)) is not None:
+        return source.entry(name)
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -136,19 +157,15 @@ def get_backbone(name: str) -> Backbone:
 
 def list_backbones(pattern: str = "*") -> list[str]:
     """Registered (torchvision) backbones matching ``pattern``; ``timm/<pattern>`` lists timm's models."""
-    if pattern.startswith("timm/"):
-        from .timm_models import list_timm
-
-        return list_timm(pattern)
+    if (source := _source(pattern)) is not None:
+        return source.list(pattern)
     return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
 
 
 def is_backbone(name: str) -> bool:
     """A registered backbone, or ``timm/<name>`` of a model timm knows (imports timm only for those)."""
-    if name.startswith("timm/"):
-        from .timm_models import known
-
-        return known(name)
+    if (source := _source(name)) is not None:
+        return source.known(name)
     return name in _REGISTRY
 
 

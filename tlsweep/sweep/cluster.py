@@ -50,7 +50,7 @@ def probe_cluster(address: str, timeout: float = 5.0) -> None:
         return
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
-        raise ClusterError(f"--address {address!r} is not HOST:PORT (e.g. 10.0.0.5:6379) or 'auto'")
+        raise ClusterError(f"--address {address!r} is not HOST:PORT (e.g. 10.0.0.5:6379), 'auto' or 'local'")
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
             pass

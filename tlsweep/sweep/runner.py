@@ -55,7 +55,7 @@ def split_storage(storage: str) -> tuple[str, str]:
 
 
 def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
-    """Attach to the cluster at ``address`` (or RAY_ADDRESS); otherwise start a local Ray explicitly."""
+    """Attach to the cluster at ``address`` (or RAY_ADDRESS); otherwise (or ``local``) start a local Ray explicitly."""
     import ray
 
     if ray.is_initialized():
@@ -63,7 +63,7 @@ def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | N
     from ..gpus import hidden_gpus_env
 
     address = address or os.environ.get("RAY_ADDRESS")
-    if address:  # workers of a running cluster get the environment through the job's runtime_env
+    if address and address != "local":  # workers of a running cluster get the environment through the job's runtime_env
         probe_cluster(address)
         try:
             ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": hidden_gpus_env()})

@@ -497,7 +497,59 @@ def load_spec(path: str | os.PathLike, overrides: dict | None = None) -> Spec:
         mark = getattr(err, "problem_mark", None)
         raise SpecError(str(path), [("", mark.line + 1 if mark else None, f"not valid YAML: {err}")]) from None
     if isinstance(data, dict) and overrides:
-        data = {**data, **overrides}
-    spec = parse_spec(data, str(path), root_node)
+        data = _merged(data, overrides)
+    try:
+        spec = parse_spec(data, str(path), root_node)
+    except SpecError as err:
+        if not overrides:
+            raise
+        given = {".".join(p) for p in _leaf_paths(overrides)}  # a problem in a --set value has no YAML line
+        raise SpecError(err.source, [(p, None, msg + " (from --set)") if _under(p, given) else (p, line, msg)
+                                     for p, line, msg in err.problems]) from None
     spec._source = str(path)
     return spec
+
+
+def parse_sets(items: list[str]) -> dict:
+    """``["search.lr=0.01", "models=[resnet18]"]`` → nested overrides for ``load_spec`` (values parsed as YAML)."""
+    overrides: dict = {}
+    problems = []
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip() or any(not part for part in key.strip().split(".")):
+            problems.append((item, None, "--set takes KEY=VALUE with a dotted KEY, e.g. search.lr=0.01"))
+            continue
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            problems.append((key, None, f"--set value is not valid YAML: {err}"))
+            continue
+        node = overrides
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[leaf] = parsed
+    if problems:
+        raise SpecError("--set", problems)
+    return overrides
+
+
+def _merged(data: dict, overrides: dict) -> dict:
+    out = dict(data)
+    for key, value in overrides.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _leaf_paths(tree: dict, prefix: tuple = ()):
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            yield from _leaf_paths(value, (*prefix, str(key)))
+        else:
+            yield (*prefix, str(key))
+
+
+def _under(path: str, given: set[str]) -> bool:
+    return any(path == g or path.startswith(g + ".") for g in given)

@@ -18,7 +18,9 @@ from ..config import SweepPlan
 from ..results import (SPEC_FILE, SUMMARY_FILE, USABLE, dedupe_history, is_uri, parse_trial_id,  # noqa: F401
                        reported_error, trial_dirname as _dirname, trial_row, trial_status, trials_frame, write_plan)
 from ..spec import Spec
+from ..progress import Progress, View
 from .cluster import ClusterError, ResourceError, StorageError, check_cluster, probe_cluster  # noqa: F401
+from .progress import ProgressCallback, showing
 from .space import build_groups, total_trials
 
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -116,10 +118,12 @@ class SweepInterrupted(KeyboardInterrupt):
 
 
 def run_sweep(spec: Spec, address: str | None = None, num_samples: int | None = None, resume: bool = False,
-              callbacks: list | None = None, checked=None) -> SweepResult:
+              callbacks: list | None = None, checked=None, progress="auto") -> SweepResult:
     """Check the sweep against its data and machine (``checked``: a ``tlsweep.preflight.Preflight`` already
-    made), start or attach to Ray, and run (or resume) the sweep to the end. Raises ``SpecError`` for
-    preflight problems and ``SweepInterrupted`` when Ctrl-C stopped it early."""
+    made), start or attach to Ray, and run (or resume) the sweep to the end. ``progress``: ``auto`` (a live
+    view in a terminal or notebook, else a line per trial event), ``live``, ``plain``, ``none``, or a
+    ``tlsweep.progress.View``. Raises ``SpecError`` for preflight problems and ``SweepInterrupted`` when Ctrl-C
+    stopped it early."""
     from ..preflight import check_or_raise
 
     if num_samples is not None:
@@ -157,10 +161,11 @@ def run_sweep(spec: Spec, address: str | None = None, num_samples: int | None = 
     if resume and tune.Tuner.can_restore(storage):
         tuner = tune.Tuner.restore(storage, make_trainable(plan), resume_unfinished=True, resume_errored=True)
     else:
-        tuner = build_tuner(plan, callbacks)
+        tuner = build_tuner(plan, [*(callbacks or []), ProgressCallback()])
     previous = _stop_on_sigterm()
     try:
-        grid = tuner.fit()
+        with showing(*_progress_view(progress, plan, resume)):
+            grid = tuner.fit()
         trials = summary_frame(grid, plan)
         if not is_uri(storage):
             trials.to_csv(Path(storage) / SUMMARY_FILE, index=False)
@@ -212,6 +217,21 @@ def _stop_on_sigterm():
     if threading.current_thread() is not threading.main_thread():
         return None
     return signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
+
+
+def _progress_view(progress, plan: SweepPlan, resume: bool) -> tuple[Progress, View]:
+    if isinstance(progress, View):
+        return progress.progress, progress
+    state = Progress(plan.name, plan.scheduler.metric, plan.scheduler.mode, total_trials(plan), plan.epochs,
+                     plan.storage)
+    if resume and not is_uri(plan.storage):
+        try:  # trials restored as finished are not reported again
+            state = Progress.from_storage(plan.storage)
+            for t in state.trials.values():
+                t.status = "pending" if t.status == "running" else t.status
+        except (OSError, ValueError, KeyError):
+            pass
+    return state, View(state, progress or "none")
 
 
 def interrupted(grid, expected: int) -> bool:

@@ -280,7 +280,7 @@ class View:
         from rich.console import Console
 
         self.progress = progress
-        self.console = console or Console(stderr=False)
+        self.console = console or Console(soft_wrap=True)
         if mode == "auto":
             mode = "live" if self.console.is_terminal or self.console.is_jupyter else "plain"
         if mode not in VIEW_MODES:

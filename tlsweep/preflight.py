@@ -42,7 +42,7 @@ def preflight(spec: Spec, data: bool = True, address: str | None = None) -> Pref
         node = _node_at(root_node, tuple(int(p) if p.isdigit() else p for p in path.split(".")))
         result.problems.append((path, node.start_mark.line + 1 if node is not None else None, message))
 
-    for check in (_freeze_depth, _storage, _gpus):
+    for check in (_freeze_depth, _storage, _gpus, _loggers):
         check(spec, problem, address)
     if data:
         _data(spec, problem, result)
@@ -94,6 +94,13 @@ def _storage(spec: Spec, problem, address) -> None:
         problem(key, f"cannot store results in {storage}: {existing} is a file, not a folder")
     elif not os.access(existing, os.W_OK | os.X_OK):
         problem(key, f"cannot store results in {storage}: {existing} is not writable")
+
+
+def _loggers(spec: Spec, problem, address) -> None:
+    from .sweep.loggers import missing
+
+    for name, message in missing({k: v.model_dump() for k, v in spec.loggers.enabled().items()}).items():
+        problem(f"loggers.{name}", message)
 
 
 def _gpus(spec: Spec, problem, address) -> None:

@@ -79,6 +79,7 @@ def build_tuner(plan: SweepPlan, callbacks: list | None = None):
     """The Ray Tune ``Tuner`` of a sweep plan."""
     from ray import tune
 
+    from .loggers import logger_callbacks
     from .resume import StateBackup
     from .schedulers import SCHEDULERS
     from .searcher import GroupedSearcher
@@ -87,7 +88,7 @@ def build_tuner(plan: SweepPlan, callbacks: list | None = None):
     metric, mode = plan.scheduler.metric, plan.scheduler.mode
     entry = SCHEDULERS[plan.scheduler.type]
     scheduler = entry.build(plan)
-    callbacks = [*(callbacks or []), StateBackup(plan.storage)]
+    callbacks = [*(callbacks or []), StateBackup(plan.storage), *logger_callbacks(plan)]
     if entry.state is not None:
         callbacks.append(entry.state(scheduler, plan))
     searcher = GroupedSearcher(build_groups(plan), plan.num_samples, metric, mode, plan.searcher.type,

@@ -178,6 +178,17 @@ def run(
         raise typer.Exit(1)
 
 
+def _localize(path: str) -> Path:
+    """A local path for a checkpoint, trial or results folder given as a path or a URI (mirrored)."""
+    from .storage import localize
+
+    try:
+        return localize(path)
+    except (FileNotFoundError, OSError, ValueError) as err:
+        err_console.print(f"[red]error:[/] cannot read {escape(path)}: {escape(str(err))}", highlight=False)
+        raise typer.Exit(2) from None
+
+
 def _view(progress: str, quiet: bool) -> str:
     return "none" if quiet else progress
 
@@ -311,8 +322,9 @@ def data_export(
 
 @app.command()
 def report(
-    results_dir: Path = typer.Argument(..., help="The sweep's storage folder (finished, running, or copied)."),
-    out: Optional[Path] = typer.Option(None, help="Output folder (default RESULTS_DIR/report)."),
+    results_dir: str = typer.Argument(..., help="The sweep's storage folder or URI (finished, running, or copied)."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default RESULTS_DIR/report; for a URI, the "
+                                                  "local mirror's report/, also uploaded to RESULTS_DIR/report)."),
     cam_images: int = typer.Option(8, min=0, help="Test images in the Grad-CAM grid and galleries."),
     threads: Optional[int] = typer.Option(None, min=1, help="Torch threads (default $TLSWEEP_TORCH_THREADS, else "
                                                             "torch's); 1 is fastest on cores other work shares."),
@@ -322,8 +334,15 @@ def report(
     from .data.sources import DataError
     from .report import ReportError, make_report
 
+    from .storage import is_uri, localize, upload
+
     try:
-        page = make_report(results_dir, out, cam_images=cam_images, threads=threads)
+        page = make_report(localize(results_dir), out, cam_images=cam_images, threads=threads)
+        if is_uri(results_dir) and out is None:
+            err_console.print(f"uploaded → {upload(page.parent, results_dir, 'report')}", highlight=False)
+    except FileNotFoundError as err:
+        err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
+        raise typer.Exit(2) from None
     except (ReportError, DataError) as err:
         err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
         raise typer.Exit(2) from None
@@ -357,10 +376,11 @@ def status(
 
     from .progress import Progress
     from .results import ResultsError
+    from .storage import mirror, without_checkpoints
 
     def load() -> Progress:
         try:
-            return Progress.from_storage(results_dir)
+            return Progress.from_storage(results_dir, str(mirror(results_dir, without_checkpoints)))
         except (FileNotFoundError, ResultsError):
             err_console.print(f"[red]error:[/] {escape(results_dir)} holds no tlsweep sweep (no tlsweep_spec.json)",
                               highlight=False)
@@ -384,8 +404,8 @@ def status(
 
 @app.command()
 def predict(
-    checkpoint: Path = typer.Argument(..., help="checkpoint.pt, a checkpoint or trial folder, or a sweep's "
-                                                "results folder (its best trial by val metric)."),
+    checkpoint: str = typer.Argument(..., help="checkpoint.pt, a checkpoint or trial folder, or a sweep's "
+                                               "results folder (its best trial by val metric); local or a URI."),
     images: list[Path] = typer.Argument(..., help="Image files and folders (searched recursively)."),
     top_k: int = typer.Option(1, "--top-k", min=1, help="Also list the K most probable classes."),
     out: Optional[Path] = typer.Option(None, help="Write a CSV (path, predicted, probability, top_k) here."),
@@ -397,7 +417,7 @@ def predict(
     from .predict import image_files, load_predictor, write_csv
 
     try:
-        predictor = load_predictor(checkpoint, model, device)
+        predictor = load_predictor(_localize(checkpoint), model, device)
         predictions = predictor.predict(image_files(images), top_k)
     except CheckpointError as err:  # bad path, checkpoint or image
         err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
@@ -416,8 +436,8 @@ def predict(
 
 @app.command("export")
 def export_cmd(
-    checkpoint: Path = typer.Argument(..., help="checkpoint.pt, a checkpoint or trial folder, or a sweep's "
-                                                "results folder (its best trial by val metric)."),
+    checkpoint: str = typer.Argument(..., help="checkpoint.pt, a checkpoint or trial folder, or a sweep's "
+                                               "results folder (its best trial by val metric); local or a URI."),
     out: Path = typer.Option(..., help="Folder for model.pt / model.onnx and model.json."),
     format: Literal["torchscript", "onnx", "both"] = typer.Option("both", "--format"),
     model: Optional[str] = typer.Option(None, help="With a results folder: that model's best checkpoint."),
@@ -438,7 +458,7 @@ def export_cmd(
                           f"allowed: {', '.join(FORMAT_FILES)}, both; {', '.join(ONNX_EXPORTERS)}")
         raise typer.Exit(2)
     try:
-        done = export_checkpoint(checkpoint, out, formats, model, include_normalization=include_normalization,
+        done = export_checkpoint(_localize(checkpoint), out, formats, model, include_normalization=include_normalization,
                                  onnx_exporter=onnx_exporter, tolerance=tolerance)
     except ExportError as err:
         err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)

@@ -84,6 +84,7 @@ def _freeze_depth(spec: Spec, problem, address) -> None:
 def _storage(spec: Spec, problem, address) -> None:
     storage = spec.storage_dir
     if is_uri(storage):
+        _remote_storage(spec, problem)
         return
     path = Path(storage)
     existing = next((p for p in (path, *path.parents) if p.exists()), None)
@@ -94,6 +95,23 @@ def _storage(spec: Spec, problem, address) -> None:
         problem(key, f"cannot store results in {storage}: {existing} is a file, not a folder")
     elif not os.access(existing, os.W_OK | os.X_OK):
         problem(key, f"cannot store results in {storage}: {existing} is not writable")
+
+
+def _remote_storage(spec: Spec, problem) -> None:
+    """The URI parses and, for object stores, its bucket answers."""
+    import pyarrow.fs as pafs
+
+    from .storage import locate
+
+    key = "storage"
+    try:
+        loc = locate(spec.storage_dir)
+        if spec.storage_dir.split("://")[0] in ("s3", "gs", "gcs"):
+            bucket = loc.path.split("/")[0]
+            if loc.fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+                problem(key, f"cannot store results in {spec.storage_dir}: bucket {bucket!r} does not exist")
+    except (OSError, ValueError) as err:
+        problem(key, f"cannot reach {spec.storage_dir}: {err}")
 
 
 def _loggers(spec: Spec, problem, address) -> None:

@@ -15,10 +15,11 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import SweepPlan
+from ..progress import Progress, View
 from ..results import (SPEC_FILE, SUMMARY_FILE, USABLE, dedupe_history, is_uri, parse_trial_id,  # noqa: F401
                        reported_error, trial_dirname as _dirname, trial_row, trial_status, trials_frame, write_plan)
 from ..spec import Spec
-from ..progress import Progress, View
+from ..storage import locate, mirror, split_uri, without_checkpoints, write_text
 from .cluster import ClusterError, ResourceError, StorageError, check_cluster, probe_cluster  # noqa: F401
 from .progress import ProgressCallback, showing
 from .space import build_groups, total_trials
@@ -46,10 +47,21 @@ class SweepResult:
 
 
 def split_storage(storage: str) -> tuple[str, str]:
-    """``results/name`` → (absolute ``results``, ``name``); URIs keep their scheme."""
+    """``results/name`` → (absolute ``results``, ``name``); URIs keep their scheme and query."""
+    if is_uri(storage):
+        return split_uri(storage)
     storage = storage.rstrip("/")
     parent, _, name = storage.rpartition("/")
-    return (parent if is_uri(storage) else str(Path(parent).resolve())), name
+    return str(Path(parent).resolve()), name
+
+
+def tune_storage(storage: str) -> dict:
+    """``RunConfig`` arguments for a local folder or URI (the filesystem built by ``tlsweep.storage``)."""
+    parent, name = split_storage(storage)
+    if not is_uri(storage):
+        return {"storage_path": parent, "name": name}
+    loc = locate(parent)
+    return {"storage_path": loc.path, "name": name, "storage_filesystem": loc.fs}
 
 
 def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
@@ -93,7 +105,6 @@ def build_tuner(plan: SweepPlan, callbacks: list | None = None):
         callbacks.append(entry.state(scheduler, plan))
     searcher = GroupedSearcher(build_groups(plan), plan.num_samples, metric, mode, plan.searcher.type,
                                plan.searcher_seed)
-    storage_path, name = split_storage(plan.storage)
     return tune.Tuner(
         make_trainable(plan),
         tune_config=tune.TuneConfig(metric=metric, mode=mode, search_alg=searcher, scheduler=scheduler,
@@ -101,7 +112,7 @@ def build_tuner(plan: SweepPlan, callbacks: list | None = None):
                                     trial_name_creator=trial_dirname, trial_dirname_creator=trial_dirname,
                                     reuse_actors=True),
         run_config=tune.RunConfig(
-            name=name, storage_path=storage_path, verbose=0, callbacks=callbacks or [],
+            **tune_storage(plan.storage), verbose=0, callbacks=callbacks or [],
             failure_config=tune.FailureConfig(max_failures=plan.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=plan.checkpoints.num_to_keep,
                                                     checkpoint_score_attribute=metric,
@@ -159,8 +170,10 @@ def run_sweep(spec: Spec, address: str | None = None, num_samples: int | None = 
     if resume:
         for warning in repair_state(storage):
             log.warning(warning)
-    if resume and tune.Tuner.can_restore(storage):
-        tuner = tune.Tuner.restore(storage, make_trainable(plan), resume_unfinished=True, resume_errored=True)
+    loc = locate(storage)
+    if resume and tune.Tuner.can_restore(loc.path, storage_filesystem=loc.fs):
+        tuner = tune.Tuner.restore(loc.path, make_trainable(plan), resume_unfinished=True, resume_errored=True,
+                                   storage_filesystem=loc.fs)
     else:
         tuner = build_tuner(plan, [*(callbacks or []), ProgressCallback()])
     previous = _stop_on_sigterm()
@@ -168,8 +181,7 @@ def run_sweep(spec: Spec, address: str | None = None, num_samples: int | None = 
         with showing(*_progress_view(progress, plan, resume)):
             grid = tuner.fit()
         trials = summary_frame(grid, plan)
-        if not is_uri(storage):
-            trials.to_csv(Path(storage) / SUMMARY_FILE, index=False)
+        write_text(loc, SUMMARY_FILE, trials.to_csv(index=False))
     except Exception as err:
         check_space(storage, err)
         raise
@@ -225,9 +237,9 @@ def _progress_view(progress, plan: SweepPlan, resume: bool) -> tuple[Progress, V
         return progress.progress, progress
     state = Progress(plan.name, plan.scheduler.metric, plan.scheduler.mode, total_trials(plan), plan.epochs,
                      plan.storage)
-    if resume and not is_uri(plan.storage):
+    if resume:
         try:  # trials restored as finished are not reported again
-            state = Progress.from_storage(plan.storage)
+            state = Progress.from_storage(plan.storage, str(mirror(plan.storage, without_checkpoints)))
             for t in state.trials.values():
                 t.status = "pending" if t.status == "running" else t.status
         except (OSError, ValueError, KeyError):

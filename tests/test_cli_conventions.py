@@ -42,8 +42,8 @@ def test_enum_options_list_their_choices_and_reject_others():
     assert {"torchscript", "onnx"} == set(FORMAT_FILES)
     assert "cpu|cuda|auto" in invoke("predict", "-h", env={"COLUMNS": "250"}).output
     assert "auto|live|plain|none" in invoke("run", "-h", env={"COLUMNS": "250"}).output
-    res = invoke("export", "ckpt.pt", "--out", "x", "--format", "tflite")
-    assert res.exit_code == 2 and "tflite" in res.output
+    res = invoke("export", "ckpt.pt", "--out", "x", "--format", "tflite", env={"COLUMNS": "250"})
+    assert res.exit_code == 2 and "'tflite' is not one of 'torchscript', 'onnx', 'both'" in res.output
 
 
 def test_cache_root_honours_tlsweep_cache_then_xdg(monkeypatch, tmp_path):

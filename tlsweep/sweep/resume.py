@@ -90,7 +90,7 @@ def _top_level(storage: str) -> str | None:
         return storage
     try:
         return str(mirror(storage, top_level))
-    except FileNotFoundError:
+    except (OSError, ValueError):  # nothing there, or unreachable (the preflight says which)
         return None
 
 

@@ -450,15 +450,12 @@ def export_cmd(
     """Export a checkpoint to TorchScript and/or ONNX (fixed image size, dynamic batch) with a JSON sidecar;
     each export is checked against PyTorch on a random batch (exit 1 if it differs)."""
     from .checkpoints import CheckpointError
-    from .export import FORMAT_FILES, ONNX_EXPORTERS, ExportError, export_checkpoint
+    from .export import FORMAT_FILES, ExportError, export_checkpoint
 
-    formats = list(FORMAT_FILES) if format == "both" else [format]
-    if not set(formats) <= set(FORMAT_FILES) or onnx_exporter not in ONNX_EXPORTERS:
-        err_console.print(f"[red]error:[/] unknown --format {format!r} or --onnx-exporter {onnx_exporter!r}; "
-                          f"allowed: {', '.join(FORMAT_FILES)}, both; {', '.join(ONNX_EXPORTERS)}")
-        raise typer.Exit(2)
+    formats = list(FORMAT_FILES) if format == "both" else [format]  # choices checked by typer (see --help)
     try:
-        done = export_checkpoint(_localize(checkpoint), out, formats, model, include_normalization=include_normalization,
+        done = export_checkpoint(_localize(checkpoint), out, formats, model,
+                                 include_normalization=include_normalization,
                                  onnx_exporter=onnx_exporter, tolerance=tolerance)
     except ExportError as err:
         err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)

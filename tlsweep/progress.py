@@ -79,7 +79,8 @@ class Progress:
         if isinstance(seconds, (int, float)) and math.isfinite(seconds):
             state.epoch_seconds.append(float(seconds))
         value = metrics.get(self.metric)
-        if isinstance(value, (int, float)) and math.isfinite(value) and (state.best is None or self._better(value, state.best)):
+        finite = isinstance(value, (int, float)) and math.isfinite(value)
+        if finite and (state.best is None or self._better(value, state.best)):
             state.best, state.best_epoch = float(value), epoch
         if metrics.get("diverged"):
             state.status = "diverged"
@@ -331,7 +332,8 @@ class View:
         style = STYLE.get(t.status, "")
         head = f"  [{style}]{t.status}[/] {t.trial_id} {escape(t.model)}"
         if t.status == "error":
-            return head + f": {escape(t.error or '')}" + (f"\n    full error: {escape(t.error_file)}" if t.error_file else "")
+            where = f"\n    full error: {escape(t.error_file)}" if t.error_file else ""
+            return head + f": {escape(t.error or '')}" + where
         best = f"{self.progress.metric} {t.best:.4f} at epoch {t.best_epoch}" if t.best is not None else "no result"
         return head + f" after {t.epochs}/{self.progress.max_epochs} epochs: {best}"
 

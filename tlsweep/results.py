@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .config import ConfigError, SweepPlan
+from .storage import is_uri  # noqa: F401 (the storage module owns it; re-exported here)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -51,11 +52,6 @@ class Status(str, Enum):
 
 
 USABLE = (Status.FINISHED.value, Status.STOPPED.value)  # trials whose checkpoints may be picked
-
-
-def is_uri(storage: str | Path) -> bool:
-    """Whether ``storage`` is a URI (s3://, gs://, ...) rather than a local path."""
-    return "://" in str(storage)
 
 
 def _safe(model) -> str:

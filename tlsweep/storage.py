@@ -15,7 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from .results import is_uri
+
+def is_uri(storage: str | os.PathLike) -> bool:
+    """Whether ``storage`` is a URI (s3://, gs://, ...) rather than a local path."""
+    return "://" in str(storage)
 
 
 @dataclass(frozen=True)

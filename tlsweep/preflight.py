@@ -43,7 +43,7 @@ def preflight(spec: Spec, data: bool = True, address: str | None = None, local_r
         node = _node_at(root_node, tuple(int(p) if p.isdigit() else p for p in path.split(".")))
         result.problems.append((path, node.start_mark.line + 1 if node is not None else None, message))
 
-    for check in (_freeze_depth, _storage):
+    for check in (_freeze_depth, _storage, _loggers):
         check(spec, problem, address)
     _gpus(spec, problem, result, address, local_run)
     _gpu_memory(spec, problem, local_run and not address and not os.environ.get("RAY_ADDRESS"))
@@ -87,6 +87,7 @@ def _freeze_depth(spec: Spec, problem, address) -> None:
 def _storage(spec: Spec, problem, address) -> None:
     storage = spec.storage_dir
     if is_uri(storage):
+        _remote_storage(spec, problem)
         return
     path = Path(storage)
     existing = next((p for p in (path, *path.parents) if p.exists()), None)
@@ -97,6 +98,30 @@ def _storage(spec: Spec, problem, address) -> None:
         problem(key, f"cannot store results in {storage}: {existing} is a file, not a folder")
     elif not os.access(existing, os.W_OK | os.X_OK):
         problem(key, f"cannot store results in {storage}: {existing} is not writable")
+
+
+def _remote_storage(spec: Spec, problem) -> None:
+    """The URI parses and, for object stores, its bucket answers."""
+    import pyarrow.fs as pafs
+
+    from .storage import locate
+
+    key = "storage"
+    try:
+        loc = locate(spec.storage_dir)
+        if spec.storage_dir.split("://")[0] in ("s3", "gs", "gcs"):
+            bucket = loc.path.split("/")[0]
+            if loc.fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+                problem(key, f"cannot store results in {spec.storage_dir}: bucket {bucket!r} does not exist")
+    except (OSError, ValueError) as err:
+        problem(key, f"cannot reach {spec.storage_dir}: {err}")
+
+
+def _loggers(spec: Spec, problem, address) -> None:
+    from .sweep.loggers import missing
+
+    for name, message in missing({k: v.model_dump() for k, v in spec.loggers.enabled().items()}).items():
+        problem(f"loggers.{name}", message)
 
 
 def _gpus(spec: Spec, problem, result: Preflight, address, local_run: bool) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .config import ConfigError, SweepPlan
+from .storage import is_uri  # noqa: F401 (the storage module owns it; re-exported here)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -51,11 +52,6 @@ class Status(str, Enum):
 
 
 USABLE = (Status.FINISHED.value, Status.STOPPED.value)  # trials whose checkpoints may be picked
-
-
-def is_uri(storage: str | Path) -> bool:
-    """Whether ``storage`` is a URI (s3://, gs://, ...) rather than a local path."""
-    return "://" in str(storage)
 
 
 def _safe(model) -> str:
@@ -213,13 +209,10 @@ def read_plan(storage: str | Path) -> SweepPlan:
 
 
 def write_plan(plan: SweepPlan, storage: str | None = None) -> None:
-    """Write ``tlsweep_spec.json`` (local storage only)."""
-    storage = storage or plan.storage
-    if is_uri(storage):
-        return
-    folder = Path(storage)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / SPEC_FILE).write_text(json.dumps(plan.to_dict(), indent=2))
+    """Write ``tlsweep_spec.json`` into the storage (a local folder or URI, see ``tlsweep.storage``)."""
+    from .storage import locate, write_text
+
+    write_text(locate(storage or plan.storage), SPEC_FILE, json.dumps(plan.to_dict(), indent=2))
 
 
 __all__ = ["CHECKPOINT_FILE", "ConfigError", "ResultsError", "SPEC_FILE", "SUMMARY_FILE", "Status", "TRIALS_FILE",

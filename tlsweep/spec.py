@@ -305,6 +305,60 @@ class CheckpointSpec(Strict):
     frequency: int = Field(1, ge=1)  # every N epochs, plus the last and ASHA rungs (sweep/checkpointing.py)
 
 
+class TensorBoardLogger(Strict):
+    """Tune's per-trial TensorBoard event files (always written; listed for completeness)."""
+
+
+class MLflowLogger(Strict):
+    """One MLflow run per trial (Ray's ``MLflowLoggerCallback``): params = config, metrics per epoch."""
+
+    tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else MLflow's own default
+    experiment_name: str | None = None  # default: the sweep's name
+    tags: dict[str, str] = {}
+    save_artifact: bool = False  # upload each trial folder (checkpoints included) as run artifacts
+
+
+class WandbLogger(Strict):
+    """One W&B run per trial (Ray's ``WandbLoggerCallback``), grouped by sweep."""
+
+    project: str | None = None  # default: $WANDB_PROJECT, else the sweep's name
+    entity: str | None = None
+    group: str | None = None  # default: the sweep's name
+    mode: Literal["online", "offline", "disabled"] | None = None  # default: $WANDB_MODE, else online
+    tags: list[str] = []
+    dir: str | None = None  # where W&B writes its run files; default: <storage>/wandb for a local storage
+
+
+def _loggers(value):
+    """``[tensorboard, mlflow, {wandb: {project: p}}]`` or ``{mlflow: {...}}`` → ``{name: options}``."""
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list):
+        out: dict = {}
+        for item in value:
+            if isinstance(item, str):
+                out[item] = {}
+            elif isinstance(item, dict) and len(item) == 1:
+                out.update({k: (v if v is not None else {}) for k, v in item.items()})
+            else:
+                raise ValueError("each logger is a name or {name: {options}}; allowed: tensorboard, mlflow, wandb")
+        return out
+    if isinstance(value, dict):
+        return {k: (v if v is not None else {}) for k, v in value.items()}
+    return value
+
+
+class LoggersSpec(Strict):
+    """Where trial metrics go besides Tune's CSV/JSON (``tlsweep.sweep.loggers`` builds the callbacks)."""
+
+    tensorboard: TensorBoardLogger | None = TensorBoardLogger()
+    mlflow: MLflowLogger | None = None
+    wandb: WandbLogger | None = None
+
+    def enabled(self) -> dict[str, BaseModel]:
+        return {name: getattr(self, name) for name in type(self).model_fields if getattr(self, name) is not None}
+
+
 class Spec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     data: DataSpec
@@ -323,6 +377,7 @@ class Spec(Strict):
     performance: PerformanceSpec = PerformanceSpec()
     storage: str | None = None
     storage_shared: bool = False
+    loggers: Annotated[LoggersSpec, BeforeValidator(_loggers)] = LoggersSpec()
     seed: int = 0
     _source: str | None = PrivateAttr(None)  # the sweep file, for line numbers in later checks (preflight)
 
@@ -376,7 +431,8 @@ class Spec(Strict):
             max_concurrent=self.max_concurrent, max_failures=self.max_failures,
             resources=C.Resources(**self.resources.model_dump()),
             checkpoints=C.CheckpointConfig(**self.checkpoints.model_dump()),
-            performance=C.PerformanceConfig(**self.performance.model_dump()), storage_shared=self.storage_shared)
+            performance=C.PerformanceConfig(**self.performance.model_dump()), storage_shared=self.storage_shared,
+            loggers={k: v.model_dump() for k, v in self.loggers.enabled().items()})
 
 
 def _head(head: HeadSpec | None) -> C.HeadConfig | None:
@@ -519,7 +575,59 @@ def load_spec(path: str | os.PathLike, overrides: dict | None = None) -> Spec:
         mark = getattr(err, "problem_mark", None)
         raise SpecError(str(path), [("", mark.line + 1 if mark else None, f"not valid YAML: {err}")]) from None
     if isinstance(data, dict) and overrides:
-        data = {**data, **overrides}
-    spec = parse_spec(data, str(path), root_node)
+        data = _merged(data, overrides)
+    try:
+        spec = parse_spec(data, str(path), root_node)
+    except SpecError as err:
+        if not overrides:
+            raise
+        given = {".".join(p) for p in _leaf_paths(overrides)}  # a problem in a --set value has no YAML line
+        raise SpecError(err.source, [(p, None, msg + " (from --set)") if _under(p, given) else (p, line, msg)
+                                     for p, line, msg in err.problems]) from None
     spec._source = str(path)
     return spec
+
+
+def parse_sets(items: list[str]) -> dict:
+    """``["search.lr=0.01", "models=[resnet18]"]`` → nested overrides for ``load_spec`` (values parsed as YAML)."""
+    overrides: dict = {}
+    problems = []
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip() or any(not part for part in key.strip().split(".")):
+            problems.append((item, None, "--set takes KEY=VALUE with a dotted KEY, e.g. search.lr=0.01"))
+            continue
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            problems.append((key, None, f"--set value is not valid YAML: {err}"))
+            continue
+        node = overrides
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[leaf] = parsed
+    if problems:
+        raise SpecError("--set", problems)
+    return overrides
+
+
+def _merged(data: dict, overrides: dict) -> dict:
+    out = dict(data)
+    for key, value in overrides.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _leaf_paths(tree: dict, prefix: tuple = ()):
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            yield from _leaf_paths(value, (*prefix, str(key)))
+        else:
+            yield (*prefix, str(key))
+
+
+def _under(path: str, given: set[str]) -> bool:
+    return any(path == g or path.startswith(g + ".") for g in given)

@@ -21,9 +21,12 @@ META = "meta.json"
 
 
 def cache_root(data=None) -> Path:
-    """``data.cache_dir`` (a ``DataConfig``), else ``$TLSWEEP_CACHE``, else ``~/.cache/tlsweep``."""
+    """``data.cache_dir`` (a ``DataConfig``), else ``$TLSWEEP_CACHE``, else ``$XDG_CACHE_HOME/tlsweep``, else
+    ``~/.cache/tlsweep``."""
     configured = getattr(data, "cache_dir", None) or os.environ.get("TLSWEEP_CACHE")
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "tlsweep"
+    if configured:
+        return Path(configured).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "tlsweep"
 
 
 def content_key(*parts) -> str:

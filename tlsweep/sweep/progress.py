@@ -1,48 +1,64 @@
-"""Live progress in the terminal: one line per epoch result and per finished trial."""
+"""The Ray Tune callback that feeds a Ray-free ``tlsweep.progress.Progress`` and its view.
+
+Tune pickles its callbacks into the experiment (``tuner.pkl``) and brings them back on ``--resume``, so the
+callback carries no state: it feeds whatever ``showing(progress, view)`` installed in this process.
+"""
 
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
+from pathlib import Path
 
 from ray.tune import Callback
-from rich.console import Console
-from rich.markup import escape
+
+from ..progress import ERROR_FILE, Progress, View, error_line
+
+_ACTIVE: list = []  # [(Progress, View)] of the sweep running in this process
 
 
-class ProgressPrinter(Callback):
-    def __init__(self, metric: str = "val_acc", total: int | None = None):
-        self.metric = metric
-        self.total = total
-        self.done = 0
+@contextmanager
+def showing(progress: Progress, view: View):
+    """Feed ``progress`` and draw ``view`` while the block runs a sweep with a ``ProgressCallback``."""
+    _ACTIVE.append((progress, view))
+    try:
+        with view:
+            yield progress
+    finally:
+        _ACTIVE.remove((progress, view))
 
-    @property
-    def console(self) -> Console:
-        return _CONSOLE
+
+class ProgressCallback(Callback):
+    """Trial start / epoch result / end → ``Progress`` → ``View``."""
+
+    def __getstate__(self):
+        return {}
+
+    def __setstate__(self, state):
+        pass
+
+    def _emit(self, kind: str, feed) -> None:
+        if _ACTIVE:
+            progress, view = _ACTIVE[-1]
+            view.event(kind, feed(progress))
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._emit("start", lambda p: p.start(trial.trial_id, _model(trial)))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        model = escape(str((trial.config or {}).get("model", "?")))
-        value = result.get(self.metric)
-        if result.get("restore_warning"):
-            self.console.print(f"[yellow]warning:[/] trial {trial.trial_id}: {escape(result['restore_warning'])}",
-                               soft_wrap=True)
-        flag = " [red]diverged[/]" if result.get("diverged") else ""
-        self.console.print(f"  {trial.trial_id} {model:<28} epoch {result.get('training_iteration'):>3}  "
-                           f"{self.metric} {value:.4f}  ({result.get('epoch_seconds', 0):.1f}s){flag}")
+        if result.get("restore_warning") and _ACTIVE:
+            _ACTIVE[-1][1].warning(f"trial {trial.trial_id}: {result['restore_warning']}")
+        self._emit("result", lambda p: p.result(trial.trial_id, _model(trial), result))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.done += 1
-        self._finished(trial, "done")
+        diverged = bool((trial.last_result or {}).get("diverged"))
+        self._emit("end", lambda p: p.end(trial.trial_id, _model(trial), diverged=diverged))
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.done += 1
-        self._finished(trial, "[red]error[/]")
-
-    def _finished(self, trial, what):
-        of = f"/{self.total}" if self.total else ""
-        self.console.print(f"[bold]{trial.trial_id} {what}[/] ({self.done}{of} trials)")
-
-
-_CONSOLE = Console()
+        text = Path(trial.error_file).read_text() if trial.error_file and Path(trial.error_file).is_file() else ""
+        folder = Path(trial.local_path or trial.path or trial.trial_id).name
+        self._emit("end", lambda p: p.end(trial.trial_id, _model(trial), error=error_line(text),
+                                          error_file=f"{p.storage.rstrip('/')}/{folder}/{ERROR_FILE}"))
 
 
 class TrialLaunches(Callback):
@@ -53,3 +69,10 @@ class TrialLaunches(Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.at.setdefault(trial.trial_id, time.time())
+
+
+ProgressPrinter = ProgressCallback  # the name sweeps started before 0.2 pickled into tuner.pkl
+
+
+def _model(trial) -> str:
+    return str((trial.config or {}).get("model", "?"))

@@ -66,8 +66,9 @@ def _trial_statuses(state_file: str) -> list[str]:
 
 def sweep_state(storage: str, expected_trials: int | None = None) -> str:
     """``none`` (no experiment state), ``finished`` (every trial created and ended, errored ones included) or
-    ``unfinished``. Local storage only; a URI reads as ``none`` (resume those with ``--resume``)."""
-    if is_uri(storage):
+    ``unfinished``. A URI is read through its local mirror (top-level files only)."""
+    storage = _top_level(storage)
+    if storage is None:
         return "none"
     files = sorted(glob.glob(os.path.join(storage, "experiment_state-*.json")))
     if not files or not (Path(storage) / "tuner.pkl").is_file():
@@ -81,13 +82,26 @@ def sweep_state(storage: str, expected_trials: int | None = None) -> str:
     return "finished"
 
 
+def _top_level(storage: str) -> str | None:
+    """The folder to read the experiment state from: ``storage`` itself, or a URI's mirror (None if absent)."""
+    from ..storage import mirror, top_level
+
+    if not is_uri(storage):
+        return storage
+    try:
+        return str(mirror(storage, top_level))
+    except (OSError, ValueError):  # nothing there, or unreachable (the preflight says which)
+        return None
+
+
 RESUME_KEYS = ("models_table", "search", "epochs", "scheduler", "searcher", "data")
 
 
 def changed_since(storage: str, plan: SweepPlan) -> list[str]:
     """Sections of the sweep that differ from the ones the stored sweep ran with (none if nothing stored)."""
-    path = Path(storage) / SPEC_FILE
-    if is_uri(storage) or not path.is_file():
+    local = _top_level(storage)
+    path = Path(local or storage) / SPEC_FILE
+    if local is None or not path.is_file():
         return []
     try:
         stored = SweepPlan.from_dict(json.loads(path.read_text())).to_dict()

@@ -15,11 +15,14 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import SweepPlan
+from ..progress import Progress, View
 from ..results import (SPEC_FILE, SUMMARY_FILE, USABLE, dedupe_history, is_uri, parse_trial_id,  # noqa: F401
                        reported_error, trial_dirname as _dirname, trial_row, trial_status, trials_frame, write_plan)
 from ..spec import Spec
+from ..storage import locate, mirror, split_uri, without_checkpoints, write_text
 from .cluster import (ClusterError, ResourceError, StorageError, alive_nodes, check_cluster,  # noqa: F401
                       probe_cluster)
+from .progress import ProgressCallback, TrialLaunches, showing
 from .space import build_groups, total_trials
 
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -48,10 +51,21 @@ class SweepResult:
 
 
 def split_storage(storage: str) -> tuple[str, str]:
-    """``results/name`` → (absolute ``results``, ``name``); URIs keep their scheme."""
+    """``results/name`` → (absolute ``results``, ``name``); URIs keep their scheme and query."""
+    if is_uri(storage):
+        return split_uri(storage)
     storage = storage.rstrip("/")
     parent, _, name = storage.rpartition("/")
-    return (parent if is_uri(storage) else str(Path(parent).resolve())), name
+    return str(Path(parent).resolve()), name
+
+
+def tune_storage(storage: str) -> dict:
+    """``RunConfig`` arguments for a local folder or URI (the filesystem built by ``tlsweep.storage``)."""
+    parent, name = split_storage(storage)
+    if not is_uri(storage):
+        return {"storage_path": parent, "name": name}
+    loc = locate(parent)
+    return {"storage_path": loc.path, "name": name, "storage_filesystem": loc.fs}
 
 
 def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
@@ -84,6 +98,7 @@ def build_tuner(plan: SweepPlan, callbacks: list | None = None):
     """The Ray Tune ``Tuner`` of a sweep plan."""
     from ray import tune
 
+    from .loggers import logger_callbacks
     from .resume import StateBackup
     from .schedulers import SCHEDULERS
     from .searcher import GroupedSearcher
@@ -92,12 +107,11 @@ def build_tuner(plan: SweepPlan, callbacks: list | None = None):
     metric, mode = plan.scheduler.metric, plan.scheduler.mode
     entry = SCHEDULERS[plan.scheduler.type]
     scheduler = entry.build(plan)
-    callbacks = [*(callbacks or []), StateBackup(plan.storage)]
+    callbacks = [*(callbacks or []), StateBackup(plan.storage), *logger_callbacks(plan)]
     if entry.state is not None:
         callbacks.append(entry.state(scheduler, plan))
     searcher = GroupedSearcher(build_groups(plan), plan.num_samples, metric, mode, plan.searcher.type,
                                plan.searcher_seed)
-    storage_path, name = split_storage(plan.storage)
     return tune.Tuner(
         make_trainable(plan),
         tune_config=tune.TuneConfig(metric=metric, mode=mode, search_alg=searcher, scheduler=scheduler,
@@ -105,7 +119,7 @@ def build_tuner(plan: SweepPlan, callbacks: list | None = None):
                                     trial_name_creator=trial_dirname, trial_dirname_creator=trial_dirname,
                                     reuse_actors=True),
         run_config=tune.RunConfig(
-            name=name, storage_path=storage_path, verbose=0, callbacks=callbacks or [],
+            **tune_storage(plan.storage), verbose=0, callbacks=callbacks or [],
             failure_config=tune.FailureConfig(max_failures=plan.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=plan.checkpoints.num_to_keep,
                                                     checkpoint_score_attribute=metric,
@@ -123,10 +137,12 @@ class SweepInterrupted(KeyboardInterrupt):
 
 
 def run_sweep(spec: Spec, address: str | None = None, num_samples: int | None = None, resume: bool = False,
-              callbacks: list | None = None, checked=None) -> SweepResult:
+              callbacks: list | None = None, checked=None, progress="auto") -> SweepResult:
     """Check the sweep against its data and machine (``checked``: a ``tlsweep.preflight.Preflight`` already
-    made), start or attach to Ray, and run (or resume) the sweep to the end. Raises ``SpecError`` for
-    preflight problems and ``SweepInterrupted`` when Ctrl-C stopped it early."""
+    made), start or attach to Ray, and run (or resume) the sweep to the end. ``progress``: ``auto`` (a live
+    view in a terminal or notebook, else a line per trial event), ``live``, ``plain``, ``none``, or a
+    ``tlsweep.progress.View``. Raises ``SpecError`` for preflight problems and ``SweepInterrupted`` when Ctrl-C
+    stopped it early."""
     from ..preflight import check_or_raise
 
     if num_samples is not None:
@@ -169,20 +185,20 @@ def run_sweep(spec: Spec, address: str | None = None, num_samples: int | None = 
     from ..cache.prebuild import prebuild_caches
 
     prebuild_caches(run_plan, nodes)  # decoded images and frozen features, once per node, before any trial
-    from .progress import TrialLaunches
-
     launches = TrialLaunches()
-    if resume and tune.Tuner.can_restore(storage):
-        tuner = tune.Tuner.restore(storage, make_trainable(run_plan), resume_unfinished=True, resume_errored=True)
+    loc = locate(storage)
+    if resume and tune.Tuner.can_restore(loc.path, storage_filesystem=loc.fs):
+        tuner = tune.Tuner.restore(loc.path, make_trainable(run_plan), resume_unfinished=True, resume_errored=True,
+                                   storage_filesystem=loc.fs)
     else:
-        tuner = build_tuner(run_plan, [*(callbacks or []), launches])
+        tuner = build_tuner(run_plan, [*(callbacks or []), ProgressCallback(), launches])
     previous = _stop_on_sigterm()
     try:
-        grid = tuner.fit()
+        with showing(*_progress_view(progress, plan, resume)):
+            grid = tuner.fit()
         trials = summary_frame(grid, plan)
         add_start_seconds(trials, launches.at)
-        if not is_uri(storage):
-            trials.to_csv(Path(storage) / SUMMARY_FILE, index=False)
+        write_text(loc, SUMMARY_FILE, trials.to_csv(index=False))
     except Exception as err:
         check_space(storage, err)
         raise
@@ -240,6 +256,21 @@ def _stop_on_sigterm():
     if threading.current_thread() is not threading.main_thread():
         return None
     return signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
+
+
+def _progress_view(progress, plan: SweepPlan, resume: bool) -> tuple[Progress, View]:
+    if isinstance(progress, View):
+        return progress.progress, progress
+    state = Progress(plan.name, plan.scheduler.metric, plan.scheduler.mode, total_trials(plan), plan.epochs,
+                     plan.storage)
+    if resume:
+        try:  # trials restored as finished are not reported again
+            state = Progress.from_storage(plan.storage, str(mirror(plan.storage, without_checkpoints)))
+            for t in state.trials.values():
+                t.status = "pending" if t.status == "running" else t.status
+        except (OSError, ValueError, KeyError):
+            pass
+    return state, View(state, progress or "none")
 
 
 def interrupted(grid, expected: int) -> bool:

@@ -1,0 +1,78 @@
+"""Progress on a real local Ray sweep: `tlsweep run` outside a terminal prints a line per trial event (finished,
+diverged, a failed trial's error line and the path of its full error), and `tlsweep status` rebuilds the same
+progress from the storage alone."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+pytestmark = pytest.mark.slow
+
+
+def test_run_prints_trial_events_and_status_reads_them_back(shapes_root, tmp_path):
+    wrong = tmp_path / "wrong_architecture.pt"
+    torch.save({"model": {"conv.weight": torch.zeros(1)}}, wrong)  # loads, then fails load_state_dict in the trial
+    storage = tmp_path / "results" / "events"
+    spec = {
+        "name": "events",
+        "data": {"root": str(shapes_root), "image_size": 32},
+        "weights": "none",
+        "models": ["resnet18", {"name": "mobilenet_v3_small", "weights": str(wrong)}],
+        "search": {"lr": {"grid": [1e-3, 1e12]}, "batch_size": 16, "optimizer": "sgd", "momentum": 0.0,
+                   "lr_scheduler": "none"},
+        "epochs": 2, "scheduler": {"type": "fifo"}, "num_samples": 1, "max_concurrent": 2, "max_failures": 0,
+        "checkpoints": {"num_to_keep": 1}, "storage": str(storage),
+    }
+    sweep = tmp_path / "events.yaml"
+    sweep.write_text(yaml.safe_dump(spec))
+    env = {**os.environ, "TLSWEEP_TORCH_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-m", "tlsweep.cli", "run", str(sweep), "--set",
+                          "search.lr={grid: [1.0e-3, 1.0e+12]}"],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    out = res.stdout
+    (tmp_path / "run.out").write_text(out)
+    summary = pd.read_csv(storage / "summary.csv")
+    assert sorted(summary["status"]) == ["diverged", "error", "error", "finished"]
+
+    for row in summary.itertuples():
+        assert f"{row.trial_id} {row.model} started" in out
+        assert f"{row.status} {row.trial_id} {row.model}" in out
+    failed = summary[summary["status"] == "error"]
+    for row in failed.itertuples():
+        error_file = storage / Path(row.path).name / "error.txt"
+        assert f"full error: {error_file}" in out and error_file.is_file()
+        line = next(ln for ln in out.splitlines() if f"error {row.trial_id} " in ln)
+        assert "state_dict" in line and "Error" in line
+    assert out.count("epoch 1 ") == 0 or "at epoch 1" in out  # events, not a line per epoch
+    assert "events: 1 finished, 1 diverged, 2 error of 4 trials" in out
+
+    res = subprocess.run([sys.executable, "-m", "tlsweep.cli", "status", str(storage), "--json"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    status = json.loads(res.stdout)
+    assert status["counts"] == {"pending": 0, "running": 0, "finished": 1, "stopped": 0, "diverged": 1, "error": 2}
+    assert status["done"] and status["epochs_left_at_most"] == 0
+    resnet = summary[summary["model"] == "resnet18"]
+    want = resnet["val_acc"].max()
+    assert math.isclose(status["models"]["resnet18"]["best"], want)
+    assert status["models"]["resnet18"]["best_trial"] == resnet.loc[resnet["val_acc"].idxmax(), "trial_id"]
+    by_id = {t["trial_id"]: t for t in status["trials"]}
+    for row in summary.itertuples():
+        assert by_id[row.trial_id]["status"] == row.status
+    for row in failed.itertuples():
+        assert by_id[row.trial_id]["error_file"] == f"{storage}/{Path(row.path).name}/error.txt"
+
+    res = subprocess.run([sys.executable, "-m", "tlsweep.cli", "status", str(storage)],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0 and "resnet18" in res.stdout and "full error:" in res.stdout

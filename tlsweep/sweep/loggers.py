@@ -1,0 +1,79 @@
+"""Experiment trackers for the sweep file's ``loggers:``: one Ray Tune logger callback per tracker.
+
+TensorBoard event files (with Tune's CSV/JSON) are always written by Tune itself; ``mlflow`` and ``wandb`` use
+Ray's ``MLflowLoggerCallback`` / ``WandbLoggerCallback`` and need their extras installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..config import SweepPlan
+
+
+class LoggerError(RuntimeError):
+    """A logger listed in the sweep file cannot be used here (its package is missing)."""
+
+
+@dataclass(frozen=True)
+class Tracker:
+    module: str  # the package the callback imports
+    extra: str  # tlsweep's extra that installs it
+    build: Callable[[dict, SweepPlan], object]  # (options, plan) → Tune callback
+
+
+def _mlflow(options: dict, plan: SweepPlan):
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+    return MLflowLoggerCallback(tracking_uri=options.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI"),
+                                experiment_name=options.get("experiment_name") or plan.name,
+                                tags=options.get("tags") or None, save_artifact=options.get("save_artifact", False))
+
+
+def _wandb(options: dict, plan: SweepPlan):
+    from ray.air.integrations.wandb import WandbLoggerCallback
+
+    mode = options.get("mode")
+    if mode in ("offline", "disabled"):  # Ray asks for an API key unless WANDB_MODE says otherwise
+        os.environ["WANDB_MODE"] = mode
+    kwargs = {k: v for k, v in {"entity": options.get("entity"), "mode": mode, "tags": options.get("tags") or None,
+                                "dir": options.get("dir") or _local_dir(plan.storage, "wandb")}.items() if v}
+    if kwargs.get("dir"):
+        os.makedirs(kwargs["dir"], exist_ok=True)
+    return WandbLoggerCallback(project=options.get("project") or os.environ.get("WANDB_PROJECT") or plan.name,
+                               group=options.get("group") or plan.name, **kwargs)
+
+
+def _local_dir(storage: str, name: str) -> str | None:
+    return None if "://" in storage else os.path.join(storage, name)
+
+
+TRACKERS: dict[str, Tracker] = {
+    "mlflow": Tracker("mlflow", "mlflow", _mlflow),
+    "wandb": Tracker("wandb", "wandb", _wandb),
+}
+
+
+def missing(loggers: dict[str, dict]) -> dict[str, str]:
+    """Logger name → the message for each enabled tracker (``SweepPlan.loggers``) whose package is missing."""
+    out = {}
+    for name, options in loggers.items():
+        tracker = TRACKERS.get(name)
+        if options is not None and tracker and importlib.util.find_spec(tracker.module) is None:
+            out[name] = (f"the {name} logger needs the {tracker.module} package: "
+                         f"pip install 'tlsweep[{tracker.extra}]'")
+    return out
+
+
+def logger_callbacks(plan: SweepPlan) -> list:
+    """The Tune callbacks for the sweep's trackers; ``LoggerError`` naming the ``pip install`` if one is missing."""
+    problems = missing(plan.loggers)
+    if problems:
+        raise LoggerError("; ".join(problems.values()))
+    return [TRACKERS[name].build(options, plan) for name, options in plan.loggers.items()
+            if options is not None and name in TRACKERS]

@@ -274,6 +274,21 @@ def test_cost_is_resources_times_trial_time(tmp_path):
     assert sweep_wall_seconds(sweep) == pytest.approx(max(ends) - min(starts))
 
 
+def test_cost_of_gpu_auto_uses_what_each_trial_recorded(tmp_path):
+    """``gpu: auto`` is resolved per cluster: the trial's recorded ``cpus``/``gpus`` count, else no GPU."""
+    from tlsweep.report.cost import cost_table
+
+    trials = lr_driven_trials(tmp_path, 2, "a") + lr_driven_trials(tmp_path, 2, "b")
+    for t in trials[:2]:
+        t.history = t.history.assign(cpus=3.0, gpus=0.25)
+    sweep = make_sweep(tmp_path, trials, resources={"cpu": 2.0, "gpu": "auto"})
+    table = cost_table(sweep).set_index("model")
+    seconds = {m: sum(float(t.history["time_total_s"].iloc[-1]) for t in trials if t.model == m) for m in "ab"}
+    assert table.loc["a", "gpu_hours"] == pytest.approx(0.25 * seconds["a"] / 3600)
+    assert table.loc["a", "cpu_hours"] == pytest.approx(3 * seconds["a"] / 3600)
+    assert table.loc["b", "gpu_hours"] == 0 and table.loc["b", "cpu_hours"] == pytest.approx(2 * seconds["b"] / 3600)
+
+
 def test_best_so_far_is_the_running_best_in_time_order(tmp_path):
     from tlsweep.report.cost import timeline
     from tlsweep.report.plots import best_so_far, best_so_far_png

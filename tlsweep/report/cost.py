@@ -20,12 +20,23 @@ def trial_seconds(trial: TrialRecord) -> float:
     return 0.0
 
 
+def trial_demand(sweep: Sweep, trial: TrialRecord) -> dict[str, float]:
+    """CPUs and GPUs the trial ran with: as it recorded them (``cpus``/``gpus``: ``gpu: auto`` resolved for its
+    cluster), else the plan's numbers (``auto`` in a sweep without the record: no GPU)."""
+    h = trial.history
+    if {"cpus", "gpus"} <= set(h) and h["cpus"].notna().any():
+        last = h[h["cpus"].notna()].iloc[-1]
+        return {"CPU": float(last["cpus"]), "GPU": float(last["gpus"] or 0.0)}
+    resources = sweep.plan.resources_of(trial.model)
+    return resources.replace(gpu=0.0).demand() if resources.gpu == "auto" else resources.demand()
+
+
 def cost_table(sweep: Sweep) -> pd.DataFrame:
     """One row per model (in order of first appearance) and a last ``all models`` row: trials, trial-hours,
     CPUs and GPUs per trial, CPU-hours, GPU-hours."""
     rows: dict[str, dict] = {}
     for t in sweep.trials:
-        demand = sweep.plan.resources_of(t.model).demand()
+        demand = trial_demand(sweep, t)
         hours = trial_seconds(t) / 3600
         row = rows.setdefault(t.model, {"model": t.model, "trials": 0, "trial_hours": 0.0,
                                         "cpu_per_trial": demand["CPU"], "gpu_per_trial": demand.get("GPU", 0.0),

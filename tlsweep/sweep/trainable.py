@@ -48,6 +48,7 @@ def train_trial(config: dict, spec: dict) -> None:
     info = {"model_label": config["model"], "total_params": trial.total_params,
             "trainable_params": trial.trainable_params, "node_ip": _node_ip(),
             "node_id": ray.get_runtime_context().get_node_id(), "start_epoch": trial.epoch,
+            "cpus": demand["CPU"], "gpus": demand.get("GPU", 0.0),  # what Ray gave the trial (report: cost)
             "gpu_ids": ",".join(gpu_ids), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "started_at": started_at, "setup_s": time.perf_counter() - start,
             "import_s": IMPORT_SECONDS if _trials_in_this_process == 1 else 0.0,  # 0: a reused worker

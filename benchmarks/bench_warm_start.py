@@ -38,7 +38,7 @@ def _data(name: str, seed: int) -> Path:
     return root
 
 
-def _plain(name: str, root: Path, budget: int, seed: int, **extra) -> dict:
+def _plan(name: str, root: Path, budget: int, seed: int, **extra):
     from tlsweep.spec import parse_spec
 
     storage = fresh_dir(name)
@@ -46,34 +46,33 @@ def _plain(name: str, root: Path, budget: int, seed: int, **extra) -> dict:
                                               "cache_dir": str(WORK / "cache")},
                        "weights": "none", "models": ["resnet18"], "search": SEARCH, "epochs": 6,
                        "scheduler": {"type": "fifo"}, "searcher": {"type": "optuna", "seed": seed},
-                       "num_samples": budget, "storage": str(storage), **extra}).to_plain()
+                       "num_samples": budget, "storage": str(storage), **extra}).plan()
 
 
-def sweep(plain: dict) -> list[float]:
+def sweep(plan) -> list[float]:
     """Run the sweep's trials one after another through the real searcher; write Tune's files; best val acc
     of each trial in order."""
     from tlsweep.objectives import constraints, objectives
     from tlsweep.sweep import warmstart
-    from tlsweep.sweep.runner import SPEC_FILE
+    from tlsweep.results import write_plan
     from tlsweep.sweep.searcher import GroupedSearcher
-    from tlsweep.sweep.space import build_groups, samples_per_group, trial_config
+    from tlsweep.sweep.space import build_groups
     from tlsweep.data import load_splits
     from tlsweep.train import Trial
 
-    groups = build_groups(plain)
-    warm = warmstart.plan(plain, groups) if plain.get("warm_start") else None
-    searcher = GroupedSearcher(groups, samples_per_group(plain), "val_acc", "max", plain["searcher"]["type"],
-                               plain["searcher"]["seed"], objectives=objectives(plain),
-                               constraints=constraints(plain), warm=warm)
-    storage = Path(plain["storage"])
-    storage.mkdir(parents=True, exist_ok=True)
-    (storage / SPEC_FILE).write_text(json.dumps(plain, default=str))
-    splits = load_splits(plain["data"], plain["seed"])  # read once per sweep (a Ray trial reads its own)
+    groups = build_groups(plan)
+    warm = warmstart.plan(plan, groups) if plan.warm_start else None
+    searcher = GroupedSearcher(groups, plan.num_samples, "val_acc", "max", plan.searcher.type,
+                               plan.searcher_seed, objectives=objectives(plan),
+                               constraints=constraints(plan), warm=warm)
+    storage = Path(plan.storage)
+    write_plan(plan)
+    splits = load_splits(plan.data, plan.seed)  # read once per sweep (a Ray trial reads its own)
     bests = []
-    for i in range(samples_per_group(plain) * len(groups)):
+    for i in range(plan.num_samples * len(groups)):
         trial_id = f"{i:05d}"
         config = searcher.suggest(trial_id)
-        trial = Trial(trial_config(plain, config), splits=splits)
+        trial = Trial(plan.trial_config(config), splits=splits)
         rows = []
         for metrics in trial.run():
             rows.append({**metrics, "training_iteration": trial.epoch, "trial_id": trial_id})
@@ -99,10 +98,10 @@ def run(quick: bool = False) -> list[dict]:
     start = time.perf_counter()
     per_seed = []
     for seed in range(seeds):
-        source = _plain(f"warm_src_{seed}", a, budget, seed)
+        source = _plan(f"warm_src_{seed}", a, budget, seed)
         sweep(source)
-        cold = sweep(_plain(f"warm_cold_{seed}", b, budget, seed))
-        warm = sweep(_plain(f"warm_warm_{seed}", b, budget, seed, warm_start=[source["storage"]],
+        cold = sweep(_plan(f"warm_cold_{seed}", b, budget, seed))
+        warm = sweep(_plan(f"warm_warm_{seed}", b, budget, seed, warm_start=[source.storage],
                             warm_start_top_k=top_k))
         target = max(cold) - TARGET_GAP
         per_seed.append((trials_to(cold, target), trials_to(warm, target), max(cold), max(warm)))

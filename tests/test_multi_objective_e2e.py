@@ -69,7 +69,7 @@ def test_multi_objective_sweep_pareto_front_and_constraint(shapes_root, tmp_path
     for group, study in zip(searcher.groups, searcher.studies):
         rows = summary[summary["model"] == group.fixed["model"]]
         told = sorted((t.params["lr"], *t.values, t.constraints["params.max"] > 0) for t in study.study.trials)
-        table = sorted(zip(rows["config/lr"], rows["macro_f1"], rows["latency_ms"], rows["val_loss"],
+        table = sorted(zip(rows["lr"], rows["macro_f1"], rows["latency_ms"], rows["val_loss"],
                            ~rows["feasible"]))
         assert len(told) == len(table) == 3
         for t, r in zip(told, table):

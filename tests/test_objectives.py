@@ -9,6 +9,7 @@ import torch
 import yaml
 
 from tlsweep.objectives import METRICS, annotate, is_feasible, pareto_mask, violations
+from tlsweep.results import USABLE
 from tlsweep.spec import SpecError, load_spec, parse_spec
 
 
@@ -73,7 +74,7 @@ def test_annotate_marks_feasible_and_front(spec_dict):
     frame = pd.DataFrame({"status": ["finished", "stopped", "finished", "error", "finished"],
                           "val_acc": [0.9, 0.8, 0.95, 0.99, 0.7], "latency_ms": [5, 3, 9, 1, 4],
                           "params": [50, 50, 500, 50, 50]})
-    out = annotate(frame, plan)
+    out = annotate(frame, plan, USABLE)
     assert out["feasible"].tolist() == [True, True, False, True, True]
     assert out["pareto"].tolist() == [True, True, False, False, False]  # 2 breaks params, 3 errored, 4 dominated
 

@@ -47,29 +47,29 @@ def earlier(shapes_root, tmp_path_factory):
 
 def best_lrs(summary: pd.DataFrame, model: str, batch: int) -> list[float]:
     """The learning rates of a group's best earlier trials (several when tied)."""
-    rows = summary[(summary["model"] == model) & (summary["config/batch_size"] == batch)]
-    return [pytest.approx(lr) for lr in rows.loc[rows["val_acc"] == rows["val_acc"].max(), "config/lr"]]
+    rows = summary[(summary["model"] == model) & (summary["batch_size"] == batch)]
+    return [pytest.approx(lr) for lr in rows.loc[rows["val_acc"] == rows["val_acc"].max(), "lr"]]
 
 
 def test_history_is_in_the_studies_before_the_first_trial(earlier, shapes_root, tmp_path):
     from tlsweep.objectives import constraints, objectives
     from tlsweep.sweep import warmstart
     from tlsweep.sweep.searcher import GroupedSearcher
-    from tlsweep.sweep.space import build_groups, samples_per_group
+    from tlsweep.sweep.space import build_groups
 
     storage, summary = earlier
-    plain = parse_spec(sweep_dict(shapes_root, tmp_path / "b", warm_start=[str(storage)], warm_start_top_k=1,
-                                  searcher={"type": "optuna", "seed": 7})).to_plain()
-    groups = build_groups(plain)
-    warm = warmstart.plan(plain, groups)
-    searcher = GroupedSearcher(groups, samples_per_group(plain), "val_acc", "max", "optuna", 7,
-                               objectives=objectives(plain), constraints=constraints(plain), warm=warm)
+    plan = parse_spec(sweep_dict(shapes_root, tmp_path / "b", warm_start=[str(storage)], warm_start_top_k=1,
+                                 searcher={"type": "optuna", "seed": 7})).plan()
+    groups = build_groups(plan)
+    warm = warmstart.plan(plan, groups)
+    searcher = GroupedSearcher(groups, plan.num_samples, "val_acc", "max", "optuna", 7,
+                               objectives=objectives(plan), constraints=constraints(plan), warm=warm)
     for group, study in zip(groups, searcher.studies):
         rows = summary[(summary["model"] == group.fixed["model"])
-                       & (summary["config/batch_size"] == group.fixed["batch_size"])]
+                       & (summary["batch_size"] == group.fixed["batch_size"])]
         told = study.study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
         assert len(told) == len(rows) == 2
-        assert sorted((t.params["lr"], t.value) for t in told) == sorted(zip(rows["config/lr"], rows["val_acc"]))
+        assert sorted((t.params["lr"], t.value) for t in told) == sorted(zip(rows["lr"], rows["val_acc"]))
         assert {t.user_attrs["warm_start"] for t in told} == {str(storage)}
     firsts = [searcher.suggest(f"t{i}") for i in range(len(groups))]  # one per group: each group's earlier best
     for config in firsts:
@@ -98,7 +98,7 @@ def test_incompatible_space_says_why_and_runs_cold(earlier, shapes_root, tmp_pat
     notes = yaml.safe_load((tmp_path / "c" / "warm_start.yaml").read_text())
     assert notes["added"] == [0] and notes["first"] == [[]]
     assert len(result.trials) == 2 and set(result.trials["status"]) == {"finished"}
-    assert all(0.1 <= lr <= 0.5 for lr in result.trials["config/lr"])
+    assert all(0.1 <= lr <= 0.5 for lr in result.trials["lr"])
 
 
 def wait_for_results(storage: Path, proc, count: int, timeout=240.0) -> None:
@@ -143,5 +143,5 @@ def test_warm_started_sweep_resumes_without_adding_history_twice(earlier, shapes
         first = min(new, key=lambda t: t.number)  # the earlier best config of this group ran first
         assert first.params["lr"] in best_lrs(summary_a, group.fixed["model"], group.fixed["batch_size"])
         mine = summary[(summary["model"] == group.fixed["model"])
-                       & (summary["config/batch_size"] == group.fixed["batch_size"])]
-        assert any(lr == pytest.approx(first.params["lr"]) for lr in mine["config/lr"])
+                       & (summary["batch_size"] == group.fixed["batch_size"])]
+        assert any(lr == pytest.approx(first.params["lr"]) for lr in mine["lr"])

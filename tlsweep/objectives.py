@@ -103,16 +103,14 @@ def ranking_metric(plan: SweepPlan) -> tuple[str, str]:
     return plan.scheduler.metric, plan.scheduler.mode
 
 
-def annotate(frame: pd.DataFrame, plan: SweepPlan) -> pd.DataFrame:
+def annotate(frame: pd.DataFrame, plan: SweepPlan, usable: tuple[str, ...]) -> pd.DataFrame:
     """Add ``feasible`` (with constraints) and ``pareto`` (with ≥ 2 objectives) to a trials' table whose
-    metric columns are named as in ``METRICS``: the Pareto front is taken over finished or stopped, feasible
-    trials with every objective measured."""
-    from .results import USABLE
-
+    metric columns are named as in ``METRICS``: the Pareto front is taken over ``usable`` (finished or stopped),
+    feasible trials with every objective measured."""
     bounds, objs = constraints(plan), objectives(plan)
     if frame.empty:
         return frame
-    ok = frame["status"].isin(USABLE) if "status" in frame else pd.Series(True, index=frame.index)
+    ok = frame["status"].isin(usable) if "status" in frame else pd.Series(True, index=frame.index)
     if bounds:
         frame[FEASIBLE] = [is_feasible({n: _num(r.get(n)) for n in bounds}, bounds) for r in frame.to_dict("records")]
         ok &= frame[FEASIBLE]

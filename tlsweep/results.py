@@ -201,7 +201,7 @@ def trials_frame(rows: list[dict], plan: SweepPlan | None = None) -> pd.DataFram
     from .objectives import annotate
 
     frame = pd.DataFrame(rows, columns=None if rows else list(TRIAL_COLUMNS))
-    return annotate(frame, plan) if plan is not None else frame
+    return annotate(frame, plan, USABLE) if plan is not None else frame
 
 
 def read_plan(storage: str | Path) -> SweepPlan:

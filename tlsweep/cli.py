@@ -237,6 +237,14 @@ def print_summary(result, metric: str, mode: str) -> None:
                       f"{row['lr']:.2e}", str(row["batch_size"]), str(row["freeze_depth"]), str(row["optimizer"]),
                       str(row["lr_scheduler"]))
     console.print(table)
+    trials = result.trials
+    if "feasible" in trials:
+        console.print(f"{int((~trials['feasible'].astype(bool)).sum())} trial(s) break the constraints "
+                      "(never counted as best)")
+    if "pareto" in trials:
+        front = trials[trials["pareto"].astype(bool)]
+        console.print(f"Pareto front: {len(front)} of {len(trials)} trials ({', '.join(map(str, front['trial_id']))}; "
+                      "column `pareto` of summary.csv)", highlight=False)
     console.print(f"results: {result.storage}  (tensorboard --logdir {result.storage})")
 
 

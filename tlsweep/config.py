@@ -379,6 +379,23 @@ class SearcherConfig(_Plain):
     type: str = "optuna"
     seed: int | None = None  # None: the sweep's seed
     per_model: bool = True
+    population_size: int | None = None  # nsga2's generation size (None: Optuna's default)
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig(_Plain):
+    """One objective: a metric name (``tlsweep.objectives.METRICS``) and its direction."""
+
+    metric: str
+    mode: str
+
+
+@dataclass(frozen=True)
+class BoundConfig(_Plain):
+    """A constraint on one metric (inclusive bounds; None: unbounded)."""
+
+    min: float | None = None
+    max: float | None = None
 
 
 @dataclass(frozen=True)
@@ -410,6 +427,11 @@ class SweepPlan(_Plain):
     performance: PerformanceConfig = PerformanceConfig()
     storage_shared: bool = False
     loggers: dict[str, dict] = field(default_factory=lambda: {"tensorboard": {}})  # name → options (sweep/loggers.py)
+    objectives: tuple[ObjectiveConfig, ...] = ()  # multi-objective sweeps; empty: the scheduler's metric only
+    constraints: dict[str, BoundConfig] = field(default_factory=dict)  # metric name → bounds
+    warm_start: tuple[str, ...] = ()  # earlier sweeps' storage folders
+    warm_start_top_k: int = 0  # run each group's k best earlier configs first
+    warm_start_history: bool = True  # add the earlier trials to each group's study
     version: int = LAYOUT_VERSION
 
     @property
@@ -459,6 +481,9 @@ class SweepPlan(_Plain):
             "resources": Resources(**(d.get("resources") or {})),
             "checkpoints": CheckpointConfig(**(d.get("checkpoints") or {})),
             "performance": PerformanceConfig.from_dict(d.get("performance")),
+            "objectives": tuple(ObjectiveConfig(**o) for o in d.get("objectives") or ()),
+            "constraints": {k: BoundConfig(**b) for k, b in (d.get("constraints") or {}).items()},
+            "warm_start": tuple(d.get("warm_start") or ()),
             "num_samples": d.get("num_samples") or (1 if searcher.type == "grid" else 4),
             "version": LAYOUT_VERSION,
         }

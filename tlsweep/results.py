@@ -171,16 +171,21 @@ def trial_nodes(history: pd.DataFrame) -> str | None:
 
 
 def trial_row(trial_id: str, config: dict, status: Status | str, history: pd.DataFrame, metric: str, mode: str,
-              error: str | None = None, path: str | Path | None = None) -> dict:
-    """One row of the per-trial table (``TRIAL_COLUMNS``, then the sampled hyperparameters)."""
+              error: str | None = None, path: str | Path | None = None, tracked: tuple[str, ...] = ()) -> dict:
+    """One row of the per-trial table (``TRIAL_COLUMNS``, the ranking metric, the ``tracked`` objective and
+    constraint metrics at the best epoch (``tlsweep.objectives``), then the sampled hyperparameters)."""
     import pandas as pd
+
+    from .objectives import values_of
 
     best = best_row(history, metric, mode)
     epochs = int(history["training_iteration"].max()) if len(history) else 0
     row = {"trial_id": trial_id, "model": config.get("model"), "status": str(status), "epochs": epochs,
            "best_epoch": int(best["training_iteration"]) if best is not None else None}
-    for m in METRICS:
+    for m in dict.fromkeys((*METRICS, metric)):
         row[m] = float(best[m]) if best is not None and m in best and pd.notna(best[m]) else None
+    if tracked:
+        row.update(values_of(best if best is not None else {}, list(tracked)))
     row["wall_s"] = float(history["epoch_seconds"].sum()) if "epoch_seconds" in history else None
     row["nodes"] = trial_nodes(history)
     row["error"] = error
@@ -189,10 +194,14 @@ def trial_row(trial_id: str, config: dict, status: Status | str, history: pd.Dat
     return row
 
 
-def trials_frame(rows: list[dict]) -> pd.DataFrame:
+def trials_frame(rows: list[dict], plan: SweepPlan | None = None) -> pd.DataFrame:
+    """The per-trial table; with a multi-objective or constrained ``plan``, plus ``feasible``/``pareto``."""
     import pandas as pd
 
-    return pd.DataFrame(rows, columns=None if rows else list(TRIAL_COLUMNS))
+    from .objectives import annotate
+
+    frame = pd.DataFrame(rows, columns=None if rows else list(TRIAL_COLUMNS))
+    return annotate(frame, plan, USABLE) if plan is not None else frame
 
 
 def read_plan(storage: str | Path) -> SweepPlan:

@@ -219,7 +219,7 @@ class SchedulerSpec(Strict):
     grace_seconds: float = Field(10.0, gt=0)
     max_seconds: float | None = Field(None, gt=0)
     reduction_factor: float = Field(3, gt=1)
-    metric: Literal["val_acc", "val_loss", "train_acc", "train_loss"] = "val_acc"
+    metric: Literal["val_acc", "val_loss", "val_macro_f1", "train_acc", "train_loss"] = "val_acc"
     mode: Literal["max", "min"] | None = None
 
     @field_validator("type")
@@ -247,12 +247,14 @@ class SchedulerSpec(Strict):
 
 
 class SearcherSpec(Strict):
-    """``optuna`` (TPE), ``random`` or ``grid``, all through Optuna samplers. ``per_model`` gives each model its
+    """``optuna``/``tpe`` (TPE, multi-objective too), ``nsga2`` (NSGA-II), ``random`` or ``grid``, all through
+    Optuna samplers. ``per_model`` gives each model its
     own study and ``num_samples`` trials; otherwise the model is one more categorical dimension."""
 
-    type: Literal["optuna", "random", "grid"] = "optuna"
+    type: Literal["optuna", "tpe", "nsga2", "random", "grid"] = "optuna"
     seed: int | None = None
     per_model: bool = True
+    population_size: int | None = Field(None, ge=2)  # nsga2's generation size (default: Optuna's 50)
 
 
 def _gpu_fraction(v):
@@ -359,6 +361,50 @@ class LoggersSpec(Strict):
         return {name: getattr(self, name) for name in type(self).model_fields if getattr(self, name) is not None}
 
 
+def _metric_name(value: str) -> str:
+    from .objectives import METRICS
+
+    if value not in METRICS:
+        raise ValueError(unknown_value("metric", value, list(METRICS)))
+    return value
+
+
+MetricName = Annotated[str, AfterValidator(_metric_name)]
+
+
+class ObjectiveSpec(Strict):
+    """One objective: a metric (see ``tlsweep.objectives.METRICS``) and its direction (default: the metric's)."""
+
+    metric: MetricName
+    mode: Literal["max", "min"]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_mode(cls, value):
+        from .objectives import METRICS
+
+        if isinstance(value, str):
+            value = {"metric": value}
+        if isinstance(value, dict) and value.get("mode") is None and value.get("metric") in METRICS:
+            value = {**value, "mode": METRICS[value["metric"]].mode}
+        return value
+
+
+class BoundSpec(Strict):
+    """A constraint on one metric: ``max`` and/or ``min`` (inclusive)."""
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _some_bound(self):
+        if self.min is None and self.max is None:
+            raise ValueError("a constraint needs max and/or min, e.g. {max: 10}")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min:g}) exceeds max ({self.max:g})")
+        return self
+
+
 class Spec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     data: DataSpec
@@ -379,7 +425,31 @@ class Spec(Strict):
     storage_shared: bool = False
     loggers: Annotated[LoggersSpec, BeforeValidator(_loggers)] = LoggersSpec()
     seed: int = 0
+    objectives: tuple[ObjectiveSpec, ...] | None = Field(None, min_length=1)
+    constraints: dict[MetricName, BoundSpec] | None = None
+    warm_start: tuple[str, ...] | None = Field(None, min_length=1)  # earlier sweeps' storage folders
+    warm_start_top_k: int = Field(0, ge=0)  # run each group's k best earlier configs first
+    warm_start_history: bool = True  # add the earlier trials to each group's study
     _source: str | None = PrivateAttr(None)  # the sweep file, for line numbers in later checks (preflight)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _scheduler_from_objectives(cls, value):
+        """Without an explicit ``scheduler.metric``, ASHA stops on the first per-epoch objective."""
+        from .objectives import METRICS
+
+        if not isinstance(value, dict) or not isinstance(value.get("objectives"), list):
+            return value
+        sched = value.get("scheduler") or {}
+        if not isinstance(sched, dict) or "metric" in sched:
+            return value
+        for o in value["objectives"]:
+            o = {"metric": o} if isinstance(o, str) else o
+            metric = METRICS.get(o.get("metric")) if isinstance(o, dict) else None
+            if metric is not None and metric.per_epoch:
+                return {**value, "scheduler": {**sched, "metric": metric.result_key,
+                                               "mode": sched.get("mode") or o.get("mode") or metric.mode}}
+        return value
 
     @model_validator(mode="after")
     def _cross_checks(self):
@@ -395,6 +465,11 @@ class Spec(Strict):
         _check_heads_and_data(self)
         if self.scheduler.budget == "epochs" and self.scheduler.grace_period > self.epochs:
             raise ValueError(f"scheduler.grace_period ({self.scheduler.grace_period}) exceeds epochs ({self.epochs})")
+        names = [o.metric for o in self.objectives or ()]
+        if len(set(names)) < len(names):
+            raise ValueError(f"objectives list a metric twice: {', '.join(names)}")
+        if self.warm_start is None and (self.warm_start_top_k or "warm_start_history" in self.model_fields_set):
+            raise ValueError("warm_start_top_k / warm_start_history need warm_start (earlier sweeps' folders)")
         return self
 
     @property
@@ -432,7 +507,11 @@ class Spec(Strict):
             resources=C.Resources(**self.resources.model_dump()),
             checkpoints=C.CheckpointConfig(**self.checkpoints.model_dump()),
             performance=C.PerformanceConfig(**self.performance.model_dump()), storage_shared=self.storage_shared,
-            loggers={k: v.model_dump() for k, v in self.loggers.enabled().items()})
+            loggers={k: v.model_dump() for k, v in self.loggers.enabled().items()},
+            objectives=tuple(C.ObjectiveConfig(o.metric, o.mode) for o in self.objectives or ()),
+            constraints={k: C.BoundConfig(b.min, b.max) for k, b in (self.constraints or {}).items()},
+            warm_start=tuple(self.warm_start or ()), warm_start_top_k=self.warm_start_top_k,
+            warm_start_history=self.warm_start_history)
 
 
 def _head(head: HeadSpec | None) -> C.HeadConfig | None:
@@ -508,7 +587,8 @@ def _node_at(node: yaml.Node | None, loc: tuple) -> yaml.Node | None:
 def _problems(err: ValidationError, root_node) -> list[tuple[str, int | None, str]]:
     problems = []
     for e in err.errors():
-        loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and (x.startswith("function-") or x in ("str",))))
+        loc = tuple(x for x in e["loc"]
+                    if not (isinstance(x, str) and (x.startswith("function-") or x in ("str", "[key]"))))
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             parent_fields = _fields_at(loc[:-1])
@@ -516,22 +596,39 @@ def _problems(err: ValidationError, root_node) -> list[tuple[str, int | None, st
         elif e["type"] == "literal_error":
             msg = f"{msg} (got {e.get('input')!r})"
         node = _node_at(root_node, loc)
+        if "[key]" in e["loc"] and loc:  # a bad mapping key: point at the key, not its value
+            parent = _node_at(root_node, loc[:-1])
+            if isinstance(parent, yaml.MappingNode):
+                node = next((k for k, _ in parent.value if k.value == loc[-1]), node)
         line = node.start_mark.line + 1 if node is not None else None
         problems.append((".".join(map(str, loc)), line, msg))
     return problems
 
 
+def _model_in(ann) -> tuple[Any, bool]:
+    """The pydantic model inside an annotation (``X``, ``X | None``, ``tuple[X, ...]``, ``dict[str, X]``) and
+    whether it sits under a mapping key."""
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann, False
+    keyed = getattr(ann, "__origin__", None) is dict
+    for arg in getattr(ann, "__args__", ()):
+        model, inner = _model_in(arg)
+        if model is not None:
+            return model, keyed or inner
+    return None, False
+
+
 def _fields_at(loc: tuple) -> list[str]:
     model: Any = Spec
+    skip = False
     for key in loc:
-        if isinstance(key, int):
+        if isinstance(key, int) or skip:
+            skip = False
             continue
         field = getattr(model, "model_fields", {}).get(key)
         if field is None:
             return []
-        ann = field.annotation
-        args = getattr(ann, "__args__", ())
-        model = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        model, skip = _model_in(field.annotation)
         if model is None:
             return []
     if model is Spec or (isinstance(model, type) and issubclass(model, BaseModel)):
@@ -555,10 +652,14 @@ def _absolute(spec: Spec, base: Path) -> Spec:
     storage = spec.storage_dir
     if not is_uri(storage) and not os.path.isabs(storage):
         storage = str((base / storage).resolve())
+    update = {}
+    if spec.warm_start:
+        update["warm_start"] = tuple(p if "://" in p or os.path.isabs(p) else str((base / p).resolve())
+                                     for p in spec.warm_start)
     data = {"root": root.resolve()}
     if spec.data.cache_dir:  # trials run in their own folders: make it absolute here
         data["cache_dir"] = str((base / Path(spec.data.cache_dir).expanduser()).resolve())
-    return spec.model_copy(update={"data": spec.data.model_copy(update=data), "storage": storage})
+    return spec.model_copy(update={"data": spec.data.model_copy(update=data), "storage": storage, **update})
 
 
 def load_spec(path: str | os.PathLike, overrides: dict | None = None) -> Spec:

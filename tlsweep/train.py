@@ -162,15 +162,20 @@ class Trial:
     def evaluate(self, loader: DataLoader | None = None) -> dict:
         self.model.eval()
         total, correct, loss_sum = 0, 0, 0.0
+        k = len(self.classes)
+        pairs = torch.zeros(k * k, dtype=torch.long)  # confusion counts, true * k + predicted
         forward = self.forward if loader is None else self.model
         for images, labels in loader or self.val_loader:
             images, labels = self.fast.inputs(images), labels.to(self.device)
             with self.fast.autocast():
                 logits = forward(images).float()
             loss_sum += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
-            correct += (logits.argmax(1) == labels).sum().item()
+            preds = logits.argmax(1)
+            correct += (preds == labels).sum().item()
             total += labels.size(0)
-        return {"val_loss": loss_sum / max(total, 1), "val_acc": correct / max(total, 1)}
+            pairs += torch.bincount((labels * k + preds).cpu(), minlength=k * k)
+        return {"val_loss": loss_sum / max(total, 1), "val_acc": correct / max(total, 1),
+                "val_macro_f1": macro_f1(pairs.view(k, k))}
 
     def step(self) -> dict:
         """Train one epoch and evaluate; a diverged epoch returns metrics with ``diverged=True``."""
@@ -181,7 +186,7 @@ class Trial:
         except Diverged as err:
             self.epoch += 1
             metrics = {"epoch": self.epoch, "train_loss": math.inf, "train_acc": 0.0, "val_loss": math.inf,
-                       "val_acc": 0.0, "lr": lr, "diverged": True, "error": str(err),
+                       "val_acc": 0.0, "val_macro_f1": 0.0, "lr": lr, "diverged": True, "error": str(err),
                        "epoch_seconds": time.perf_counter() - start}
             self.history.append(metrics)
             return metrics
@@ -243,6 +248,16 @@ class Trial:
 
     def restore(self, directory: str | os.PathLike) -> None:
         self.load_state_dict(load_checkpoint(Path(directory) / CHECKPOINT_FILE))
+
+
+def macro_f1(confusion: torch.Tensor) -> float:
+    """Mean over classes of 2·TP / (2·TP + FP + FN) (0 for a class never true nor predicted), as sklearn's
+    ``f1_score(average="macro", labels=all classes, zero_division=0)``."""
+    confusion = confusion.double()
+    tp = confusion.diag()
+    denom = confusion.sum(0) + confusion.sum(1)  # (TP + FP) + (TP + FN)
+    f1 = torch.where(denom > 0, 2 * tp / denom.clamp(min=1), torch.zeros_like(tp))
+    return float(f1.mean()) if len(f1) else 0.0
 
 
 def save_checkpoint(state: dict, path: Path) -> Path:

@@ -57,7 +57,8 @@ def _make_report(results_dir, out_dir, cam_images: int, hparams: bool) -> Path:
     picks = pick_best(sweep)
     if not picks:
         statuses = ", ".join(sorted({t.status for t in sweep.trials}))
-        raise ReportError(f"{sweep.storage}: no trial has a checkpoint with a finite {sweep.metric} yet "
+        meets = " that meets the sweep's constraints" if sweep.plan.constraints else ""
+        raise ReportError(f"{sweep.storage}: no trial{meets} has a checkpoint with a finite {sweep.metric} yet "
                           f"(trial statuses: {statuses})")
     plan = sweep.plan
     splits = load_splits(plan.data, plan.seed)

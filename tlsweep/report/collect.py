@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .. import objectives
 from ..config import SweepPlan
 from ..results import (PARAMS_FILE, ResultsError, Status, best_row, kept_checkpoints, parse_trial_id, read_error,
                        read_history, read_plan, trial_row, trial_status, trials_frame)
@@ -83,5 +84,6 @@ def collect(results_dir: str | Path) -> Sweep:
 
 def trials_table(sweep: Sweep) -> pd.DataFrame:
     """One row per trial (``tlsweep.results.TRIAL_COLUMNS`` and the sampled hyperparameters)."""
+    tracked = tuple(objectives.tracked(sweep.plan))
     return trials_frame([trial_row(t.trial_id, t.config, t.status, t.history, sweep.metric, sweep.mode, t.error,
-                                   t.path) for t in sweep.trials])
+                                   t.path, tracked) for t in sweep.trials], sweep.plan)

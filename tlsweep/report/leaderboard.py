@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from ..objectives import constraints, is_feasible, values_of
 from ..results import USABLE
 from .collect import Sweep, TrialRecord
 from .evaluate import Evaluation
@@ -35,12 +36,13 @@ def pick_best(sweep: Sweep) -> dict[str, Pick]:
     """Per model, the kept checkpoint with the best validation metric (never test), best model first."""
     best: dict[str, Pick] = {}
     sign = -1 if sweep.mode == "max" else 1
+    bounds = constraints(sweep.plan)
     for trial in sweep.trials:
         if trial.status not in USABLE:
             continue
         row = trial.best_row(sweep.metric, sweep.mode)
-        if row is None:
-            continue
+        if row is None or (bounds and not is_feasible(values_of(row, list(bounds)), bounds)):
+            continue  # a trial breaking the sweep's constraints is never the best
         pick = Pick(trial.model, trial, int(row["training_iteration"]), row)
         old = best.get(trial.model)
         if old is None or sign * row[sweep.metric] < sign * old.val[sweep.metric]:

@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 
 from . import camfigs, plots
+from .pareto import pareto_section
 from .collect import Sweep
 from .cost import TOTAL
 from .evaluate import Evaluation
@@ -156,7 +157,8 @@ def trials_section(ctx: Context) -> list[Section]:
 
 
 SECTIONS: list[Callable[[Context], list[Section]]] = [
-    leaderboard_section, importance_section, cost_section, test_sections, cam_sections, trials_section,
+    leaderboard_section, importance_section, cost_section, test_sections, cam_sections, pareto_section,
+    trials_section,
 ]
 
 

@@ -94,7 +94,8 @@ def _top_level(storage: str) -> str | None:
         return None
 
 
-RESUME_KEYS = ("models_table", "search", "epochs", "scheduler", "searcher", "data")
+RESUME_KEYS = ("models_table", "search", "epochs", "scheduler", "searcher", "data", "objectives", "constraints",
+               "warm_start")
 
 
 def changed_since(storage: str, plan: SweepPlan) -> list[str]:

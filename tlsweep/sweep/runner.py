@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import SweepPlan
+from ..objectives import FEASIBLE, constraints, objectives, tracked
 from ..progress import Progress, View
 from ..results import (SPEC_FILE, SUMMARY_FILE, USABLE, dedupe_history, is_uri, parse_trial_id,  # noqa: F401
                        reported_error, trial_dirname as _dirname, trial_row, trial_status, trials_frame, write_plan)
@@ -39,7 +40,10 @@ class SweepResult:
     seconds: float
 
     def best_per_model(self, metric: str = "val_acc", mode: str = "max") -> pd.DataFrame:
+        """Each model's best finished or stopped trial that meets the constraints (models with none left out)."""
         ok = self.trials[self.trials["status"].isin(USABLE)]
+        if FEASIBLE in ok:
+            ok = ok[ok[FEASIBLE].astype(bool)]
         if ok.empty:
             return ok
         ordered = ok.sort_values(metric, ascending=(mode == "min"))
@@ -110,8 +114,16 @@ def build_tuner(plan: SweepPlan, callbacks: list | None = None):
     callbacks = [*(callbacks or []), StateBackup(plan.storage), *logger_callbacks(plan)]
     if entry.state is not None:
         callbacks.append(entry.state(scheduler, plan))
-    searcher = GroupedSearcher(build_groups(plan), plan.num_samples, metric, mode, plan.searcher.type,
-                               plan.searcher_seed)
+    groups = build_groups(plan)
+    warm = None
+    if plan.warm_start:  # once, here: a resumed sweep gets its seeded studies back from the checkpoint
+        from . import warmstart
+
+        warm = warmstart.plan(plan, groups)
+        warmstart.report(warm, plan.storage)
+    searcher = GroupedSearcher(groups, plan.num_samples, metric, mode, plan.searcher.type, plan.searcher_seed,
+                               objectives=objectives(plan), constraints=constraints(plan),
+                               population_size=plan.searcher.population_size, warm=warm)
     return tune.Tuner(
         make_trainable(plan),
         tune_config=tune.TuneConfig(metric=metric, mode=mode, search_alg=searcher, scheduler=scheduler,
@@ -293,13 +305,13 @@ def summary_frame(grid, plan: SweepPlan) -> pd.DataFrame:
             parse_trial_id(result.path, config.get("model")) if result.path else None)
         status = trial_status(history, error, plan.epochs)
         row = trial_row(trial_id, config, status, history, plan.scheduler.metric, plan.scheduler.mode, error,
-                        result.path)
+                        result.path, tuple(tracked(plan)))
         if len(history):  # the trial's device and fixed costs (first epoch), peak GPU memory
             row.update({k: history.iloc[0][k] for k in SETUP_COLUMNS if k in history})
             if "peak_gpu_mem_gb" in history:
                 row["peak_gpu_mem_gb"] = history["peak_gpu_mem_gb"].max()
         rows.append(row)
-    return trials_frame(rows)
+    return trials_frame(rows, plan)
 
 
 def error_message(error: BaseException | str) -> str:

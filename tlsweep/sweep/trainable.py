@@ -18,6 +18,8 @@ import torch  # noqa: E402
 
 from ..config import SweepPlan  # noqa: E402
 from ..gpus import trial_device  # noqa: E402
+from ..latency import cached_latency  # noqa: E402
+from ..objectives import needs  # noqa: E402
 from ..train import CHECKPOINT_FILE, Trial, load_checkpoint  # noqa: E402
 from . import faults  # noqa: E402
 from .checkpointing import checkpoint_epochs  # noqa: E402
@@ -54,10 +56,13 @@ def train_trial(config: dict, spec: dict) -> None:
             "import_s": IMPORT_SECONDS if _trials_in_this_process == 1 else 0.0,  # 0: a reused worker
             **{f"setup_{k}": v for k, v in trial.setup_seconds.items()},
             **{f"cache_{k}": v for k, v in trial.cache_info.items()}}
+    if needs(plan, "latency_ms"):
+        info["latency_ms"] = trial_latency(trial)
     due = checkpoint_epochs(plan, trial.max_epochs)
     trial_id = tune.get_context().get_trial_id()
     for metrics in trial.run():
         info["train_seconds_total"] = sum(m["epoch_seconds"] for m in trial.history)
+        info["train_s"] = sum(m.get("train_seconds", 0.0) for m in trial.history)
         # test-only hooks (tlsweep.sweep.faults), inert without TLSWEEP_TEST_FAULTS
         faults.before_report(trial_id, config["model"], trial.epoch, info["node_id"])
         # training_iteration is the trial's own epoch, also after a restore from an older checkpoint than Tune's
@@ -103,6 +108,13 @@ def restore(trial: Trial, checkpoint) -> str | None:
 def make_trainable(plan: SweepPlan):
     """The Tune trainable of a sweep: ``train_trial`` with the plan bound (as JSON data) and per-model resources."""
     return tune.with_resources(tune.with_parameters(train_trial, spec=plan.to_dict()), trial_resources(plan))
+
+
+def trial_latency(trial: Trial) -> float:
+    """The trial's model's batch-1 latency on its device, measured once per model config (node-local cache)."""
+    c = trial.config
+    return cached_latency(trial.model, c.model, len(trial.classes), c.data.image_size, trial.device, c.performance,
+                          c.data)
 
 
 def _node_ip() -> str:

@@ -166,7 +166,7 @@ def test_trial_raising_once_is_retried_from_its_checkpoint_and_diverged_trial_is
                                 search={"lr": {"grid": [1e-3, 1e12]}, "batch_size": 16, "optimizer": "sgd",
                                         "momentum": 0.0, "lr_scheduler": "none"})
     out, err = done(cli(sweep, env), 0)
-    summary = pd.read_csv(storage / "summary.csv").set_index("config/lr")
+    summary = pd.read_csv(storage / "summary.csv").set_index("lr")
     assert summary.loc[1e-3, "status"] == "finished" and summary.loc[1e12, "status"] == "diverged", out
     (retried,) = storage.glob(f"{summary.loc[1e-3, 'trial_id']}_*/result.json")
     rows = [json.loads(line) for line in retried.read_text().splitlines()]

@@ -10,8 +10,9 @@ subprocesses. Nothing asserted depends on a choice Ray or the clock makes:
 
 1. Driver killed while the ``a`` trial is finished and the ``b`` trial is held: running again resumes the sweep,
    the finished trial is not rerun, the trials count, Optuna history and ASHA's rungs stay.
-2. Both trials held after epoch 1: the raylet of one trial's node is killed and the other trial's worker process
-   is killed: both are retried from their epoch-1 checkpoints on the surviving worker; every epoch once.
+2. Both trials held after epoch 1: one trial's node is killed (its raylet and worker processes) and the other
+   trial's worker process is killed: both are retried from their epoch-1 checkpoints on the surviving worker;
+   every epoch once.
 3. Drivers without the cluster's token, or with another one, are refused in one line (exit 2); a node on another
    address (127.0.0.2) with local ``storage``: exit 2 naming it, before any trial.
 
@@ -78,6 +79,14 @@ def cmdline(pid: int) -> list[str]:
         return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
         return []
+
+
+def gone(pid: int) -> bool:
+    """The process has exited (a zombie not yet reaped counts as exited)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
@@ -158,6 +167,18 @@ class LocalCluster:
                 node_id = next(a.split("=", 1)[1] for a in args if a.startswith("--node_id="))
                 return pid, node_id
         raise AssertionError(f"no raylet under the {role} node")
+
+    def kill_node(self, role: str) -> list[int]:
+        """SIGKILL node ``role`` as a lost machine: ``ray start``, its raylet and every worker process on it."""
+        self.remember()
+        proc = self.procs[role]
+        pids = [proc.pid, *descendants(proc.pid)]
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return pids
 
     def role_of(self, node_id: str) -> str:
         return next(role for role in WORKERS if self.raylet(role)[1] == node_id)
@@ -388,9 +409,11 @@ def test_lost_node_and_killed_worker_process_retry_from_checkpoint(cluster, faul
         lost, killed = sorted(hold)
         assert hold[lost]["node_id"] != hold[killed]["node_id"]  # one CPU per worker, none on the head
         lost_node, kept_node = hold[lost]["node_id"], hold[killed]["node_id"]
-        cluster.remember()
-        os.kill(cluster.raylet(cluster.role_of(lost_node))[0], signal.SIGKILL)  # the node
+        dead = cluster.kill_node(cluster.role_of(lost_node))  # the node: raylet and worker processes
         os.kill(hold[killed]["pid"], signal.SIGKILL)  # the trial's worker process; its raylet stays
+        assert hold[lost]["pid"] in dead
+        # Released only once both held processes are gone: neither can report epoch 2 from its first run.
+        wait_for(lambda: all(gone(pid) for pid in (*dead, hold[killed]["pid"])), 30, "the killed processes to exit")
         (cluster.faults / "release").touch()
         out = finish(driver)
     finally:

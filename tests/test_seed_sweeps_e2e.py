@@ -106,7 +106,7 @@ def results(tmp_path_factory):
 def test_every_seed_sweep_finishes(results):
     for name in ("vehicles_all_models", "drones_mobilenet_v2", "cifar10_frozen", "cats_dogs_resnet50"):
         spec, runs = results[name]
-        assert {c["model_label"] for c, _, _ in runs.values()} == set(spec.model_labels()), name
+        assert {c.model_label for c, _, _ in runs.values()} == set(spec.model_labels()), name
         for config, history, _ in runs.values():
             assert len(history) == spec.epochs and not any(h["diverged"] for h in history), name
     spec, result = results["vehicles_ensembles"]

@@ -46,6 +46,7 @@ class Status(str, Enum):
     DIVERGED = "diverged"  # the training loss became NaN/inf
     ERROR = "error"
     PENDING = "pending"  # no epoch reported yet
+    INTERRUPTED = "interrupted"  # still running when the sweep was interrupted; ``--resume`` continues it
 
     def __str__(self) -> str:
         return self.value
@@ -116,8 +117,9 @@ def reported_error(history: pd.DataFrame) -> str | None:
     return None
 
 
-def trial_status(history: pd.DataFrame, error: str | None, max_epochs: int) -> Status:
-    """The one definition of a trial's status from its per-epoch history and error."""
+def trial_status(history: pd.DataFrame, error: str | None, max_epochs: int, running: bool = False) -> Status:
+    """The one definition of a trial's status from its per-epoch history and error; ``running``: Tune had not
+    ended the trial when the sweep returned (Ctrl-C, SIGTERM)."""
     if "diverged" in history and history["diverged"].fillna(False).astype(bool).any():
         return Status.DIVERGED
     reported = not history.empty and "training_iteration" in history
@@ -126,7 +128,9 @@ def trial_status(history: pd.DataFrame, error: str | None, max_epochs: int) -> S
         return Status.ERROR
     if not reported:
         return Status.PENDING
-    return Status.FINISHED if finished else Status.STOPPED
+    if finished:
+        return Status.FINISHED
+    return Status.INTERRUPTED if running else Status.STOPPED
 
 
 def best_row(history: pd.DataFrame, metric: str, mode: str, epochs=None) -> pd.Series | None:

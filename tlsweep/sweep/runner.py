@@ -295,15 +295,19 @@ def interrupted(grid, expected: int) -> bool:
 
 def summary_frame(grid, plan: SweepPlan) -> pd.DataFrame:
     """One row per trial of a ResultGrid, the same table the report writes (``tlsweep.results.trial_row``)."""
+    from .ray_internals import grid_trials
+
     rows = []
-    for result in grid:
+    tune_trials = grid_trials(grid)
+    ended = [t.status in ("TERMINATED", "ERROR") for t in tune_trials] if len(tune_trials) == len(grid) else None
+    for i, result in enumerate(grid):
         config = dict(result.config or {})
         history = result.metrics_dataframe
         history = dedupe_history(history) if history is not None else pd.DataFrame()
         error = error_message(result.error) if result.error else reported_error(history)
         trial_id = (result.metrics or {}).get("trial_id") or (
             parse_trial_id(result.path, config.get("model")) if result.path else None)
-        status = trial_status(history, error, plan.epochs)
+        status = trial_status(history, error, plan.epochs, running=ended is not None and not ended[i])
         row = trial_row(trial_id, config, status, history, plan.scheduler.metric, plan.scheduler.mode, error,
                         result.path, tuple(tracked(plan)))
         if len(history):  # the trial's device and fixed costs (first epoch), peak GPU memory

@@ -138,10 +138,16 @@ def auto_share(model: ModelConfig, need_bytes: int, memory_gb: float) -> float:
     return 1.0
 
 
+def gpu_share(plan: SweepPlan, label: str, memory_gb: float) -> float:
+    """The GPU share model ``label``'s trials get on a cluster with GPUs (``auto`` resolved)."""
+    res = plan.model_resources[label]
+    return auto_share(plan.models_table[label], worst_case(plan, label)[1], memory_gb) if res.gpu == AUTO \
+        else float(res.gpu)
+
+
 def gpu_shares(plan: SweepPlan, memory_gb: float) -> dict[str, float]:
     """Label → the GPU share each model's trials get on a cluster with GPUs (``auto`` resolved)."""
-    return {label: auto_share(plan.models_table[label], worst_case(plan, label)[1], memory_gb)
-            if res.gpu == AUTO else float(res.gpu) for label, res in plan.model_resources.items()}
+    return {label: gpu_share(plan, label, memory_gb) for label in plan.model_resources}
 
 
 def resolve_resources(plan: SweepPlan, cluster_gpus: float, memory_gb: float | None = None) -> SweepPlan:

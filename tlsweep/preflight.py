@@ -157,10 +157,12 @@ def _gpu_memory(spec: Spec, problem, here: bool) -> None:
 
     plan = spec.plan()
     memory, source = gpus.gpu_memory_gb(plan.resources)
-    shares = gpus.gpu_shares(plan, memory)
     no_local_gpu = here and gpus.local_gpu_memory_gb() is None
-    for label, share in shares.items():
-        if not share or (no_local_gpu and plan.model_resources[label].gpu == "auto"):
+    for label, res in plan.model_resources.items():
+        if no_local_gpu and res.gpu == "auto":  # no GPU here: nothing to estimate (nor torchvision to import)
+            continue
+        share = gpus.gpu_share(plan, label, memory)
+        if not share:
             continue
         batch, need = gpus.worst_case(plan, label)
         have = share * memory * gpus.GiB

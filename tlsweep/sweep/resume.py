@@ -59,9 +59,21 @@ class SchedulerState(Callback):
         log.info("restored scheduler state: %d recorded results in rungs", sum(counts))
 
 
-def _trial_statuses(state_file: str) -> list[str]:
+def _trial_statuses(state_file: str) -> dict[str, str]:
+    """Trial id → Tune status in one experiment state file."""
     data = json.loads(Path(state_file).read_text())
-    return [json.loads(t[0] if isinstance(t, list) else t).get("status") for t in data.get("trial_data", [])]
+    trials = (json.loads(t[0] if isinstance(t, list) else t) for t in data.get("trial_data", []))
+    return {str(t.get("trial_id")): t.get("status") for t in trials}
+
+
+def unfinished_trials(storage: str) -> set[str]:
+    """Ids of the trials the newest saved experiment state has pending, running or paused (e.g. after Ctrl-C)."""
+    storage = _top_level(storage)
+    files = sorted(glob.glob(os.path.join(storage, "experiment_state-*.json"))) if storage else []
+    try:
+        return {t for t, status in _trial_statuses(files[-1]).items() if status in UNFINISHED} if files else set()
+    except (OSError, ValueError, KeyError, IndexError):
+        return set()
 
 
 def sweep_state(storage: str, expected_trials: int | None = None) -> str:
@@ -74,7 +86,7 @@ def sweep_state(storage: str, expected_trials: int | None = None) -> str:
     if not files or not (Path(storage) / "tuner.pkl").is_file():
         return "none"
     try:
-        statuses = _trial_statuses(files[-1])
+        statuses = list(_trial_statuses(files[-1]).values())
     except (OSError, ValueError, KeyError, IndexError):
         return "unfinished"
     if not statuses or UNFINISHED & set(statuses) or (expected_trials and len(statuses) < expected_trials):

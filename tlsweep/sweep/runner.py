@@ -178,7 +178,7 @@ def run_sweep(spec: Spec, address: str | None = None, num_samples: int | None = 
     check_cluster(run_plan)
     from ray import tune
 
-    from .resume import changed_since, repair_state, sweep_state
+    from .resume import changed_since, repair_state, sweep_state, unfinished_trials
     from .trainable import make_trainable
 
     start = time.perf_counter()
@@ -208,7 +208,9 @@ def run_sweep(spec: Spec, address: str | None = None, num_samples: int | None = 
     try:
         with showing(*_progress_view(progress, plan, resume)):
             grid = tuner.fit()
-        trials = summary_frame(grid, plan)
+        total = total_trials(plan)
+        stopped_early = interrupted(grid, total) or sweep_state(storage, total) == "unfinished"
+        trials = summary_frame(grid, plan, unfinished_trials(storage) | unended(grid) if stopped_early else set())
         add_start_seconds(trials, launches.at)
         write_text(loc, SUMMARY_FILE, trials.to_csv(index=False))
     except Exception as err:
@@ -219,7 +221,7 @@ def run_sweep(spec: Spec, address: str | None = None, num_samples: int | None = 
             signal.signal(signal.SIGTERM, previous)
     check_space(storage, None, trials.get("error"))
     result = SweepResult(storage, trials, time.perf_counter() - start)
-    if interrupted(grid, total_trials(plan)) or sweep_state(storage, total_trials(plan)) == "unfinished":
+    if stopped_early:
         raise SweepInterrupted(result)  # the state Tune saved on Ctrl-C/SIGTERM still has trials running
     return result
 
@@ -285,29 +287,32 @@ def _progress_view(progress, plan: SweepPlan, resume: bool) -> tuple[Progress, V
     return state, View(state, progress or "none")
 
 
+def unended(grid) -> set[str]:
+    """Ids of the trials of a ResultGrid that Tune had not ended (terminated or errored) when ``fit`` returned."""
+    from .ray_internals import grid_trials
+
+    return {t.trial_id for t in grid_trials(grid) if t.status not in ("TERMINATED", "ERROR")}
+
+
 def interrupted(grid, expected: int) -> bool:
     """Tune swallows the first SIGINT and returns a partial grid: some trials unfinished or never started."""
     from .ray_internals import grid_trials
 
-    trials = grid_trials(grid)
-    return len(trials) < expected or any(t.status not in ("TERMINATED", "ERROR") for t in trials)
+    return len(grid_trials(grid)) < expected or bool(unended(grid))
 
 
-def summary_frame(grid, plan: SweepPlan) -> pd.DataFrame:
-    """One row per trial of a ResultGrid, the same table the report writes (``tlsweep.results.trial_row``)."""
-    from .ray_internals import grid_trials
-
+def summary_frame(grid, plan: SweepPlan, running: set[str] = frozenset()) -> pd.DataFrame:
+    """One row per trial of a ResultGrid, the same table the report writes (``tlsweep.results.trial_row``);
+    ``running``: ids of trials Tune had not ended when the sweep was interrupted."""
     rows = []
-    tune_trials = grid_trials(grid)
-    ended = [t.status in ("TERMINATED", "ERROR") for t in tune_trials] if len(tune_trials) == len(grid) else None
-    for i, result in enumerate(grid):
+    for result in grid:
         config = dict(result.config or {})
         history = result.metrics_dataframe
         history = dedupe_history(history) if history is not None else pd.DataFrame()
         error = error_message(result.error) if result.error else reported_error(history)
         trial_id = (result.metrics or {}).get("trial_id") or (
             parse_trial_id(result.path, config.get("model")) if result.path else None)
-        status = trial_status(history, error, plan.epochs, running=ended is not None and not ended[i])
+        status = trial_status(history, error, plan.epochs, running=trial_id in running)
         row = trial_row(trial_id, config, status, history, plan.scheduler.metric, plan.scheduler.mode, error,
                         result.path, tuple(tracked(plan)))
         if len(history):  # the trial's device and fixed costs (first epoch), peak GPU memory

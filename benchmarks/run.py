@@ -1,6 +1,6 @@
 """Run every ``benchmarks/bench_*.py`` and write one Markdown table of ratios to ``benchmarks/RESULTS.md``.
 
-    python -m benchmarks.run [--quick] [--only NAME]
+    python -m benchmarks.run [--quick] [--only NAME[,NAME...]]
 
 Each module has ``run(quick: bool = False) -> list[dict]``; a row has ``benchmark``, ``baseline``,
 ``candidate``, ``ratio`` (candidate / baseline), ``target`` (e.g. "≤ 1.10×"), ``met`` and ``notes``;
@@ -32,13 +32,17 @@ def discover(folder: Path = HERE) -> list[str]:
 
 
 def select(names: list[str], only: str | None) -> list[str]:
+    """``names`` (all), or those ``only`` lists (comma-separated, with or without the ``bench_`` prefix)."""
     if not only:
         return names
-    wanted = only if only.startswith("bench_") else f"bench_{only}"
-    wanted = wanted.removesuffix(".py")
-    if wanted not in names:
-        raise SystemExit(f"no benchmark {only!r}; have: {', '.join(n.removeprefix('bench_') for n in names)}")
-    return [wanted]
+    picked = []
+    for item in only.split(","):
+        wanted = item.strip().removesuffix(".py")
+        wanted = wanted if wanted.startswith("bench_") else f"bench_{wanted}"
+        if wanted not in names:
+            raise SystemExit(f"no benchmark {item!r}; have: {', '.join(n.removeprefix('bench_') for n in names)}")
+        picked.append(wanted)
+    return picked
 
 
 def collect(modules: dict, quick: bool = False) -> list[dict]:
@@ -99,7 +103,7 @@ def render(rows: list[dict], machine: str, quick: bool, seconds: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller workloads (a smoke run, noisier ratios)")
-    parser.add_argument("--only", help="run one benchmark, e.g. tune_overhead")
+    parser.add_argument("--only", help="run these benchmarks only, e.g. tune_overhead or asha,trial_loop")
     parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
     args = parser.parse_args(argv)
     names = select(discover(), args.only)

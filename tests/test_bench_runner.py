@@ -23,6 +23,7 @@ def test_only_accepts_short_and_full_names():
     assert select(names, None) == names
     assert select(names, "asha") == ["bench_asha"]
     assert select(names, "bench_trial_loop.py") == ["bench_trial_loop"]
+    assert select(names, "asha, bench_trial_loop") == ["bench_asha", "bench_trial_loop"]
     with pytest.raises(SystemExit, match="no benchmark 'nope'; have: asha, trial_loop"):
         select(names, "nope")
 

@@ -249,3 +249,19 @@ def test_a_checkpoint_config_of_the_previous_layout_is_read(shapes_root):
     assert config.model.head == C.HeadConfig((1024, 512), 0.3, "layernorm") and config.optimizer == "sgd"
     assert config.data.skip_files == ("x.png",) and config.lr_scheduler == "plateau"  # missing → the default
     assert C.TrialConfig.from_dict(config.to_dict()) == config
+
+
+def test_trial_status_is_defined_once_from_history_error_and_whether_tune_ended_it():
+    import pandas as pd
+
+    from tlsweep.results import Status, trial_status
+
+    two = pd.DataFrame({"training_iteration": [1, 2], "diverged": [False, False]})
+    assert trial_status(two, None, 2) is Status.FINISHED
+    assert trial_status(two.head(1), None, 2) is Status.STOPPED  # ended early: the scheduler stopped it
+    assert trial_status(two.head(1), None, 2, running=True) is Status.INTERRUPTED  # Ctrl-C while it ran
+    assert trial_status(two, None, 2, running=True) is Status.FINISHED
+    assert trial_status(pd.DataFrame(), None, 2, running=True) is Status.PENDING
+    assert trial_status(two.head(1), "RuntimeError: boom", 2) is Status.ERROR
+    assert trial_status(two, "retried, then finished", 2) is Status.FINISHED
+    assert trial_status(two.assign(diverged=[False, True]), None, 2) is Status.DIVERGED

@@ -14,6 +14,7 @@ import datetime as dt
 import importlib
 import os
 import platform
+import shutil
 import sys
 import time
 import traceback
@@ -111,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     modules = {name: importlib.import_module(f"benchmarks.{name}") for name in names}
     rows = collect(modules, args.quick)
+    shutil.rmtree(HERE / "_work" / "results", ignore_errors=True)  # the sweeps' checkpoints: GBs of scratch
     text = render(rows, machine, args.quick, time.perf_counter() - start)
     print(text)
     if not args.only:

@@ -186,16 +186,21 @@ def test_cam_maps_vary_galleries_exist_and_intervals_have_width(sweep_report, sh
     assert all(m.max() - m.min() > 0.1 for m in maps)  # a map, not a constant
 
 
+def rendered_dom(page: Path, tmp_path: Path, budget_ms: int) -> str:
+    """The DOM of ``page`` after headless Chromium ran its scripts for ``budget_ms`` of virtual time."""
+    chromium = shutil.which("chromium")
+    assert chromium, "chromium missing: bash scripts/setup.sh test"
+    return subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+         f"--virtual-time-budget={budget_ms}", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120).stdout
+
+
 @pytest.mark.slow
 def test_html_renders_in_headless_chromium(sweep_report, tmp_path):
     _, page = sweep_report
-    chromium = shutil.which("chromium")
-    assert chromium, "chromium missing: bash scripts/setup.sh test"
-    dom = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-         "--virtual-time-budget=10000", "--dump-dom", page.as_uri()],
-        capture_output=True, text=True, timeout=120).stdout
+    dom = rendered_dom(page, tmp_path, 10000)
     n_img = page.read_text().count("<img ")
     assert n_img >= 10
     assert f'data-images="{n_img}"' in dom, dom[:500]
@@ -322,13 +327,7 @@ var order=function(){return [].map.call(document.querySelectorAll('#t tbody tr')
 return r.cells[0].textContent}).join('')};var up=order();th.click();
 document.body.setAttribute('data-up',up);document.body.setAttribute('data-down',order());</script></body>"""
     page.write_text(page.read_text().replace("</body>", clicks))
-    chromium = shutil.which("chromium")
-    assert chromium, "chromium missing: bash scripts/setup.sh test"
-    dom = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-         "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
-        capture_output=True, text=True, timeout=120).stdout
+    dom = rendered_dom(page, tmp_path, 5000)
     assert 'data-up="dbac"' in dom and 'data-down="abdc"' in dom, dom[:300]
     assert 'data-console-errors="0"' in dom
     assert "http" not in page.read_text().replace("http-equiv", "")

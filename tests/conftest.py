@@ -46,3 +46,27 @@ def trial_config_for(shapes_root, **overrides) -> dict:
               "batch_size": 16, "optimizer": "adam", "lr_scheduler": "none", "freeze_depth": 0.0}
     config.update(overrides)
     return config
+
+
+def failing_sweep_file(shapes_root, folder, name: str, **overrides):
+    """A sweep whose four trials end four ways: resnet18 at lr 1e-3 finishes, at lr 1e12 diverges; both
+    mobilenet_v3_small trials fail (their weights file loads, then does not fit the model). → (file, storage)."""
+    import torch
+    import yaml
+
+    wrong = folder / "wrong_architecture.pt"
+    torch.save({"model": {"conv.weight": torch.zeros(1)}}, wrong)
+    storage = folder / "results" / name
+    spec = {
+        "name": name,
+        "data": {"root": str(shapes_root), "image_size": 32},
+        "weights": "none",
+        "models": ["resnet18", {"name": "mobilenet_v3_small", "weights": str(wrong)}],
+        "search": {"lr": {"grid": [1e-3, 1e12]}, "batch_size": 16, "optimizer": "sgd", "momentum": 0.0,
+                   "lr_scheduler": "none"},
+        "epochs": 2, "scheduler": {"type": "fifo"}, "num_samples": 1, "max_failures": 0,
+        "checkpoints": {"num_to_keep": 1}, "storage": str(storage), **overrides,
+    }
+    sweep = folder / f"{name}.yaml"
+    sweep.write_text(yaml.safe_dump(spec))
+    return sweep, storage

@@ -13,28 +13,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
-import yaml
+
+from .conftest import failing_sweep_file
 
 pytestmark = pytest.mark.slow
 
 
 def test_run_prints_trial_events_and_status_reads_them_back(shapes_root, tmp_path):
-    wrong = tmp_path / "wrong_architecture.pt"
-    torch.save({"model": {"conv.weight": torch.zeros(1)}}, wrong)  # loads, then fails load_state_dict in the trial
-    storage = tmp_path / "results" / "events"
-    spec = {
-        "name": "events",
-        "data": {"root": str(shapes_root), "image_size": 32},
-        "weights": "none",
-        "models": ["resnet18", {"name": "mobilenet_v3_small", "weights": str(wrong)}],
-        "search": {"lr": {"grid": [1e-3, 1e12]}, "batch_size": 16, "optimizer": "sgd", "momentum": 0.0,
-                   "lr_scheduler": "none"},
-        "epochs": 2, "scheduler": {"type": "fifo"}, "num_samples": 1, "max_concurrent": 2, "max_failures": 0,
-        "checkpoints": {"num_to_keep": 1}, "storage": str(storage),
-    }
-    sweep = tmp_path / "events.yaml"
-    sweep.write_text(yaml.safe_dump(spec))
+    sweep, storage = failing_sweep_file(shapes_root, tmp_path, "events", max_concurrent=2)
     env = {**os.environ, "TLSWEEP_TORCH_THREADS": "1"}
     res = subprocess.run([sys.executable, "-m", "tlsweep.cli", "run", str(sweep), "--set",
                           "search.lr={grid: [1.0e-3, 1.0e+12]}"],

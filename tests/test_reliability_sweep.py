@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
-import yaml
+
+from .conftest import failing_sweep_file
 
 pytestmark = pytest.mark.slow
 
@@ -26,26 +26,7 @@ def wait_for_first_result(storage: Path, proc, timeout=120.0) -> None:
 
 
 def test_failing_trials_are_kept_and_ctrl_c_resumes(shapes_root, tmp_path):
-    wrong = tmp_path / "wrong_architecture.pt"
-    torch.save({"model": {"conv.weight": torch.zeros(1)}}, wrong)  # loads, then fails load_state_dict in the trial
-    storage = tmp_path / "results" / "fails"
-    spec = {
-        "name": "fails",
-        "data": {"root": str(shapes_root), "image_size": 32},
-        "weights": "none",
-        "models": ["resnet18", {"name": "mobilenet_v3_small", "weights": str(wrong)}],
-        "search": {"lr": {"grid": [1e-3, 1e12]}, "batch_size": 16, "optimizer": "sgd", "momentum": 0.0,
-                   "lr_scheduler": "none"},
-        "epochs": 2,
-        "scheduler": {"type": "fifo"},
-        "num_samples": 1,
-        "max_concurrent": 1,
-        "max_failures": 0,
-        "checkpoints": {"num_to_keep": 1},
-        "storage": str(storage),
-    }
-    sweep = tmp_path / "fails.yaml"
-    sweep.write_text(yaml.safe_dump(spec))
+    sweep, storage = failing_sweep_file(shapes_root, tmp_path, "fails", max_concurrent=1)
     cmd = [sys.executable, "-m", "tlsweep.cli", "run", str(sweep)]
     env = {**os.environ, "TLSWEEP_TORCH_THREADS": "1"}
 

@@ -51,7 +51,7 @@ def start_ray(num_cpus: int | None = None) -> float:
 
 def sweep_spec(name: str, root: Path, **fields):
     """A validated ``Spec`` over ``root`` (weights none, seed 0) with ``fields`` on top."""
-    from tlsweep.spec import parse_spec
+    from tlsweep.config.spec import parse_spec
 
     data = {"name": name, "data": {"root": str(root), "image_size": 32, "augment": "none"}, "weights": "none",
             "storage": str(fresh_dir(name)), "seed": 0, **fields}

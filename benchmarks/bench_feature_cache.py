@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from tlsweep.data.synthetic import make_shapes_dataset
-from tlsweep.train import Trial
+from tlsweep.trial.loop import Trial
 
 WORK = Path(__file__).resolve().parent / "_work" / "feature_cache"
 

@@ -1,6 +1,6 @@
 """GPU benchmark (issue 13), measured side by side in one run on one GPU:
 
-1. The trial loop, resnet50 and mobilenet_v2 at 224 px, batch 64, bf16 + channels_last, Adam: ``tlsweep.train.Trial``
+1. The trial loop, resnet50 and mobilenet_v2 at 224 px, batch 64, bf16 + channels_last, Adam: ``tlsweep.trial.loop.Trial``
    (decoded-image cache, input on the device, flip augmentation) vs the GPU-resident ceiling (random tensors
    already on the GPU: no input pipeline) vs an expert hand loop (ImageFolder + PIL, 8 loader workers, pinned
    memory, bf16 + channels_last). Each warmed up, then epochs interleaved; medians. Target: Trial ≥ 0.90× ceiling.
@@ -114,7 +114,7 @@ def _expert(arch: str, s: dict, root: Path, device):
 
 
 def _trial(arch: str, s: dict, root: Path, device):
-    from tlsweep.train import Trial
+    from tlsweep.trial.loop import Trial
 
     trial = Trial({"model": {"name": arch, "weights": "none"}, "model_label": arch,
                    "data": {"root": str(root), "image_size": s["size"], "augment": "flip", "num_workers": s["workers"],
@@ -167,7 +167,7 @@ def loop_rows(quick: bool, gpu: bool) -> list[dict]:
 
 
 def _sweep(name: str, root: Path, s: dict, resources: dict):
-    from tlsweep.spec import parse_spec
+    from tlsweep.config.spec import parse_spec
     from tlsweep.sweep.runner import run_sweep
 
     spec = parse_spec({
@@ -190,7 +190,7 @@ def _sweep(name: str, root: Path, s: dict, resources: dict):
 def sweep_rows(quick: bool, gpu: bool) -> list[dict]:
     import ray
 
-    from tlsweep.cache.prebuild import build_caches
+    from tlsweep.sweep.prebuild import build_caches
     from tlsweep.sweep.runner import init_ray
 
     s = _settings(quick, gpu)
@@ -199,7 +199,7 @@ def sweep_rows(quick: bool, gpu: bool) -> list[dict]:
         ray.shutdown()
     init_ray(None, num_gpus=None if gpu else 1)
     try:
-        from tlsweep.spec import parse_spec
+        from tlsweep.config.spec import parse_spec
 
         warm = parse_spec({"name": "warm", "data": {"root": str(root), "image_size": s["size"], "augment": "flip",
                                                     "cache": {"images": "on"}, "cache_dir": str(WORK / "gpu_cache")},

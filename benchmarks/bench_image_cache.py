@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 
-from tlsweep.cache.images import CachedImages, build_images, passthrough
+from tlsweep.data.cache.decoded import CachedImages, build_images, passthrough
 from tlsweep.data import load_splits
 from tlsweep.data.sources import ImageList, Splits
 from tlsweep.data.transforms import build_transform
-from tlsweep.train import Trial, TransformedDataset, make_loader
+from tlsweep.trial.loop import Trial, TransformedDataset, make_loader
 
 WORK = Path(__file__).resolve().parent / "_work" / "image_cache"
 SIZE, SOURCE_SIZE, AUGMENT = 64, 256, "flip"

@@ -44,7 +44,7 @@ def _plain_setup(root, size: int, batch: int, num_classes: int):
 
 
 def _trial_setup(root, size: int, batch: int):
-    from tlsweep.train import Trial
+    from tlsweep.trial.loop import Trial
 
     trial = Trial({"model": {"name": "resnet18", "weights": "none"}, "model_label": "resnet18",
                    "data": {"root": str(root), "image_size": size, "augment": "none",
@@ -55,7 +55,7 @@ def _trial_setup(root, size: int, batch: int):
         trial.train_epoch()
         return len(trial.splits.train)
 
-    from tlsweep.train import TransformedDataset
+    from tlsweep.trial.loop import TransformedDataset
 
     assert isinstance(trial.train_loader.dataset, TransformedDataset)  # decoded per item, not from the cache
     return epoch

@@ -1,4 +1,4 @@
-"""`tlsweep run` (Ray Tune, FIFO, grid of fixed configs) vs the same configs through ``tlsweep.train.Trial`` in a
+"""`tlsweep run` (Ray Tune, FIFO, grid of fixed configs) vs the same configs through ``tlsweep.trial.loop.Trial`` in a
 plain Python loop doing the same work: the preflight checks, every trial's epochs and a checkpoint per epoch
 written to a temp folder and copied into a storage folder (what the trainable and Tune do). Fair budget: both run
 one trial at a time on one torch thread (Ray: ``resources.cpu: 1``, ``max_concurrent: 1``; loop:
@@ -60,8 +60,8 @@ def _loop(spec, configs: list[dict], threads: int, storage: Path) -> tuple[float
     """Seconds of the whole loop and mean seconds per epoch spent saving and copying the checkpoint."""
     import torch
 
-    from tlsweep.preflight import check_or_raise
-    from tlsweep.train import Trial
+    from tlsweep.sweep.preflight import check_or_raise
+    from tlsweep.trial.loop import Trial
 
     torch.set_num_threads(threads)
     shutil.rmtree(storage, ignore_errors=True)

@@ -6,7 +6,7 @@ different images). For each seed: a source sweep on dataset A, then on dataset B
 warm-started from A's results folder (its trials in the study, its best config queued first), all with the same
 budget and searcher seed. Target: the cold sweep's best on B minus 0.5 point; a sweep that never reaches it counts
 as budget + 1 trials. The sweeps are the real ``GroupedSearcher`` (TPE) replayed in sequence in this process, each
-trial a real ``tlsweep.train.Trial`` (linear probes of a random-init resnet18 on the frozen-feature cache, so a
+trial a real ``tlsweep.trial.loop.Trial`` (linear probes of a random-init resnet18 on the frozen-feature cache, so a
 trial takes well under a second), the source sweep written as a Tune-style results folder that the warm start
 reads through ``tlsweep.sweep.warmstart``: what a Ray sweep does, minus Ray's start-up and one trial at a time.
 """
@@ -39,7 +39,7 @@ def _data(name: str, seed: int) -> Path:
 
 
 def _plan(name: str, root: Path, budget: int, seed: int, **extra):
-    from tlsweep.spec import parse_spec
+    from tlsweep.config.spec import parse_spec
 
     storage = fresh_dir(name)
     return parse_spec({"name": name, "data": {"root": str(root), "image_size": 32, "augment": "none",
@@ -52,13 +52,13 @@ def _plan(name: str, root: Path, budget: int, seed: int, **extra):
 def sweep(plan) -> list[float]:
     """Run the sweep's trials one after another through the real searcher; write Tune's files; best val acc
     of each trial in order."""
-    from tlsweep.objectives import constraints, objectives
+    from tlsweep.trial.objectives import constraints, objectives
     from tlsweep.sweep import warmstart
-    from tlsweep.results import write_plan
+    from tlsweep.results.layout import write_plan
     from tlsweep.sweep.searcher import GroupedSearcher
     from tlsweep.sweep.space import build_groups
     from tlsweep.data import load_splits
-    from tlsweep.train import Trial
+    from tlsweep.trial.loop import Trial
 
     groups = build_groups(plan)
     warm = warmstart.plan(plan, groups) if plan.warm_start else None

@@ -46,7 +46,7 @@ def make_dataset(root: Path, fmnist_root: Path, per_class: int, seed: int = 0) -
 def run(root: Path, mode: str, epochs: int, lr: float) -> dict:
     from tlsweep.data.preprocess import preprocess_for
     from tlsweep.report.evaluate import evaluate
-    from tlsweep.train import Trial
+    from tlsweep.trial.loop import Trial
 
     config = {"model": {"name": "mobilenet_v2", "weights": "IMAGENET1K_V1"}, "model_label": "mobilenet_v2",
               "data": {"root": str(root), "image_size": 224, "augment": "none", "preprocess": mode},

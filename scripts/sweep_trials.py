@@ -21,7 +21,7 @@ COLUMNS = ("freeze_depth", "lr_decay", "head_lr_mult", "unfreeze_every", "prepro
 
 
 def _value(dist):
-    from tlsweep.distributions import Distribution
+    from tlsweep.config.distributions import Distribution
 
     if not isinstance(dist, Distribution):
         return dist
@@ -33,7 +33,7 @@ def _value(dist):
 
 
 def trial_configs(path: str) -> list[dict]:
-    from tlsweep.spec import load_spec
+    from tlsweep.config.spec import load_spec
     from tlsweep.sweep.space import build_groups
 
     plan = load_spec(path).plan()
@@ -46,7 +46,7 @@ def run_one(config: dict) -> dict:
 
     from tlsweep.data.preprocess import preprocess_for
     from tlsweep.report.evaluate import evaluate
-    from tlsweep.train import Trial
+    from tlsweep.trial.loop import Trial
 
     torch.set_num_threads(1)
     start = time.perf_counter()

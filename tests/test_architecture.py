@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 import tlsweep
-from tlsweep import config as C
-from tlsweep.spec import DataSpec, SearchSpec, SpecError, parse_spec
+from tlsweep.config import plan as C
+from tlsweep.config.spec import DataSpec, SearchSpec, SpecError, parse_spec
 
 PACKAGE = Path(tlsweep.__file__).parent
 
@@ -78,7 +78,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_import_graph_has_no_cycle():
     graph = import_graph()
-    assert graph["tlsweep.train"] >= {"tlsweep.config", "tlsweep.optim"}  # the walk sees real edges
+    assert graph["tlsweep.trial.loop"] >= {"tlsweep.config.plan", "tlsweep.trial.optim"}  # the walk sees real edges
     assert find_cycle(graph) is None, " → ".join(find_cycle(graph))
 
 
@@ -90,7 +90,7 @@ def test_the_cycle_finder_finds_one():
 def test_report_imports_nothing_from_sweep():
     graph = import_graph()
     for module, edges in graph.items():
-        if module.startswith(("tlsweep.report", "tlsweep.results", "tlsweep.checkpoints", "tlsweep.predict")):
+        if module.startswith(("tlsweep.report", "tlsweep.results.layout", "tlsweep.results.checkpoints", "tlsweep.deploy.predict")):
             assert not [e for e in edges if e.startswith("tlsweep.sweep")], module
 
 
@@ -114,7 +114,7 @@ def test_import_tlsweep_is_light_and_lists_its_api():
 
 
 def test_a_registered_optimizer_and_lr_scheduler_are_accepted_by_the_spec(spec_dict):
-    from tlsweep.optim import LR_SCHEDULERS, OPTIMIZERS, LRScheduler
+    from tlsweep.trial.optim import LR_SCHEDULERS, OPTIMIZERS, LRScheduler
 
     spec_dict["search"].update(optimizer="fake_opt", lr_scheduler="fake_sched")
     with pytest.raises(SpecError, match="optimizer"):
@@ -188,7 +188,7 @@ def test_plan_and_trial_config_round_trip_through_json(spec_dict, tmp_path):
 
 
 def test_an_older_spec_file_is_read_and_a_broken_one_named(spec_dict, tmp_path):
-    from tlsweep.results import SPEC_FILE, ResultsError, read_plan
+    from tlsweep.results.layout import SPEC_FILE, ResultsError, read_plan
 
     plan = parse_spec(spec_dict).plan()
     old = plan.to_dict()
@@ -254,7 +254,7 @@ def test_a_checkpoint_config_of_the_previous_layout_is_read(shapes_root):
 def test_trial_status_is_defined_once_from_history_error_and_whether_tune_ended_it():
     import pandas as pd
 
-    from tlsweep.results import Status, trial_status
+    from tlsweep.results.layout import Status, trial_status
 
     two = pd.DataFrame({"training_iteration": [1, 2], "diverged": [False, False]})
     assert trial_status(two, None, 2) is Status.FINISHED

@@ -6,10 +6,10 @@ from torchvision.transforms import v2
 
 from tlsweep.data.augment import AugmentError, build_op, build_policy, check_policy
 from tlsweep.data.transforms import build_transform, train_size
-from tlsweep.config import HeadConfig, ModelConfig
+from tlsweep.config.plan import HeadConfig, ModelConfig
 from tlsweep.models.heads import build_head
-from tlsweep.spec import SpecError, parse_spec
-from tlsweep.train import Trial
+from tlsweep.config.spec import SpecError, parse_spec
+from tlsweep.trial.loop import Trial
 
 from .conftest import trial_config_for
 

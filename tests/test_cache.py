@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from tlsweep.cache import features as F
-from tlsweep.cache import images as I
-from tlsweep.cache.store import build_once, open_array
+from tlsweep.data.cache import features as F
+from tlsweep.data.cache import decoded as I
+from tlsweep.data.cache.store import build_once, open_array
 from tlsweep.data import load_splits
 from tlsweep.data.sources import ImageList, Splits
 from tlsweep.data.transforms import build_transform
 from tlsweep.models import build_model
-from tlsweep.train import Trial, TransformedDataset, fit, load_checkpoint
+from tlsweep.trial.loop import Trial, TransformedDataset, fit, load_checkpoint
 
 from .conftest import trial_config_for
 
@@ -189,7 +189,7 @@ def test_fast_paths_on_cpu(shapes_root, small, tmp_path):
 
 
 def test_spec_cache_and_performance_sections(spec_dict):
-    from tlsweep.spec import SpecError, parse_spec
+    from tlsweep.config.spec import SpecError, parse_spec
 
     spec_dict["data"].update(cache={"images": "off", "features": "on"}, cache_dir="/tmp/c")
     spec_dict["performance"] = {"precision": "bf16", "channels_last": True, "compile": False}

@@ -2,8 +2,8 @@
 
 import pytest
 
-from tlsweep.spec import SpecError, parse_spec
-from tlsweep.sweep.checkpointing import asha_rung_epochs, checkpoint_epochs
+from tlsweep.config.spec import SpecError, parse_spec
+from tlsweep.sweep.checkpoint_epochs import asha_rung_epochs, checkpoint_epochs
 
 
 def plain(tmp_path, **fields):

@@ -35,7 +35,7 @@ def test_help_documents_environment_variables():
 
 
 def test_enum_options_list_their_choices_and_reject_others():
-    from tlsweep.export import FORMAT_FILES, ONNX_EXPORTERS
+    from tlsweep.deploy.export import FORMAT_FILES, ONNX_EXPORTERS
 
     out = invoke("export", "-h", env={"COLUMNS": "250"}).output
     assert "torchscript|onnx|both" in out and "|".join(ONNX_EXPORTERS) in out
@@ -47,7 +47,7 @@ def test_enum_options_list_their_choices_and_reject_others():
 
 
 def test_cache_root_honours_tlsweep_cache_then_xdg(monkeypatch, tmp_path):
-    from tlsweep.cache.store import cache_root
+    from tlsweep.data.cache.store import cache_root
 
     monkeypatch.delenv("TLSWEEP_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
@@ -73,7 +73,7 @@ def test_validate_json_with_set_overrides(sweep_file, spec_dict):
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["ok"] and out["epochs"] == 2 and out["trials"] == 3 and out["storage"] == spec_dict["storage"]
-    from tlsweep.spec import load_spec, parse_sets
+    from tlsweep.config.spec import load_spec, parse_sets
 
     spec = load_spec(sweep_file, parse_sets(["search.lr={loguniform: [1.0e-4, 1.0e-3]}"]))
     assert spec.search.lr.bounds() == (1e-4, 1e-3) and spec.search.batch_size.values() == [8, 16]  # merged, not replaced

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from tlsweep.spec import SpecError, parse_spec
-from tlsweep.config import Resources
-from tlsweep.results import trial_nodes
+from tlsweep.config.spec import SpecError, parse_spec
+from tlsweep.config.plan import Resources
+from tlsweep.results.layout import trial_nodes
 from tlsweep.sweep.cluster import (ResourceError, StorageError, check_resources, check_storage, filesystem_type,
                                    trial_resources)
 
@@ -125,7 +125,7 @@ def test_trial_nodes_lists_each_node_once_in_order():
 
 def test_resume_refuses_a_changed_sweep_file(plain, tmp_path):
     from tlsweep.sweep.resume import changed_since
-    from tlsweep.results import write_plan
+    from tlsweep.results.layout import write_plan
 
     storage = str(tmp_path / "sweep")
     assert changed_since(storage, plain) == []  # nothing stored yet

@@ -11,7 +11,7 @@ from tlsweep.data import DataError, load_splits
 from tlsweep.data.checks import scan_splits
 from tlsweep.data.images import open_rgb
 from tlsweep.data.synthetic import make_shapes_dataset
-from tlsweep.train import Trial
+from tlsweep.trial.loop import Trial
 
 from .conftest import trial_config_for
 

@@ -15,11 +15,11 @@ from torchvision.models._api import Weights, WeightsEnum
 
 from tlsweep.cli import app
 from tlsweep.data import load_splits
-from tlsweep.data.export import export_imagefolder
+from tlsweep.data.export_folders import export_imagefolder
 from tlsweep.data.sources import DataError
 from tlsweep.data.torchvision_sources import prepare_fashionmnist
-from tlsweep.spec import SpecError, parse_spec
-from tlsweep.weights import KnownWeights, WeightsError, import_weights, prefetch
+from tlsweep.config.spec import SpecError, parse_spec
+from tlsweep.models.weights import KnownWeights, WeightsError, import_weights, prefetch
 
 N_TRAIN, N_TEST = 80, 30  # 8 and 3 per class
 

@@ -2,10 +2,10 @@
 
 import pytest
 
-from tlsweep.spec import parse_spec
+from tlsweep.config.spec import parse_spec
 from tlsweep.sweep.runner import SweepResult, error_message
 from tlsweep.sweep.space import build_groups
-from tlsweep.train import fit
+from tlsweep.trial.loop import fit
 
 from .conftest import trial_config_for
 
@@ -68,7 +68,7 @@ def test_checkpoints_are_atomic_and_never_unpickle_code(tmp_path):
 
     import torch
 
-    from tlsweep.train import load_checkpoint, save_checkpoint
+    from tlsweep.trial.loop import load_checkpoint, save_checkpoint
 
     path = save_checkpoint({"epoch": 3, "model": {"w": torch.ones(2)}}, tmp_path / "ckpt" / "checkpoint.pt")
     assert load_checkpoint(path)["epoch"] == 3

@@ -5,11 +5,11 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-from tlsweep.cache import images as I
-from tlsweep.cache.device import BatchTransform, DeviceBatches, batched
+from tlsweep.data.cache import decoded as I
+from tlsweep.data.cache.device import BatchTransform, DeviceBatches, batched
 from tlsweep.data import load_splits
 from tlsweep.data.transforms import build_transform, tensor_steps
-from tlsweep.train import Trial, make_loader
+from tlsweep.trial.loop import Trial, make_loader
 
 from .conftest import trial_config_for
 

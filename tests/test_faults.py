@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from tlsweep.sweep.trainable import restore
-from tlsweep.train import CHECKPOINT_FILE, Trial
+from tlsweep.trial.loop import CHECKPOINT_FILE, Trial
 
 from .conftest import trial_config_for
 

@@ -4,8 +4,8 @@ gradients, epoch by epoch; resume restores the thawed state."""
 import pytest
 import torch
 
-from tlsweep.finetune import backbones, frozen_target
-from tlsweep.train import Trial, fit
+from tlsweep.trial.finetune import backbones, frozen_target
+from tlsweep.trial.loop import Trial, fit
 
 from .conftest import trial_config_for
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tlsweep.spec import parse_spec
+from tlsweep.config.spec import parse_spec
 
 pytestmark = pytest.mark.slow
 

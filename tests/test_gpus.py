@@ -7,10 +7,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from tlsweep import gpus
-from tlsweep.config import ModelConfig
-from tlsweep.preflight import preflight
-from tlsweep.spec import SpecError, load_spec, parse_spec
+from tlsweep.trial import gpus
+from tlsweep.config.plan import ModelConfig
+from tlsweep.sweep.preflight import preflight
+from tlsweep.config.spec import SpecError, load_spec, parse_spec
 
 SWEEPS = Path(__file__).resolve().parent.parent / "sweeps"
 NO_GPU = torch.cuda.device_count() == 0
@@ -123,7 +123,7 @@ def test_device_metrics_on_the_cpu():
 
 
 def test_trial_records_its_device_each_epoch(shapes_root):
-    from tlsweep.train import Trial
+    from tlsweep.trial.loop import Trial
 
     from .conftest import trial_config_for
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tlsweep.spec import SpecError, parse_spec
+from tlsweep.config.spec import SpecError, parse_spec
 
 
 def test_logger_forms_and_unknown_names(spec_dict):
@@ -29,8 +29,8 @@ def test_logger_forms_and_unknown_names(spec_dict):
 
 
 def test_a_missing_extra_names_the_pip_install(spec_dict, monkeypatch, tmp_path):
-    from tlsweep.preflight import preflight
-    from tlsweep.spec import load_spec
+    from tlsweep.sweep.preflight import preflight
+    from tlsweep.config.spec import load_spec
     from tlsweep.sweep.loggers import LoggerError, logger_callbacks
 
     monkeypatch.setitem(sys.modules, "wandb", None)  # as if not installed

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tlsweep.spec import parse_spec
+from tlsweep.config.spec import parse_spec
 
 pytestmark = pytest.mark.slow
 

@@ -8,15 +8,15 @@ import pytest
 import torch
 import yaml
 
-from tlsweep.objectives import METRICS, annotate, is_feasible, pareto_mask, violations
-from tlsweep.results import USABLE
-from tlsweep.spec import SpecError, load_spec, parse_spec
+from tlsweep.trial.objectives import METRICS, annotate, is_feasible, pareto_mask, violations
+from tlsweep.results.layout import USABLE
+from tlsweep.config.spec import SpecError, load_spec, parse_spec
 
 
 def test_val_macro_f1_matches_sklearn():
     from sklearn.metrics import f1_score
 
-    from tlsweep.train import macro_f1
+    from tlsweep.trial.loop import macro_f1
 
     rng = np.random.default_rng(0)
     for k in (2, 3, 5):
@@ -30,7 +30,7 @@ def test_trial_reports_val_macro_f1(shapes_root):
     from sklearn.metrics import f1_score
 
     from tests.conftest import trial_config_for
-    from tlsweep.train import Trial
+    from tlsweep.trial.loop import Trial
 
     trial = Trial(trial_config_for(shapes_root, epochs=1, model={"name": "mobilenet_v3_small", "weights": "none"}))
     metrics = trial.step()
@@ -121,7 +121,7 @@ def test_spec_errors_name_line_and_allowed_metrics(spec_dict, tmp_path):
 
 
 def test_latency_is_measured_once_per_model_config(tmp_path):
-    from tlsweep.latency import cached_latency, measure
+    from tlsweep.trial.latency import cached_latency, measure
     from tlsweep.models import build_model
 
     calls = []
@@ -130,7 +130,7 @@ def test_latency_is_measured_once_per_model_config(tmp_path):
         calls.append(args[1])
         return measure(*args, **kwargs)
 
-    from tlsweep.config import DataConfig, ModelConfig
+    from tlsweep.config.plan import DataConfig, ModelConfig
 
     data = DataConfig.from_dict({"root": str(tmp_path), "cache_dir": str(tmp_path)})
     small = ModelConfig.from_dict({"name": "mobilenet_v3_small", "weights": "none"})
@@ -147,7 +147,7 @@ def test_latency_is_measured_once_per_model_config(tmp_path):
 def test_grouped_searcher_tells_best_epoch_values_and_constraints(spec_dict):
     import optuna
 
-    from tlsweep.objectives import constraints, objectives
+    from tlsweep.trial.objectives import constraints, objectives
     from tlsweep.sweep.searcher import GroupedSearcher
     from tlsweep.sweep.space import build_groups
 

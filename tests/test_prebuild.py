@@ -1,11 +1,11 @@
-"""Caches built before the trials (``tlsweep.cache.prebuild``): which entries a sweep's trials will read, built
+"""Caches built before the trials (``tlsweep.sweep.prebuild``): which entries a sweep's trials will read, built
 once, then found by the trials."""
 
 import torch
 
-from tlsweep.cache.prebuild import build_caches, feature_jobs
-from tlsweep.spec import parse_spec
-from tlsweep.train import Trial
+from tlsweep.sweep.prebuild import build_caches, feature_jobs
+from tlsweep.config.spec import parse_spec
+from tlsweep.trial.loop import Trial
 
 
 def test_feature_jobs_are_the_fully_frozen_models_without_augmentation(spec_dict):

@@ -9,12 +9,12 @@ from PIL import Image
 from torchvision.transforms import v2
 from torchvision.transforms.functional import InterpolationMode
 
-from tlsweep.cache import images as I
+from tlsweep.data.cache import decoded as I
 from tlsweep.data import load_splits
 from tlsweep.data.preprocess import preprocess_for, resolve_mode
 from tlsweep.data.transforms import TransformedDataset, build_transform
 from tlsweep.models import IMAGENET, preprocessing
-from tlsweep.spec import SpecError, load_spec, parse_spec
+from tlsweep.config.spec import SpecError, load_spec, parse_spec
 
 
 def weights_preprocess(name, weights="imagenet"):

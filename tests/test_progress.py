@@ -7,7 +7,7 @@ import io
 import pytest
 from rich.console import Console
 
-from tlsweep.progress import Progress, View, error_line, format_seconds
+from tlsweep.results.progress import Progress, View, error_line, format_seconds
 
 
 class Clock:

@@ -9,8 +9,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tlsweep.preflight import check_or_raise, preflight
-from tlsweep.spec import SpecError, load_spec, parse_spec
+from tlsweep.sweep.preflight import check_or_raise, preflight
+from tlsweep.config.spec import SpecError, load_spec, parse_spec
 
 BASE = textwrap.dedent("""\
     name: tiny
@@ -72,7 +72,7 @@ CASES = [
     ("  optimizer: adam", "  optimizer: adam\n  class_weighted_loss: maybe", "must be true or false", 14),
     ("epochs: 2", "epochs: 2\nscheduler: {grace_period: 5}", "grace_period (5) exceeds epochs (2)", 1),
     ("epochs: 2", "epochs: 2\nresources: {gpu: -1}", "greater than or equal to 0", 15),
-    # checks that need more than the file (tlsweep.preflight)
+    # checks that need more than the file (tlsweep.sweep.preflight)
     ("  freeze_depth: 0.5", "  freeze_depth: 9", "freeze_depth 9 exceeds resnet18's 5 stages", 12),
     ("  freeze_depth: 0.5", "  freeze_depth: {choice: [0, 6]}", "freeze_depth 6 exceeds resnet18's 5", 12),
     ("  batch_size: {choice: [8, 16]}", "  batch_size: {choice: [8, 512]}",

@@ -49,7 +49,7 @@ def s3(tmp_path_factory):
 
 
 def test_storage_io_round_trip(s3, tmp_path):
-    from tlsweep.storage import exists, join_uri, locate, mirror, read_text, split_uri, top_level, write_text
+    from tlsweep.results.storage import exists, join_uri, locate, mirror, read_text, split_uri, top_level, write_text
 
     uri = "s3://sweeps/io/run1"
     loc = locate(uri)
@@ -78,7 +78,7 @@ def test_validate_names_a_missing_bucket(s3, spec_dict, tmp_path):
 def _remote_files(prefix: str) -> list[str]:
     import pyarrow.fs as pafs
 
-    from tlsweep.storage import locate
+    from tlsweep.results.storage import locate
 
     loc = locate(prefix)
     infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, recursive=True, allow_not_found=True))
@@ -116,7 +116,7 @@ def test_sweep_on_s3_survives_a_driver_kill_and_serves_every_command(s3, shapes_
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "resuming" in res.stdout
-    from tlsweep.storage import locate, read_text
+    from tlsweep.results.storage import locate, read_text
 
     summary = pd.read_csv(io.StringIO(read_text(locate(uri), "summary.csv")))
     assert list(summary["status"]) == ["finished", "finished"] and list(summary["epochs"]) == [3, 3]

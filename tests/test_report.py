@@ -24,7 +24,7 @@ def sweep_report(shapes_root, tmp_path_factory):
     import ray
 
     from tlsweep.report import make_report
-    from tlsweep.spec import parse_spec
+    from tlsweep.config.spec import parse_spec
     from tlsweep.sweep.runner import run_sweep
 
     storage = tmp_path_factory.mktemp("results") / "tiny"

@@ -180,7 +180,7 @@ SEARCH = {"lr": {"loguniform": [1e-4, 1e-1]}, "batch_size": {"choice": [8, 16]},
 
 
 def make_sweep(tmp_path: Path, trials: list[TrialRecord], **fields) -> Sweep:
-    from tlsweep.config import SweepPlan
+    from tlsweep.config.plan import SweepPlan
 
     base = {"name": "t", "storage": str(tmp_path), "data": {"root": str(tmp_path)},
             "models_table": {t.model: {"name": "resnet18"} for t in trials}, "search": SEARCH,

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tlsweep.spec import SpecError, parse_spec
+from tlsweep.config.spec import SpecError, parse_spec
 from tlsweep.sweep.schedulers import asha_kwargs, build_scheduler
 
 

@@ -14,10 +14,10 @@ from PIL import Image
 
 from tlsweep.data.synthetic import make_shapes_dataset
 from tlsweep.report.collect import collect
-from tlsweep.distributions import LogUniform
-from tlsweep.spec import load_spec
+from tlsweep.config.distributions import LogUniform
+from tlsweep.config.spec import load_spec
 from tlsweep.sweep.space import build_groups
-from tlsweep.train import Trial
+from tlsweep.trial.loop import Trial
 
 SWEEPS = Path(__file__).resolve().parent.parent / "sweeps"
 PER_SPLIT = {"train": 8, "val": 4, "test": 4}

@@ -1,8 +1,8 @@
 from ray.tune.search import Searcher
 
-from tlsweep.spec import parse_spec
+from tlsweep.config.spec import parse_spec
 from tlsweep.sweep.searcher import GroupedSearcher
-from tlsweep.config import ModelConfig
+from tlsweep.config.plan import ModelConfig
 from tlsweep.sweep.space import build_groups, total_trials
 
 

@@ -4,8 +4,8 @@ import textwrap
 
 import pytest
 
-from tlsweep.distributions import Choice, LogUniform
-from tlsweep.spec import SpecError, load_spec, parse_spec
+from tlsweep.config.distributions import Choice, LogUniform
+from tlsweep.config.spec import SpecError, load_spec, parse_spec
 
 VALID = textwrap.dedent("""\
     name: demo

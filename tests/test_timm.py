@@ -6,9 +6,9 @@ import torch
 
 from tlsweep.models import build_model, get_backbone, list_backbones
 from tlsweep.models import timm_models as T
-from tlsweep.spec import SpecError, parse_spec
-from tlsweep.train import Trial
-from tlsweep.weights import WeightsError
+from tlsweep.config.spec import SpecError, parse_spec
+from tlsweep.trial.loop import Trial
+from tlsweep.models.weights import WeightsError
 
 from .conftest import trial_config_for
 

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from tlsweep.train import LR_SCHEDULERS, Trial, fit, load_checkpoint
+from tlsweep.trial.loop import LR_SCHEDULERS, Trial, fit, load_checkpoint
 
 from .conftest import trial_config_for
 

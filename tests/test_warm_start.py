@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tlsweep.spec import parse_spec
+from tlsweep.config.spec import parse_spec
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +52,7 @@ def best_lrs(summary: pd.DataFrame, model: str, batch: int) -> list[float]:
 
 
 def test_history_is_in_the_studies_before_the_first_trial(earlier, shapes_root, tmp_path):
-    from tlsweep.objectives import constraints, objectives
+    from tlsweep.trial.objectives import constraints, objectives
     from tlsweep.sweep import warmstart
     from tlsweep.sweep.searcher import GroupedSearcher
     from tlsweep.sweep.space import build_groups

@@ -21,18 +21,18 @@ except PackageNotFoundError:  # a source checkout that is not installed
 
 # public name → the module that defines it
 _EXPORTS = {
-    "load_spec": "spec", "parse_spec": "spec", "Spec": "spec", "SpecError": "spec",
-    "TrialConfig": "config", "SweepPlan": "config", "ModelConfig": "config", "DataConfig": "config",
-    "ConfigError": "config",
+    "load_spec": "config.spec", "parse_spec": "config.spec", "Spec": "config.spec", "SpecError": "config.spec",
+    "TrialConfig": "config.plan", "SweepPlan": "config.plan", "ModelConfig": "config.plan", "DataConfig": "config.plan",
+    "ConfigError": "config.plan",
     "run_sweep": "sweep.runner", "SweepResult": "sweep.runner", "SweepInterrupted": "sweep.runner",
-    "Trial": "train", "fit": "train", "load_checkpoint": "train",
+    "Trial": "trial.loop", "fit": "trial.loop", "load_checkpoint": "trial.loop",
     "make_report": "report.build", "ReportError": "report.collect",
-    "load_predictor": "predict", "Predictor": "predict", "Prediction": "predict",
-    "export_checkpoint": "export", "resolve_checkpoint": "checkpoints",
-    "list_backbones": "models.registry", "get_backbone": "models.registry", "register_backbone": "models.registry",
-    "Backbone": "models.registry",
-    "OPTIMIZERS": "optim", "LR_SCHEDULERS": "optim",
-    "Status": "results", "read_plan": "results",
+    "load_predictor": "deploy.predict", "Predictor": "deploy.predict", "Prediction": "deploy.predict",
+    "export_checkpoint": "deploy.export", "resolve_checkpoint": "results.checkpoints",
+    "list_backbones": "models.backbones", "get_backbone": "models.backbones", "register_backbone": "models.backbones",
+    "Backbone": "models.backbones",
+    "OPTIMIZERS": "trial.optim", "LR_SCHEDULERS": "trial.optim",
+    "Status": "results.layout", "read_plan": "results.layout",
 }
 __all__ = ["__version__", *_EXPORTS]
 

@@ -53,7 +53,7 @@ def _main(version: bool = typer.Option(False, "--version", "-V", callback=_versi
 
 
 def _load(path: Path, sets: list[str] | None = None, as_json: bool = False):
-    from .spec import SpecError, load_spec, parse_sets
+    from .config.spec import SpecError, load_spec, parse_sets
 
     try:
         return load_spec(path, parse_sets(sets) if sets else None)
@@ -74,14 +74,14 @@ def _print_json(data) -> None:
 
 
 def _preflight(spec, data: bool, address: str | None = None, local_run: bool = True):
-    """Checks against the dataset and machine: warnings printed, problems → exit 2 (see tlsweep.preflight)."""
-    from .preflight import preflight
+    """Checks against the dataset and machine: warnings printed, problems → exit 2 (see tlsweep.sweep.preflight)."""
+    from .sweep.preflight import preflight
 
     checked = preflight(spec, data=data, address=address, local_run=local_run)
     for warning in checked.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     if checked.problems:
-        from .spec import SpecError
+        from .config.spec import SpecError
 
         err_console.print(f"[red]error:[/] {escape(SpecError(str(spec._source), checked.problems).format())}",
                           highlight=False)
@@ -101,13 +101,13 @@ def validate(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per file on stdout (ok, counts, problems)."),
 ) -> None:
     """Check sweep files without running anything."""
-    from .spec import SpecError
+    from .config.spec import SpecError
     from .sweep.space import total_trials
 
     for path in files:
         spec = _load(path, sets, as_json)
         if as_json:
-            from .preflight import preflight
+            from .sweep.preflight import preflight
 
             checked = preflight(spec, data=data, address=address, local_run=address is not None)
             problems = _problems(SpecError(str(path), checked.problems)) if checked.problems else []
@@ -128,7 +128,7 @@ def validate(
 
 def _check_cluster_resources(spec, address: str) -> None:
     """``validate --address``: can the cluster host one trial of every model? Problems → exit 2."""
-    from .gpus import resolve_resources
+    from .trial.gpus import resolve_resources
     from .sweep.cluster import ClusterError, ResourceError, alive_nodes, check_resources, cluster_gpus
     from .sweep.runner import init_ray
 
@@ -145,7 +145,7 @@ def _check_cluster_resources(spec, address: str) -> None:
 def models(pattern: str = typer.Argument("*", help="Glob over backbone names, e.g. 'resnet*'; "
                                                    "'timm/*convnext*' lists timm's models.")) -> None:
     """List the registered backbones."""
-    from .models.registry import get_backbone, list_backbones
+    from .models.backbones import get_backbone, list_backbones
 
     table = Table("backbone", "family", "stages", "input", "Grad-CAM layer", "weights")
     if pattern.startswith("timm/"):  # timm's models are listed, not built (stages appear on first use)
@@ -180,7 +180,7 @@ def run(
     from .sweep.resume import sweep_state
     from .sweep.runner import ClusterError, ResourceError, StorageError, SweepInterrupted, run_sweep
     from .sweep.space import total_trials
-    from .weights import WeightsError
+    from .models.weights import WeightsError
 
     plan = (spec.model_copy(update={"num_samples": num_samples}) if num_samples else spec).plan()
     console.print(f"[bold]{spec.name}[/]: {total_trials(plan)} trials over {len(spec.models)} model(s), "
@@ -212,7 +212,7 @@ def run(
 
 def _localize(path: str) -> Path:
     """A local path for a checkpoint, trial or results folder given as a path or a URI (mirrored)."""
-    from .storage import localize
+    from .results.storage import localize
 
     try:
         return localize(path)
@@ -257,7 +257,7 @@ def demo(
     report. Nothing is downloaded at run time."""
     from .data.sources import DataError
     from .data.torchvision_sources import PREPARERS
-    from .weights import WeightsError, bundled_files, ensure_weights, import_weights
+    from .models.weights import WeightsError, bundled_files, ensure_weights, import_weights
 
     spec = _load(sweep)
     try:
@@ -297,7 +297,7 @@ def weights_import(
 ) -> None:
     """Check files against torchvision's weights (sha256 prefix in their URLs), or load a file into a timm model,
     and put them where trials look."""
-    from .weights import WeightsError, import_weights
+    from .models.weights import WeightsError, import_weights
 
     for path in files:
         try:
@@ -319,7 +319,7 @@ def weights_prefetch(
     download: bool = typer.Option(True, help="Try to download missing files (needs internet)."),
 ) -> None:
     """Fill torchvision's cache with every pretrained backbone of a sweep; exit 1 when something is missing."""
-    from .weights import prefetch
+    from .models.weights import prefetch
 
     statuses = prefetch(_load(file).plan(), download)
     for s in statuses:
@@ -358,7 +358,7 @@ def data_export(
     limit: Optional[int] = typer.Option(None, min=1, help="At most this many images per split."),
 ) -> None:
     """Write a sweep's data (any source, with its subset and split) as an ImageFolder of PNGs."""
-    from .data.export import export_imagefolder
+    from .data.export_folders import export_imagefolder
     from .data.sources import DataError
 
     spec = _load(file)
@@ -384,7 +384,7 @@ def report(
     from .data.sources import DataError
     from .report import ReportError, make_report
 
-    from .storage import is_uri, localize, upload
+    from .results.storage import is_uri, localize, upload
 
     try:
         page = make_report(localize(results_dir), out, cam_images=cam_images, threads=threads)
@@ -424,9 +424,9 @@ def status(
     """Progress of a sweep from its storage alone: trials by status, best per model, epochs, ETA, failures."""
     import time
 
-    from .progress import Progress
-    from .results import ResultsError
-    from .storage import mirror, without_checkpoints
+    from .results.progress import Progress
+    from .results.layout import ResultsError
+    from .results.storage import mirror, without_checkpoints
 
     def load() -> Progress:
         try:
@@ -463,8 +463,8 @@ def predict(
     device: Literal["cpu", "cuda", "auto"] = typer.Option("cpu", help="auto: cuda when available."),
 ) -> None:
     """Predict the class (and top-k probabilities) of images with a trained checkpoint."""
-    from .checkpoints import CheckpointError
-    from .predict import image_files, load_predictor, write_csv
+    from .results.checkpoints import CheckpointError
+    from .deploy.predict import image_files, load_predictor, write_csv
 
     try:
         predictor = load_predictor(_localize(checkpoint), model, device)
@@ -499,8 +499,8 @@ def export_cmd(
 ) -> None:
     """Export a checkpoint to TorchScript and/or ONNX (fixed image size, dynamic batch) with a JSON sidecar;
     each export is checked against PyTorch on a random batch (exit 1 if it differs)."""
-    from .checkpoints import CheckpointError
-    from .export import FORMAT_FILES, ExportError, export_checkpoint
+    from .results.checkpoints import CheckpointError
+    from .deploy.export import FORMAT_FILES, ExportError, export_checkpoint
 
     formats = list(FORMAT_FILES) if format == "both" else [format]  # choices checked by typer (see --help)
     try:

@@ -13,7 +13,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from ..registry import Registry, unknown_value
+from ..config.registry import Registry, unknown_value
 
 # named policy → steps(size): v2 transforms applied to uint8 image tensors before normalization
 POLICIES: Registry[Callable[[int], list]] = Registry("augment policy")

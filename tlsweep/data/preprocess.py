@@ -11,12 +11,12 @@ backbone gets ``weights`` and one trained from scratch ``squash``; a model's own
 
 from __future__ import annotations
 
-from ..config import PREPROCESS_MODES as MODES, resolve_mode  # noqa: F401 (the mode is resolved with the plan)
+from ..config.plan import PREPROCESS_MODES as MODES, resolve_mode  # noqa: F401 (the mode is resolved with the plan)
 
 
 def preprocess_for(config):
     """A trial's ``Preprocessing`` (``TrialConfig`` or its plain dict)."""
-    from ..config import TrialConfig
+    from ..config.plan import TrialConfig
     from ..models import preprocessing
 
     config = TrialConfig.from_dict(config)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from ..config import DataConfig, SplitConfig
+from ..config.plan import DataConfig, SplitConfig
 from .images import open_rgb
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -60,7 +60,7 @@ def register_source(name: str):
 
 
 def load_splits(data: DataConfig | dict, seed: int = 0) -> Splits:
-    """``data`` is the sweep's ``tlsweep.config.DataConfig`` (or its plain dict)."""
+    """``data`` is the sweep's ``tlsweep.config.plan.DataConfig`` (or its plain dict)."""
     data = DataConfig.from_dict(data)
     source = data.source
     if source not in SOURCES:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from ..config import DataConfig, SplitConfig, SubsetConfig
+from ..config.plan import DataConfig, SplitConfig, SubsetConfig
 from .sources import DataError, Splits, register_source, stratified_split
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from ..models.registry import IMAGENET, IMAGENET_MEAN, IMAGENET_STD, Preprocessing  # noqa: F401 (re-exported)
+from ..models.backbones import IMAGENET, IMAGENET_MEAN, IMAGENET_STD, Preprocessing  # noqa: F401 (re-exported)
 
 
 class TransformedDataset(Dataset):
@@ -62,8 +62,8 @@ def build_transform(image_size: int, augment: str | list | tuple = "none", train
 
 
 def train_size(data, epoch: int) -> int:
-    """The training image size at a 0-based epoch (see ``tlsweep.config.DataConfig.train_size``)."""
-    from ..config import DataConfig
+    """The training image size at a 0-based epoch (see ``tlsweep.config.plan.DataConfig.train_size``)."""
+    from ..config.plan import DataConfig
 
     return DataConfig.from_dict(data).train_size(epoch)
 

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from . import timm_models  # noqa: F401 (registers the timm/ backbone source; imports timm only when used)
-from .registry import IMAGENET, Backbone, Preprocessing, get_backbone, list_backbones, register_backbone
+from .backbones import IMAGENET, Backbone, Preprocessing, get_backbone, list_backbones, register_backbone
 
 __all__ = ["IMAGENET", "Backbone", "Preprocessing", "build_model", "get_backbone", "list_backbones", "preprocessing",
            "register_backbone"]
 
 
 def build_model(model, num_classes: int, freeze_depth: float | str = 0.0):
-    """``model`` is a ``tlsweep.config.ModelConfig`` (or its plain dict): one backbone (``name``) or an
+    """``model`` is a ``tlsweep.config.plan.ModelConfig`` (or its plain dict): one backbone (``name``) or an
     ``ensemble`` of two with a ``fusion``; both with ``weights`` and an optional ``head``."""
-    from ..config import ModelConfig
+    from ..config.plan import ModelConfig
 
     model = ModelConfig.from_dict(model)
     if model.ensemble is not None:
@@ -30,7 +30,7 @@ def preprocessing(model, mode: str = "squash") -> Preprocessing:
     ``mode`` ``weights`` adds their resize/centre-crop ratio (``data.preprocess``, see tlsweep.data.preprocess)."""
     from dataclasses import replace
 
-    from ..config import ModelConfig
+    from ..config.plan import ModelConfig
 
     model = ModelConfig.from_dict(model)
     entry = get_backbone(model.backbones[0])

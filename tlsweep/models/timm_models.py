@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .registry import IMAGENET, Backbone, BackboneSource, Preprocessing, register_source
+from .backbones import IMAGENET, Backbone, BackboneSource, Preprocessing, register_source
 
 PREFIX = "timm/"
 EXTENSIONS = (".safetensors", ".pth", ".bin", ".npz")
@@ -144,7 +144,7 @@ def describe(names: list[str]) -> list[tuple[str, ...]]:
 
 
 def weights_dir() -> Path:
-    from ..weightfiles import checkpoints_dir
+    from .hub_cache import checkpoints_dir
 
     return checkpoints_dir() / "timm"
 
@@ -176,7 +176,7 @@ def is_file_path(weights: str) -> bool:
 
 def load(entry: Backbone, weights: str | None):
     """The timm model without its classifier: no weights, the local file of a tag, or a given file."""
-    from ..weightfiles import WeightsError
+    from .hub_cache import WeightsError
 
     arch, weights = entry.name.removeprefix(PREFIX), str(weights or "none")
     if weights.lower() == "none":
@@ -222,7 +222,7 @@ def import_timm_weights(path: str | Path, tagged: str) -> Path:
     where trials look for it."""
     import shutil
 
-    from ..weightfiles import WeightsError
+    from .hub_cache import WeightsError
 
     path = Path(path)
     if not path.is_file():

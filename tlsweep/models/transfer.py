@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .heads import build_head
-from .registry import Backbone, get_backbone, parse_weights
+from .backbones import Backbone, get_backbone, parse_weights
 
 
 def resolve_path(root: nn.Module, path: str):

@@ -14,7 +14,7 @@ import torch
 from ..data import load_splits
 from ..data.preprocess import resolve_mode
 from ..models import preprocessing
-from ..results import TRIALS_FILE
+from ..results.layout import TRIALS_FILE
 from .collect import ReportError, collect, trials_table
 from .cost import cost_table, sweep_wall_seconds
 from .evaluate import evaluate, load_model

@@ -1,6 +1,6 @@
 """Collect a sweep's trials straight from its storage folder (finished, still running, or copied).
 
-The folder layout, trial status and best-epoch rules live in ``tlsweep.results``; reading the files directly
+The folder layout, trial status and best-epoch rules live in ``tlsweep.results.layout``; reading the files directly
 needs no Ray and works wherever the folder was copied to.
 """
 
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import objectives
-from ..config import SweepPlan
-from ..results import (PARAMS_FILE, ResultsError, Status, best_row, kept_checkpoints, parse_trial_id, read_error,
+from ..trial import objectives
+from ..config.plan import SweepPlan
+from ..results.layout import (PARAMS_FILE, ResultsError, Status, best_row, kept_checkpoints, parse_trial_id, read_error,
                        read_history, read_plan, trial_row, trial_status, trials_frame)
 
 STATUSES = tuple(s.value for s in Status)
@@ -83,7 +83,7 @@ def collect(results_dir: str | Path) -> Sweep:
 
 
 def trials_table(sweep: Sweep) -> pd.DataFrame:
-    """One row per trial (``tlsweep.results.TRIAL_COLUMNS`` and the sampled hyperparameters)."""
+    """One row per trial (``tlsweep.results.layout.TRIAL_COLUMNS`` and the sampled hyperparameters)."""
     tracked = tuple(objectives.tracked(sweep.plan))
     return trials_frame([trial_row(t.trial_id, t.config, t.status, t.history, sweep.metric, sweep.mode, t.error,
                                    t.path, tracked) for t in sweep.trials], sweep.plan)

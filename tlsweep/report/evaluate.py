@@ -10,11 +10,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import TrialConfig
+from ..config.plan import TrialConfig
 from ..data.transforms import TransformedDataset, build_transform
 from ..models import build_model
 from ..models.transfer import count_parameters
-from ..train import load_checkpoint, make_loader
+from ..trial.loop import load_checkpoint, make_loader
 from .stats import accuracy_interval, macro_f1_interval
 
 

@@ -11,8 +11,8 @@ import json
 import math
 from dataclasses import dataclass
 
-from ..config import SweepPlan
-from ..distributions import Distribution, Grid
+from ..config.plan import SweepPlan
+from ..config.distributions import Distribution, Grid
 from .collect import Sweep, TrialRecord
 
 DONE = ("finished", "stopped")

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ..objectives import constraints, is_feasible, values_of
-from ..results import USABLE
+from ..trial.objectives import constraints, is_feasible, values_of
+from ..results.layout import USABLE
 from .collect import Sweep, TrialRecord
 from .evaluate import Evaluation
 from .stats import ALPHA, Comparison, compare_to_best

@@ -1,6 +1,6 @@
 """Multi-objective sweeps: the Pareto front of all trials (``pareto.csv``, a figure, the non-dominated configs).
 
-The front is the ``pareto`` column of the trials' table (``tlsweep.objectives.annotate``): finished or stopped
+The front is the ``pareto`` column of the trials' table (``tlsweep.trial.objectives.annotate``): finished or stopped
 trials that meet the constraints, with each objective read at the trial's best epoch.
 """
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import SweepPlan
-from ..objectives import FEASIBLE, PARETO, objectives
+from ..config.plan import SweepPlan
+from ..trial.objectives import FEASIBLE, PARETO, objectives
 from . import plots
 from .html import Section, table as html_table
 

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import camfigs, plots
+from . import camfigs
+from . import plots
 from .pareto import pareto_section
 from .collect import Sweep
 from .cost import TOTAL

@@ -9,8 +9,8 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import SweepPlan
-from ..results import is_uri
+from ..config.plan import SweepPlan
+from ..results.layout import is_uri
 
 # File systems every node of a cluster can mount at the same path (see /proc/mounts).
 SHARED_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "lustre", "glusterfs", "fuse.glusterfs", "gpfs", "beegfs",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..config import SweepPlan
+    from ..config.plan import SweepPlan
 
 
 class LoggerError(RuntimeError):

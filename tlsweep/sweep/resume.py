@@ -19,8 +19,8 @@ import yaml
 from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler
 
-from ..config import ConfigError, SweepPlan
-from ..results import SPEC_FILE, is_uri
+from ..config.plan import ConfigError, SweepPlan
+from ..results.layout import SPEC_FILE, is_uri
 from .ray_internals import asha_state, set_asha_state
 
 STATE_FILE = "scheduler_state.yaml"
@@ -96,7 +96,7 @@ def sweep_state(storage: str, expected_trials: int | None = None) -> str:
 
 def _top_level(storage: str) -> str | None:
     """The folder to read the experiment state from: ``storage`` itself, or a URI's mirror (None if absent)."""
-    from ..storage import mirror, top_level
+    from ..results.storage import mirror, top_level
 
     if not is_uri(storage):
         return storage

@@ -14,16 +14,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..config import SweepPlan
-from ..objectives import FEASIBLE, constraints, objectives, tracked
-from ..progress import Progress, View
-from ..results import (SPEC_FILE, SUMMARY_FILE, USABLE, dedupe_history, is_uri, parse_trial_id,  # noqa: F401
+from ..config.plan import SweepPlan
+from ..trial.objectives import FEASIBLE, constraints, objectives, tracked
+from ..results.progress import Progress, View
+from ..results.layout import (SPEC_FILE, SUMMARY_FILE, USABLE, dedupe_history, is_uri, parse_trial_id,  # noqa: F401
                        reported_error, trial_dirname as _dirname, trial_row, trial_status, trials_frame, write_plan)
-from ..spec import Spec
-from ..storage import locate, mirror, split_uri, without_checkpoints, write_text
+from ..config.spec import Spec
+from ..results.storage import locate, mirror, split_uri, without_checkpoints, write_text
 from .cluster import (ClusterError, ResourceError, StorageError, alive_nodes, check_cluster,  # noqa: F401
                       probe_cluster)
-from .progress import ProgressCallback, TrialLaunches, showing
+from .progress_callback import ProgressCallback, TrialLaunches, showing
 from .space import build_groups, total_trials
 
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class SweepResult:
     storage: str
-    trials: pd.DataFrame  # one row per trial: tlsweep.results.TRIAL_COLUMNS and the hyperparameters
+    trials: pd.DataFrame  # one row per trial: tlsweep.results.layout.TRIAL_COLUMNS and the hyperparameters
     seconds: float
 
     def best_per_model(self, metric: str = "val_acc", mode: str = "max") -> pd.DataFrame:
@@ -64,7 +64,7 @@ def split_storage(storage: str) -> tuple[str, str]:
 
 
 def tune_storage(storage: str) -> dict:
-    """``RunConfig`` arguments for a local folder or URI (the filesystem built by ``tlsweep.storage``)."""
+    """``RunConfig`` arguments for a local folder or URI (the filesystem built by ``tlsweep.results.storage``)."""
     parent, name = split_storage(storage)
     if not is_uri(storage):
         return {"storage_path": parent, "name": name}
@@ -78,7 +78,7 @@ def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | N
 
     if ray.is_initialized():
         return
-    from ..gpus import hidden_gpus_env
+    from ..trial.gpus import hidden_gpus_env
 
     address = address or os.environ.get("RAY_ADDRESS")
     if address and address != "local":  # workers of a running cluster get the environment through the job's runtime_env
@@ -150,12 +150,12 @@ class SweepInterrupted(KeyboardInterrupt):
 
 def run_sweep(spec: Spec, address: str | None = None, num_samples: int | None = None, resume: bool = False,
               callbacks: list | None = None, checked=None, progress="auto") -> SweepResult:
-    """Check the sweep against its data and machine (``checked``: a ``tlsweep.preflight.Preflight`` already
+    """Check the sweep against its data and machine (``checked``: a ``tlsweep.sweep.preflight.Preflight`` already
     made), start or attach to Ray, and run (or resume) the sweep to the end. ``progress``: ``auto`` (a live
     view in a terminal or notebook, else a line per trial event), ``live``, ``plain``, ``none``, or a
-    ``tlsweep.progress.View``. Raises ``SpecError`` for preflight problems and ``SweepInterrupted`` when Ctrl-C
+    ``tlsweep.results.progress.View``. Raises ``SpecError`` for preflight problems and ``SweepInterrupted`` when Ctrl-C
     stopped it early."""
-    from ..preflight import check_or_raise
+    from .preflight import check_or_raise
 
     if num_samples is not None:
         spec = spec.model_copy(update={"num_samples": num_samples})
@@ -166,11 +166,11 @@ def run_sweep(spec: Spec, address: str | None = None, num_samples: int | None = 
             log.warning(warning)
     if checked.skip_files:
         plan = plan.replace(data=plan.data.replace(skip_files=tuple(checked.skip_files)))
-    from ..weights import ensure_weights
+    from ..models.weights import ensure_weights
 
     ensure_weights(plan)  # fetch each weights file once here, not in every trial at once
     init_ray(address)
-    from ..gpus import resolve_resources
+    from ..trial.gpus import resolve_resources
     from .cluster import cluster_gpus
 
     nodes = alive_nodes()
@@ -194,7 +194,7 @@ def run_sweep(spec: Spec, address: str | None = None, num_samples: int | None = 
     if resume:
         for warning in repair_state(storage):
             log.warning(warning)
-    from ..cache.prebuild import prebuild_caches
+    from .prebuild import prebuild_caches
 
     prebuild_caches(run_plan, nodes)  # decoded images and frozen features, once per node, before any trial
     launches = TrialLaunches()
@@ -302,7 +302,7 @@ def interrupted(grid, expected: int) -> bool:
 
 
 def summary_frame(grid, plan: SweepPlan, running: set[str] = frozenset()) -> pd.DataFrame:
-    """One row per trial of a ResultGrid, the same table the report writes (``tlsweep.results.trial_row``);
+    """One row per trial of a ResultGrid, the same table the report writes (``tlsweep.results.layout.trial_row``);
     ``running``: ids of trials Tune had not ended when the sweep was interrupted."""
     rows = []
     for result in grid:

@@ -15,8 +15,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..config import SweepPlan
-from ..registry import Registry
+from ..config.plan import SweepPlan
+from ..config.registry import Registry
 
 # spec ``scheduler.budget`` → (the reported attribute ASHA compares, plan fields for max_t and grace_period)
 BUDGETS: dict[str, tuple[str, str | None, str]] = {

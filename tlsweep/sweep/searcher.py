@@ -18,7 +18,7 @@ from collections import Counter
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from ..objectives import Metric, values_of, violations
+from ..trial.objectives import Metric, values_of, violations
 from .space import Group
 
 
@@ -129,7 +129,7 @@ class GroupedSearcher(Searcher):
 
     def _keys(self) -> list[str]:
         metrics = [m.name for m, _ in self.objectives] + list(self.constraints)
-        from ..objectives import METRICS
+        from ..trial.objectives import METRICS
 
         return [self.metric, "training_iteration", *{METRICS[n].result_key for n in metrics}]
 

@@ -7,8 +7,8 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import SweepPlan
-from ..distributions import Choice, Distribution, Grid, IntRange
+from ..config.plan import SweepPlan
+from ..config.distributions import Choice, Distribution, Grid, IntRange
 
 
 @dataclass(frozen=True)

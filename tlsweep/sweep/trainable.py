@@ -1,4 +1,4 @@
-"""The Ray Tune function trainable: a thin wrapper over ``tlsweep.train.Trial``."""
+"""The Ray Tune function trainable: a thin wrapper over ``tlsweep.trial.loop.Trial``."""
 
 from __future__ import annotations
 
@@ -16,13 +16,13 @@ import ray  # noqa: E402
 import ray.tune as tune  # noqa: E402
 import torch  # noqa: E402
 
-from ..config import SweepPlan  # noqa: E402
-from ..gpus import trial_device  # noqa: E402
-from ..latency import cached_latency  # noqa: E402
-from ..objectives import needs  # noqa: E402
-from ..train import CHECKPOINT_FILE, Trial, load_checkpoint  # noqa: E402
+from ..config.plan import SweepPlan  # noqa: E402
+from ..trial.gpus import trial_device  # noqa: E402
+from ..trial.latency import cached_latency  # noqa: E402
+from ..trial.objectives import needs  # noqa: E402
+from ..trial.loop import CHECKPOINT_FILE, Trial, load_checkpoint  # noqa: E402
 from . import faults  # noqa: E402
-from .checkpointing import checkpoint_epochs  # noqa: E402
+from .checkpoint_epochs import checkpoint_epochs  # noqa: E402
 from .cluster import trial_resources  # noqa: E402
 
 IMPORT_SECONDS = time.perf_counter() - _IMPORTS_START  # what a fresh trial worker pays to import torch & co.

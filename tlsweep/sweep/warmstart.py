@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ..config import SweepPlan
-from ..distributions import Choice, Distribution, IntRange, _Range
-from ..objectives import constraints, objectives, pareto_mask, ranking_metric, values_of, violations
-from ..results import USABLE
+from ..config.plan import SweepPlan
+from ..config.distributions import Choice, Distribution, IntRange, _Range
+from ..trial.objectives import constraints, objectives, pareto_mask, ranking_metric, values_of, violations
+from ..results.layout import USABLE
 from .cluster import StorageError
 from .space import Group
 

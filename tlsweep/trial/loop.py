@@ -1,6 +1,6 @@
 """One trial, free of Ray: build data and model from a ``TrialConfig``, train epoch by epoch, yield metrics.
 
-A ``tlsweep.config.TrialConfig`` holds the resolved hyperparameters plus model, data, epochs, seed and performance
+A ``tlsweep.config.plan.TrialConfig`` holds the resolved hyperparameters plus model, data, epochs, seed and performance
 (``SweepPlan.trial_config``); a plain dict is read with ``TrialConfig.from_dict``. A checkpoint is a plain dict of
 tensors and numbers (its ``config`` is ``TrialConfig.to_dict()``), loadable with ``torch.load(weights_only=True)``.
 """
@@ -17,17 +17,17 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .cache.pipeline import train_images, trial_data
-from .config import TrialConfig
-from .data import load_splits
-from .data.transforms import TransformedDataset  # noqa: F401 (re-exported)
+from ..data.cache.pipeline import train_images, trial_data
+from ..config.plan import TrialConfig
+from ..data import load_splits
+from ..data.transforms import TransformedDataset  # noqa: F401 (re-exported)
 from .fastpath import FastPath
 from .finetune import Recipe, frozen_counts, param_groups, thaw
 from .gpus import device_metrics
-from .models import build_model
-from .models.transfer import count_parameters
+from ..models import build_model
+from ..models.transfer import count_parameters
 from .optim import LR_SCHEDULERS, OPTIMIZERS
-from .results import CHECKPOINT_FILE
+from ..results.layout import CHECKPOINT_FILE
 
 
 class Diverged(RuntimeError):
@@ -69,14 +69,14 @@ class Trial:
         self.model = self.fast.prepare_model(
             build_model(config.model, len(self.classes), config.freeze_depth).to(self.device))
         self.setup_seconds["model_s"], clock = time.perf_counter() - clock, time.perf_counter()
-        plan = trial_data(config, self.splits, self.model, self.device, self.fast)  # caches: see tlsweep.cache
+        plan = trial_data(config, self.splits, self.model, self.device, self.fast)  # caches: see tlsweep.data.cache
         self.cache_info, self.forward = plan.info, self.fast.compiled(plan.forward)
         pin = self._pin = self.fast.pin_memory and plan.pin_memory
         self._plan, self.train_size = plan, plan.train_size
         self.train_loader = self._batches(plan.train, batch_size, True, self.generator, plan.collate)
         self.val_loader = self._batches(plan.val, max(batch_size, 64), False, None, plan.collate)
         self.setup_seconds["loaders_s"] = time.perf_counter() - clock
-        self.recipe = Recipe.from_config(config)  # discriminative LRs, gradual unfreezing: see tlsweep.finetune
+        self.recipe = Recipe.from_config(config)  # discriminative LRs, gradual unfreezing: see tlsweep.trial.finetune
         self.initial_frozen = frozen_counts(self.model)
         self.optimizer = OPTIMIZERS[config.optimizer](param_groups(self.model, self.recipe), config)
         lr_scheduler = LR_SCHEDULERS[config.lr_scheduler]
@@ -87,11 +87,11 @@ class Trial:
         self.total_params, self.trainable_params = count_parameters(self.model)
 
     def _batches(self, dataset: Dataset, batch_size: int, shuffle: bool, generator, collate):
-        """A loader on the CPU path, or batches augmented on the device (``tlsweep.cache.device``)."""
-        from .cache.images import CachedImages
+        """A loader on the CPU path, or batches augmented on the device (``tlsweep.data.cache.device``)."""
+        from ..data.cache.decoded import CachedImages
 
         if self._plan.device_input and isinstance(dataset, CachedImages):
-            from .cache.device import DeviceBatches
+            from ..data.cache.device import DeviceBatches
 
             return DeviceBatches(dataset, batch_size, shuffle, self.device, generator,
                                  gpu_share=self.gpu_share or 1.0)

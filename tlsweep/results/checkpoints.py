@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .results import CHECKPOINT_FILE, PARAMS_FILE, SPEC_FILE, ResultsError, read_plan
+from .layout import CHECKPOINT_FILE, PARAMS_FILE, SPEC_FILE, ResultsError, read_plan
 
 
 class CheckpointError(ValueError):
@@ -22,8 +22,8 @@ class Resolved:
 
 
 def _from_sweep(storage: Path, model: str | None) -> Resolved:
-    from .report.collect import ReportError, collect
-    from .report.leaderboard import pick_best
+    from ..report.collect import ReportError, collect
+    from ..report.leaderboard import pick_best
 
     try:
         sweep = collect(storage)
@@ -49,7 +49,7 @@ def _iteration(folder: Path) -> int:
 
 def _from_trial(trial_dir: Path) -> Resolved:
     if (trial_dir.parent / SPEC_FILE).is_file():
-        from .report.collect import Sweep, read_trial
+        from ..report.collect import Sweep, read_trial
 
         try:
             plan = read_plan(trial_dir.parent)

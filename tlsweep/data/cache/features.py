@@ -18,8 +18,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..models.ensemble import Ensemble
-from ..models.transfer import TransferModel
+from ...models.ensemble import Ensemble
+from ...models.transfer import TransferModel
 from .store import ArrayWriter, build_once, content_key, open_array
 
 VERSION = 1

@@ -65,5 +65,5 @@ class Registry(Generic[T]):
 
 
 def lazy_names(registry_of: Callable[[], Registry]) -> Callable[[], tuple[str, ...]]:
-    """The names of a registry imported on first use (keeps ``import tlsweep.spec`` light)."""
+    """The names of a registry imported on first use (keeps ``import tlsweep.config.spec`` light)."""
     return lambda: registry_of().names()

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .models.ensemble import Ensemble
-from .models.transfer import TransferModel, stage_members
+from ..models.ensemble import Ensemble
+from ..models.transfer import TransferModel, stage_members
 
 HEAD = "head"
 
@@ -31,7 +31,7 @@ class Recipe:
 
     @classmethod
     def from_config(cls, config) -> Recipe:
-        """From a ``tlsweep.config.TrialConfig``."""
+        """From a ``tlsweep.config.plan.TrialConfig``."""
         every = config.unfreeze_every
         return cls(float(config.lr), float(config.lr_decay), float(config.head_lr_mult), int(every) if every else None)
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoints import CheckpointError
+from ..results.checkpoints import CheckpointError
 from .predict import Predictor, load_predictor
 
 FORMAT_FILES = {"torchscript": "model.pt", "onnx": "model.onnx"}

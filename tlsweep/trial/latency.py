@@ -1,6 +1,6 @@
 """Batch-1 inference latency of a model, measured once per (model config, input, device) and cached on the node.
 
-The cache is a small JSON file per key under the node-local cache root (``tlsweep.cache.store.cache_root``), so
+The cache is a small JSON file per key under the node-local cache root (``tlsweep.data.cache.store.cache_root``), so
 every trial of a model config after the first reads the number instead of measuring again, across trials, worker
 processes and sweeps. The key names the device (GPU model, or CPU model and thread count), the model config
 (backbone, head, weights), the class count, image size and the precision/channels_last fast paths.
@@ -62,13 +62,13 @@ def measure(model: nn.Module, image_size: int, device: torch.device | str = "cpu
 
 
 def _plain(value):
-    """A typed config (``tlsweep.config``) as plain data; dicts and None as they are."""
+    """A typed config (``tlsweep.config.plan``) as plain data; dicts and None as they are."""
     return value.to_dict() if hasattr(value, "to_dict") else value
 
 
 def cache_file(model_config: dict, num_classes: int, image_size: int, device: torch.device,
                performance: dict | None, data: dict | None = None) -> Path:
-    from .cache.store import cache_root, content_key
+    from ..data.cache.store import cache_root, content_key
 
     perf = _plain(performance) or {}
     perf = {k: perf.get(k) for k in ("precision", "channels_last")}

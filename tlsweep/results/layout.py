@@ -17,7 +17,7 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-from .config import ConfigError, SweepPlan
+from ..config.plan import ConfigError, SweepPlan
 from .storage import is_uri  # noqa: F401 (the storage module owns it; re-exported here)
 
 if TYPE_CHECKING:
@@ -177,10 +177,10 @@ def trial_nodes(history: pd.DataFrame) -> str | None:
 def trial_row(trial_id: str, config: dict, status: Status | str, history: pd.DataFrame, metric: str, mode: str,
               error: str | None = None, path: str | Path | None = None, tracked: tuple[str, ...] = ()) -> dict:
     """One row of the per-trial table (``TRIAL_COLUMNS``, the ranking metric, the ``tracked`` objective and
-    constraint metrics at the best epoch (``tlsweep.objectives``), then the sampled hyperparameters)."""
+    constraint metrics at the best epoch (``tlsweep.trial.objectives``), then the sampled hyperparameters)."""
     import pandas as pd
 
-    from .objectives import values_of
+    from ..trial.objectives import values_of
 
     best = best_row(history, metric, mode)
     epochs = int(history["training_iteration"].max()) if len(history) else 0
@@ -202,7 +202,7 @@ def trials_frame(rows: list[dict], plan: SweepPlan | None = None) -> pd.DataFram
     """The per-trial table; with a multi-objective or constrained ``plan``, plus ``feasible``/``pareto``."""
     import pandas as pd
 
-    from .objectives import annotate
+    from ..trial.objectives import annotate
 
     frame = pd.DataFrame(rows, columns=None if rows else list(TRIAL_COLUMNS))
     return annotate(frame, plan, USABLE) if plan is not None else frame
@@ -222,7 +222,7 @@ def read_plan(storage: str | Path) -> SweepPlan:
 
 
 def write_plan(plan: SweepPlan, storage: str | None = None) -> None:
-    """Write ``tlsweep_spec.json`` into the storage (a local folder or URI, see ``tlsweep.storage``)."""
+    """Write ``tlsweep_spec.json`` into the storage (a local folder or URI, see ``tlsweep.results.storage``)."""
     from .storage import locate, write_text
 
     write_text(locate(storage or plan.storage), SPEC_FILE, json.dumps(plan.to_dict(), indent=2))

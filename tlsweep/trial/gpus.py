@@ -15,8 +15,8 @@ import json
 import os
 from functools import lru_cache
 
-from .config import ModelConfig, Resources, SweepPlan
-from .distributions import Distribution, candidate_values, parse_param
+from ..config.plan import ModelConfig, Resources, SweepPlan
+from ..config.distributions import Distribution, candidate_values, parse_param
 
 ASSUMED_GPU_MEMORY_GB = 16.0  # the memory check's GPU when neither this machine nor `resources.gpu_memory_gb` says
 SHARES = (0.25, 0.5, 1.0)  # the shares `auto` chooses from
@@ -30,7 +30,7 @@ AUTO = "auto"
 
 def registry_share(model: ModelConfig) -> float:
     """The backbone's default GPU share (the largest of an ensemble's members)."""
-    from .models.registry import get_backbone
+    from ..models.backbones import get_backbone
 
     return max(get_backbone(n).gpu_share for n in model.backbones)
 
@@ -48,7 +48,7 @@ def _counts(model_json: str, image_size: int, freeze) -> tuple[int, int, int]:
     """(parameters, trainable parameters, activation elements per image) of a model, built on the meta device."""
     import torch
 
-    from .models import build_model
+    from ..models import build_model
 
     model_cfg = ModelConfig.from_dict({**json.loads(model_json), "weights": "none"})
     with torch.device("meta"):
@@ -88,8 +88,8 @@ def estimate_bytes(model: ModelConfig, batch_size: int, image_size: int, precisi
 def worst_case(plan: SweepPlan, label: str) -> tuple[int, int]:
     """(largest batch size, estimated bytes at that batch) over a model's searched values: the least frozen
     freeze depth, the largest image size of the schedule, the optimizer with the most state."""
-    from .models.registry import get_backbone
-    from .models.transfer import frozen_stage_count
+    from ..models.backbones import get_backbone
+    from ..models.transfer import frozen_stage_count
 
     model = plan.models_table[label]
     search, data = plan.search, plan.data

@@ -97,7 +97,7 @@ def write_text(loc: Location, name: str, text: str) -> None:
 
 def cache_dir(uri: str) -> Path:
     """The local mirror of a remote sweep: ``<tlsweep cache>/storage/<hash>/<name>``."""
-    from .cache.store import cache_root
+    from ..data.cache.store import cache_root
 
     key = hashlib.sha256(uri.rstrip("/").encode()).hexdigest()[:16]
     return cache_root() / "storage" / key / (split_uri(uri)[1] or "root")

@@ -1,7 +1,7 @@
 """Typed, frozen configs built once from a validated ``Spec`` (``Spec.plan()``), with every default resolved here.
 
 ``SweepPlan``: what the sweep runner needs (storage, scheduler with its resolved mode, searcher, groups, per-model
-resources, checkpoints, the models table, ...). ``TrialConfig``: everything ``tlsweep.train.Trial`` needs for one
+resources, checkpoints, the models table, ...). ``TrialConfig``: everything ``tlsweep.trial.loop.Trial`` needs for one
 trial (resolved hyperparameters, model, data, epochs, seed, performance). Both round-trip through plain JSON data
 (``to_dict()`` / ``from_dict()``): the trainable's argument, checkpoints (``torch.load(weights_only=True)``) and
 ``tlsweep_spec.json``. Imports nothing heavy.
@@ -246,9 +246,9 @@ def _number(low=None, high=None, low_open=False, integer=False):
 
 
 def _registered(registry_name: str):
-    """A check against a ``tlsweep.optim`` registry read at validation time (later entries are allowed too)."""
+    """A check against a ``tlsweep.trial.optim`` registry read at validation time (later entries are allowed too)."""
     def check(v):
-        from . import optim
+        from ..trial import optim
 
         registry = getattr(optim, registry_name)
         return None if v in registry else f"allowed values: {', '.join(map(str, registry.names()))}"
@@ -294,7 +294,7 @@ class Hyperparameters(_Plain):
                                       "must be a head name from `heads` or 'linear'")
     head_dropout: float | None = hyperparameter(None, lambda v: None if v is None else _number(0, 0.99)(v))
     augment_strength: float = hyperparameter(1.0, _number(0, 5))  # scales data.augment list ops' magnitudes
-    # fine-tuning recipes (tlsweep.finetune): a stage k stages before the head trains at lr × lr_decay^k, the head
+    # fine-tuning recipes (tlsweep.trial.finetune): a stage k stages before the head trains at lr × lr_decay^k, the head
     # at lr × head_lr_mult; unfreeze_every: thaw one more frozen stage every this many epochs (None: never)
     lr_decay: float = hyperparameter(1.0, lambda v: _number(0, 1, low_open=True)(v) and
                                      "must be a decay in (0, 1] (1 = one LR for all stages)")
@@ -347,14 +347,14 @@ class TrialConfig(Hyperparameters):
 @dataclass(frozen=True)
 class Resources(_Plain):
     cpu: float = 1.0
-    gpu: float | str = 0.0  # a number, or "auto" until ``tlsweep.gpus.resolve_resources`` meets the cluster
+    gpu: float | str = 0.0  # a number, or "auto" until ``tlsweep.trial.gpus.resolve_resources`` meets the cluster
     gpu_memory_gb: float | None = None  # the cluster GPUs' memory for the memory check (sweep level only)
 
     def demand(self) -> dict[str, float]:
         """Ray resource demand of one trial."""
         if self.gpu == "auto":
             raise ValueError("resources.gpu is still `auto`: resolve it for the cluster first "
-                             "(tlsweep.gpus.resolve_resources)")
+                             "(tlsweep.trial.gpus.resolve_resources)")
         return {"CPU": float(self.cpu), **({"GPU": float(self.gpu)} if self.gpu else {})}
 
 
@@ -384,7 +384,7 @@ class SearcherConfig(_Plain):
 
 @dataclass(frozen=True)
 class ObjectiveConfig(_Plain):
-    """One objective: a metric name (``tlsweep.objectives.METRICS``) and its direction."""
+    """One objective: a metric name (``tlsweep.trial.objectives.METRICS``) and its direction."""
 
     metric: str
     mode: str
@@ -439,7 +439,7 @@ class SweepPlan(_Plain):
         return self.seed if self.searcher.seed is None else self.searcher.seed
 
     def search_params(self) -> dict[str, Any]:
-        """Search fields as constants and ``tlsweep.distributions.Distribution`` objects."""
+        """Search fields as constants and ``tlsweep.config.distributions.Distribution`` objects."""
         from .distributions import parse_param
 
         return {k: parse_param(v) for k, v in self.search.items()}

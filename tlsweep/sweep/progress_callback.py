@@ -1,4 +1,4 @@
-"""The Ray Tune callback that feeds a Ray-free ``tlsweep.progress.Progress`` and its view.
+"""The Ray Tune callback that feeds a Ray-free ``tlsweep.results.progress.Progress`` and its view.
 
 Tune pickles its callbacks into the experiment (``tuner.pkl``) and brings them back on ``--resume``, so the
 callback carries no state: it feeds whatever ``showing(progress, view)`` installed in this process.
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from ..progress import ERROR_FILE, Progress, View, error_line
+from ..results.progress import ERROR_FILE, Progress, View, error_line
 
 _ACTIVE: list = []  # [(Progress, View)] of the sweep running in this process
 

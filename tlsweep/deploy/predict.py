@@ -16,12 +16,12 @@ import torch
 from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from .checkpoints import CheckpointError, Resolved, resolve_checkpoint
-from .data.images import open_rgb, to_rgb
-from .config import ConfigError, TrialConfig
-from .data.transforms import build_transform
-from .models import IMAGENET, Preprocessing, preprocessing
-from .train import load_checkpoint, resolve_device
+from ..results.checkpoints import CheckpointError, Resolved, resolve_checkpoint
+from ..data.images import open_rgb, to_rgb
+from ..config.plan import ConfigError, TrialConfig
+from ..data.transforms import build_transform
+from ..models import IMAGENET, Preprocessing, preprocessing
+from ..trial.loop import load_checkpoint, resolve_device
 
 
 class PredictError(CheckpointError):
@@ -96,7 +96,7 @@ def _open(image, max_side: int | None = None) -> Image.Image:
 
 def load_predictor(path: str | os.PathLike, model: str | None = None, device: str | None = "cpu") -> Predictor:
     """Predictor of the checkpoint that ``path`` designates (file, checkpoint/trial/sweep folder)."""
-    from .report.evaluate import rebuild_model
+    from ..report.evaluate import rebuild_model
 
     resolved = resolve_checkpoint(path, model)
     try:

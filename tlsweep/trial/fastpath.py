@@ -8,7 +8,7 @@ import contextlib
 import torch
 from torch import nn
 
-from .config import PerformanceConfig
+from ..config.plan import PerformanceConfig
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 

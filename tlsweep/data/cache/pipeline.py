@@ -16,11 +16,11 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..config import DataConfig, TrialConfig
-from ..data.transforms import TransformedDataset, build_transform
-from ..models import Preprocessing, preprocessing
+from ...config.plan import DataConfig, TrialConfig
+from ..transforms import TransformedDataset, build_transform
+from ...models import Preprocessing, preprocessing
 from . import features as F
-from . import images as I
+from . import decoded as I
 from .store import cache_root, entry_ready
 
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from .weightfiles import WeightsError, checkpoints_dir  # noqa: F401 (re-exported)
+from .hub_cache import WeightsError, checkpoints_dir  # noqa: F401 (re-exported)
+
 
 HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,})\.")  # torchvision/torch.hub's convention: name-<sha256 prefix>.pth
 # pip packages that carry torchvision weight files: import name → folder inside it
@@ -110,7 +111,7 @@ class WeightsStatus:
 
 def required_weights(plan) -> list[tuple[str, object]]:
     """(backbone, torchvision weights member) for every pretrained backbone of a ``SweepPlan``; no duplicates."""
-    from .models.registry import get_backbone, parse_weights
+    from .backbones import get_backbone, parse_weights
 
     out, seen = [], set()
     for cfg in plan.models_table.values():
@@ -154,7 +155,7 @@ def prefetch(plan, download: bool = True) -> list[WeightsStatus]:
 def timm_statuses(plan, download: bool = True) -> list[WeightsStatus]:
     """``prefetch`` for ``timm/`` backbones: their files under ``checkpoints_dir()/timm`` (see
     ``tlsweep.models.timm_models``); a download goes through the Hugging Face hub where it is reachable."""
-    from .models import timm_models as T
+    from . import timm_models as T
 
     out, seen = [], set()
     for cfg in plan.models_table.values():

@@ -10,15 +10,15 @@ from __future__ import annotations
 import logging
 import time
 
-from ..config import SweepPlan
+from ..config.plan import SweepPlan
 
 log = logging.getLogger(__name__)
 
 
 def feature_jobs(plan: SweepPlan) -> list[tuple[str, object]]:
     """(model label, freeze depth) pairs whose trials read the frozen-feature cache (every backbone frozen)."""
-    from ..distributions import candidate_values, parse_param
-    from ..models.registry import get_backbone
+    from ..config.distributions import candidate_values, parse_param
+    from ..models.backbones import get_backbone
     from ..models.transfer import frozen_stage_count
 
     data = plan.data
@@ -52,9 +52,9 @@ def build_caches(plan: SweepPlan | dict, device: str = "cpu") -> dict:
     import torch
 
     from ..data import load_splits
-    from ..fastpath import FastPath
+    from ..trial.fastpath import FastPath
     from ..models import build_model, preprocessing
-    from .pipeline import image_dataset, train_images, trial_data
+    from ..data.cache.pipeline import image_dataset, train_images, trial_data
 
     plan = plan if isinstance(plan, SweepPlan) else SweepPlan.from_dict(plan)
     start = time.perf_counter()
@@ -86,7 +86,7 @@ def _task(plan: dict, threads: int) -> dict:
     import ray
     import torch
 
-    from ..gpus import trial_device
+    from ..trial.gpus import trial_device
 
     gpu_ids = [str(i) for i in ray.get_gpu_ids()]
     device = trial_device(gpu_ids, bool(gpu_ids))

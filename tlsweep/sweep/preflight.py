@@ -12,10 +12,10 @@ from pathlib import Path
 
 import yaml
 
-from .distributions import Distribution, candidate_values
-from .models.registry import get_backbone
-from .results import is_uri
-from .spec import Spec, SpecError, _node_at
+from ..config.distributions import Distribution, candidate_values
+from ..models.backbones import get_backbone
+from ..results.layout import is_uri
+from ..config.spec import Spec, SpecError, _node_at
 
 Problem = tuple[str, "int | None", str]
 
@@ -104,7 +104,7 @@ def _remote_storage(spec: Spec, problem) -> None:
     """The URI parses and, for object stores, its bucket answers."""
     import pyarrow.fs as pafs
 
-    from .storage import locate
+    from ..results.storage import locate
 
     key = "storage"
     try:
@@ -118,7 +118,7 @@ def _remote_storage(spec: Spec, problem) -> None:
 
 
 def _loggers(spec: Spec, problem, address) -> None:
-    from .sweep.loggers import missing
+    from .loggers import missing
 
     for name, message in missing({k: v.model_dump() for k, v in spec.loggers.enabled().items()}).items():
         problem(f"loggers.{name}", message)
@@ -151,9 +151,9 @@ def _ray_running() -> bool:
 
 
 def _gpu_memory(spec: Spec, problem, here: bool) -> None:
-    """Each model's largest batch size must fit in its GPU share (see ``tlsweep.gpus`` for the estimate).
+    """Each model's largest batch size must fit in its GPU share (see ``tlsweep.trial.gpus`` for the estimate).
     ``here``: a run on this machine, where ``gpu: auto`` gives no GPU unless it has one."""
-    from . import gpus
+    from ..trial import gpus
 
     plan = spec.plan()
     memory, source = gpus.gpu_memory_gb(plan.resources)
@@ -177,8 +177,8 @@ def _gpu_memory(spec: Spec, problem, here: bool) -> None:
 
 
 def _data(spec: Spec, problem, result: Preflight) -> None:
-    from .data import DataError, load_splits
-    from .data.checks import scan_splits
+    from ..data import DataError, load_splits
+    from ..data.checks import scan_splits
 
     data = spec.plan().data
     try:

@@ -1,6 +1,6 @@
 """Sweep progress without Ray: trial states, best so far per model, epochs done and left, ETA.
 
-One ``Progress`` is fed either live (``tlsweep.sweep.progress.ProgressCallback`` inside Ray Tune) or from a
+One ``Progress`` is fed either live (``tlsweep.sweep.progress_callback.ProgressCallback`` inside Ray Tune) or from a
 sweep's storage alone (``Progress.from_storage``: spec, experiment state, trial folders), and drawn by the same
 views: ``render`` (a rich renderable for a live terminal or notebook), ``plain`` lines for logs, ``to_dict``.
 """
@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .results import ERROR_FILE
+from .layout import ERROR_FILE
 
 ENDED = ("finished", "stopped", "diverged", "error")
 STATUSES = ("pending", "running", *ENDED)
@@ -207,8 +207,8 @@ class Progress:
     def from_storage(cls, storage: str, local_dir: str | None = None) -> Progress:
         """Rebuild the progress of a sweep from its results folder (``local_dir``: a local copy of a remote
         ``storage``) — for a sweep running elsewhere or finished."""
-        from .results import read_plan
-        from .sweep.space import total_trials
+        from .layout import read_plan
+        from ..sweep.space import total_trials
 
         plan = read_plan(local_dir or storage)
         root = local_dir or storage

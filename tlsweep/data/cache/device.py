@@ -23,7 +23,7 @@ from torch import nn
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from .images import CachedImages
+from .decoded import CachedImages
 
 RESIDENT_FRACTION = 0.25  # a split stays on the GPU when its uint8 images take at most this part of the trial's
 # GPU share (and half of the memory free at the time)

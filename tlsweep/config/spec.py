@@ -2,7 +2,7 @@
 
 ``load_spec(path)`` reads YAML and returns a ``Spec``; every problem is reported at once as a ``SpecError``
 naming the YAML path, the line and the allowed values. Inside tlsweep only the typed, frozen
-``Spec.plan()`` (``tlsweep.config.SweepPlan``) and the ``TrialConfig`` it makes travel. Allowed option values come
+``Spec.plan()`` (``tlsweep.config.plan.SweepPlan``) and the ``TrialConfig`` it makes travel. Allowed option values come
 from the registries that build them (optimizers, LR schedulers, augment policies, Tune schedulers, backbones).
 """
 
@@ -16,11 +16,11 @@ import yaml
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError,
                       create_model, field_validator, model_validator)
 
-from . import config as C
+from . import plan as C
 from .distributions import Distribution, candidate_values, parse_param
-from .models.registry import get_backbone, is_backbone, list_backbones
+from ..models.backbones import get_backbone, is_backbone, list_backbones
 from .registry import unknown_value
-from .results import is_uri
+from ..results.layout import is_uri
 
 WEIGHTS_HELP = "imagenet, none, a torchvision weights name (e.g. IMAGENET1K_V2) or a path to a .pt/.pth file"
 
@@ -55,7 +55,7 @@ class SubsetSpec(Strict):
 
 
 class CacheSpec(Strict):
-    """Node-local caches (see ``tlsweep.cache``): ``auto`` uses them where they are exact and worthwhile."""
+    """Node-local caches (see ``tlsweep.data.cache``): ``auto`` uses them where they are exact and worthwhile."""
 
     images: Literal["auto", "on", "off"] = "auto"
     features: Literal["auto", "on", "off"] = "auto"
@@ -69,7 +69,7 @@ class SizePhase(Strict):
 
 
 def _augment(value):
-    from .data.augment import POLICIES, check_policy
+    from ..data.augment import POLICIES, check_policy
 
     if isinstance(value, str) and value in POLICIES:
         return value
@@ -77,7 +77,7 @@ def _augment(value):
     return value
 
 
-_D = C.DataConfig  # defaults live in tlsweep.config
+_D = C.DataConfig  # defaults live in tlsweep.config.plan
 
 
 class DataSpec(Strict):
@@ -134,7 +134,7 @@ class HeadSpec(Strict):
 
     @model_validator(mode="after")
     def _rates(self):
-        from .models.heads import dropout_problem
+        from ..models.heads import dropout_problem
 
         single = isinstance(self.dropout, (int, float))
         message = dropout_problem([] if single else self.hidden, [self.dropout] if single else self.dropout)
@@ -167,7 +167,7 @@ class ModelSpec(Strict):
         for backbone in ([self.name] if self.name is not None else list(self.ensemble)):
             if not is_backbone(backbone):
                 if backbone.startswith("timm/"):
-                    from .models.timm_models import unknown_message
+                    from ..models.timm_models import unknown_message
 
                     raise ValueError(unknown_message(backbone))
                 raise ValueError(unknown_value("backbone", backbone, list_backbones()) +
@@ -201,7 +201,7 @@ class _SearchFields(Strict):
         return {name: getattr(self, name) for name in type(self).model_fields}
 
 
-# One field per ``tlsweep.config.Hyperparameters`` field, with its default and domain check from there.
+# One field per ``tlsweep.config.plan.Hyperparameters`` field, with its default and domain check from there.
 SearchSpec = create_model("SearchSpec", __base__=_SearchFields, __module__=__name__, __doc__=_SearchFields.__doc__,
                           **{name: (Param, default) for name, default in C.SEARCH_DEFAULTS.items()})
 
@@ -225,7 +225,7 @@ class SchedulerSpec(Strict):
     @field_validator("type")
     @classmethod
     def _known_type(cls, value):
-        from .sweep.schedulers import SCHEDULERS
+        from ..sweep.schedulers import SCHEDULERS
 
         message = SCHEDULERS.check(value)
         if message:
@@ -278,7 +278,7 @@ class ResourcesSpec(Strict):
     """CPUs and GPUs per trial. ``gpu: auto`` (default): a GPU share on a cluster with GPUs (the backbone's
     default share, raised until its estimated memory fits), none without; or a number: 0, a fraction that
     lets small backbones share one GPU (e.g. 0.25), or 1. ``gpu_memory_gb``: the cluster GPUs' memory for the
-    memory check when this machine has none (see ``tlsweep.gpus``)."""
+    memory check when this machine has none (see ``tlsweep.trial.gpus``)."""
 
     cpu: float = Field(1, gt=0)
     gpu: Annotated[GPUs, AfterValidator(_non_negative)] = "auto"
@@ -293,13 +293,13 @@ class ResourcesOverride(Strict):
 
 
 class PerformanceSpec(Strict):
-    """Fast paths (see ``tlsweep.fastpath``); ``pin_memory: auto`` pins on CUDA only."""
+    """Fast paths (see ``tlsweep.trial.fastpath``); ``pin_memory: auto`` pins on CUDA only."""
 
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     channels_last: bool = False
     pin_memory: Literal["auto"] | bool = "auto"
     compile: bool = False
-    input: Literal["auto", "cpu", "device"] = "auto"  # where cached uint8 images are augmented (tlsweep.cache.device)
+    input: Literal["auto", "cpu", "device"] = "auto"  # where cached uint8 images are augmented (tlsweep.data.cache.device)
 
 
 class CheckpointSpec(Strict):
@@ -362,7 +362,7 @@ class LoggersSpec(Strict):
 
 
 def _metric_name(value: str) -> str:
-    from .objectives import METRICS
+    from ..trial.objectives import METRICS
 
     if value not in METRICS:
         raise ValueError(unknown_value("metric", value, list(METRICS)))
@@ -373,7 +373,7 @@ MetricName = Annotated[str, AfterValidator(_metric_name)]
 
 
 class ObjectiveSpec(Strict):
-    """One objective: a metric (see ``tlsweep.objectives.METRICS``) and its direction (default: the metric's)."""
+    """One objective: a metric (see ``tlsweep.trial.objectives.METRICS``) and its direction (default: the metric's)."""
 
     metric: MetricName
     mode: Literal["max", "min"]
@@ -381,7 +381,7 @@ class ObjectiveSpec(Strict):
     @model_validator(mode="before")
     @classmethod
     def _default_mode(cls, value):
-        from .objectives import METRICS
+        from ..trial.objectives import METRICS
 
         if isinstance(value, str):
             value = {"metric": value}
@@ -436,7 +436,7 @@ class Spec(Strict):
     @classmethod
     def _scheduler_from_objectives(cls, value):
         """Without an explicit ``scheduler.metric``, ASHA stops on the first per-epoch objective."""
-        from .objectives import METRICS
+        from ..trial.objectives import METRICS
 
         if not isinstance(value, dict) or not isinstance(value.get("objectives"), list):
             return value
@@ -527,7 +527,7 @@ def _check_heads_and_data(spec: Spec) -> None:
             raise ValueError("search.head: " + unknown_value("head", v, names) + " (define heads under `heads:`)")
     strength = spec.search.augment_strength
     if not isinstance(spec.data.augment, str):
-        from .data.augment import check_policy
+        from ..data.augment import check_policy
 
         bounds = strength.bounds() if isinstance(strength, Distribution) else None
         check_policy(spec.data.augment, list(bounds) if bounds else candidate_values(strength))

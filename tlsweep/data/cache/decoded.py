@@ -13,9 +13,9 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from ..data.sources import ImageList
-from ..data.torchvision_sources import RGBView
-from ..data.transforms import decode_steps, tensor_steps
+from ..sources import ImageList
+from ..torchvision_sources import RGBView
+from ..transforms import decode_steps, tensor_steps
 from .store import ArrayWriter, build_once, content_key, open_array
 
 VERSION = 1

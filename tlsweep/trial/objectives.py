@@ -2,7 +2,7 @@
 
 A metric comes from the trial (per epoch: ``val_acc``, ``val_loss``, ``macro_f1``; ``train_s``, the training
 seconds up to that epoch) or from the model (``params``; ``latency_ms``, measured once per model config on the
-trial's device, see ``tlsweep.latency``). A trial's values are read from its best epoch by the first per-epoch
+trial's device, see ``tlsweep.trial.latency``). A trial's values are read from its best epoch by the first per-epoch
 objective, the epoch ASHA and the tables also rank it by. Ray-free; a ``SweepPlan`` in, plain numbers out.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .config import SweepPlan
+from ..config.plan import SweepPlan
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 ``OPTIMIZERS[name](params, config)`` → a torch optimizer; ``LR_SCHEDULERS[name]`` → ``LRScheduler(build, step)``
 where ``build(optimizer, config, steps_per_epoch)`` returns a torch scheduler (or None) and ``step`` says when it
-steps: ``epoch``, ``batch`` or ``metric`` (val loss). ``config`` is a ``tlsweep.config.TrialConfig``.
+steps: ``epoch``, ``batch`` or ``metric`` (val loss). ``config`` is a ``tlsweep.config.plan.TrialConfig``.
 torch is imported inside the builders, so listing names stays light.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from .registry import Registry
+from ..config.registry import Registry
 
 OPTIMIZERS: Registry[Callable] = Registry("optimizer")
 LR_SCHEDULERS: Registry["LRScheduler"] = Registry("lr_scheduler")

@@ -4,7 +4,7 @@ Saving every epoch (the default) costs a full model + optimizer ``torch.save`` a
 
 from __future__ import annotations
 
-from ..config import SweepPlan
+from ..config.plan import SweepPlan
 from .schedulers import SCHEDULERS, asha_rung_epochs  # noqa: F401 (asha_rung_epochs re-exported)
 
 

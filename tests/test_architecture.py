@@ -265,3 +265,27 @@ def test_trial_status_is_defined_once_from_history_error_and_whether_tune_ended_
     assert trial_status(two.head(1), "RuntimeError: boom", 2) is Status.ERROR
     assert trial_status(two, "retried, then finished", 2) is Status.FINISHED
     assert trial_status(two.assign(diverged=[False, True]), None, 2) is Status.DIVERGED
+
+
+def test_every_error_for_the_user_derives_from_tlsweep_error():
+    """The CLI catches ``TLSweepError`` alone, so each ``*Error`` class of the package must derive from it."""
+    import importlib
+    import inspect
+
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        module = importlib.import_module(_module_name(path))
+        for name, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ == module.__name__ and name.endswith("Error"):
+                found.append(cls)
+    assert len(found) >= 10
+    assert [c.__qualname__ for c in found if not issubclass(c, tlsweep.TLSweepError)] == []
+
+
+def test_the_cli_turns_a_tlsweep_error_into_its_message_and_exit_code(tmp_path):
+    from typer.testing import CliRunner
+
+    from tlsweep.cli import app
+
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "missing.pt"), str(tmp_path)])
+    assert result.exit_code == 2 and "error:" in result.output and "Traceback" not in result.output

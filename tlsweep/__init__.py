@@ -21,6 +21,7 @@ except PackageNotFoundError:  # a source checkout that is not installed
 
 # public name → the module that defines it
 _EXPORTS = {
+    "TLSweepError": "errors",
     "load_spec": "config.spec", "parse_spec": "config.spec", "Spec": "config.spec", "SpecError": "config.spec",
     "TrialConfig": "config.plan", "SweepPlan": "config.plan", "ModelConfig": "config.plan", "DataConfig": "config.plan",
     "ConfigError": "config.plan",

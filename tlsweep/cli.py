@@ -11,13 +11,29 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
+
+from .errors import TLSweepError
 
 HELP = {"help_option_names": ["-h", "--help"]}
 ENVIRONMENT = """Environment variables: RAY_ADDRESS (Ray cluster for `run`, like --address); TORCH_HOME (torchvision's
 weights cache, default ~/.cache/torch); TLSWEEP_CACHE (decoded-image and frozen-feature caches, default
 $XDG_CACHE_HOME/tlsweep or ~/.cache/tlsweep); TLSWEEP_TORCH_THREADS (torch threads per trial, default its CPUs)."""
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, context_settings=HELP,
-                  help="Hyperparameter sweeps for transfer learning on image classification.", epilog=ENVIRONMENT)
+
+
+class _Commands(TyperGroup):
+    """Every ``TLSweepError`` a command raises: its message on stderr, no traceback, its ``exit_code``."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except TLSweepError as err:
+            err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
+            raise typer.Exit(err.exit_code) from None
+
+
+app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings=HELP, help="Hyperparameter sweeps for transfer learning on image classification.", epilog=ENVIRONMENT)
 data_app = typer.Typer(no_args_is_help=True, context_settings=HELP, help="Datasets: make, inspect, export.")
 app.add_typer(data_app, name="data")
 weights_app = typer.Typer(no_args_is_help=True, context_settings=HELP,
@@ -128,17 +144,13 @@ def validate(
 
 def _check_cluster_resources(spec, address: str) -> None:
     """``validate --address``: can the cluster host one trial of every model? Problems → exit 2."""
-    from .trial.gpus import resolve_resources
-    from .sweep.cluster import ClusterError, ResourceError, alive_nodes, check_resources, cluster_gpus
+    from .sweep.cluster import alive_nodes, check_resources, cluster_gpus
     from .sweep.runner import init_ray
+    from .trial.gpus import resolve_resources
 
-    try:
-        init_ray(address)
-        nodes = alive_nodes()
-        check_resources(resolve_resources(spec.plan(), cluster_gpus(nodes)), nodes)
-    except (ClusterError, ResourceError) as err:
-        err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
-        raise typer.Exit(2) from None
+    init_ray(address)
+    nodes = alive_nodes()
+    check_resources(resolve_resources(spec.plan(), cluster_gpus(nodes)), nodes)
 
 
 @app.command()
@@ -176,11 +188,9 @@ def run(
 ) -> None:
     """Run a sweep on Ray Tune (Optuna proposes, ASHA stops weak trials)."""
     spec = _load(file, sets)
-    from .data.sources import DataError
     from .sweep.resume import sweep_state
-    from .sweep.runner import ClusterError, ResourceError, StorageError, SweepInterrupted, run_sweep
+    from .sweep.runner import SweepInterrupted, run_sweep
     from .sweep.space import total_trials
-    from .models.weights import WeightsError
 
     plan = (spec.model_copy(update={"num_samples": num_samples}) if num_samples else spec).plan()
     console.print(f"[bold]{spec.name}[/]: {total_trials(plan)} trials over {len(spec.models)} model(s), "
@@ -196,9 +206,6 @@ def run(
         checked = _preflight(spec, data=True, address=address)
         result = run_sweep(spec, address=address, num_samples=num_samples, resume=resume, checked=checked,
                            progress=_view(progress, quiet))
-    except (ClusterError, DataError, ResourceError, StorageError, WeightsError) as err:
-        err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
-        raise typer.Exit(2) from None
     except KeyboardInterrupt as err:
         if isinstance(err, SweepInterrupted):
             print_summary(err.result, spec.scheduler.metric, spec.scheduler.resolved_mode)
@@ -255,9 +262,8 @@ def demo(
 ) -> None:
     """The offline demo: Fashion-MNIST (Debian files) + mobilenet_v2 ImageNet weights (pip package) → sweep →
     report. Nothing is downloaded at run time."""
-    from .data.sources import DataError
     from .data.torchvision_sources import PREPARERS
-    from .models.weights import WeightsError, bundled_files, ensure_weights, import_weights
+    from .models.weights import bundled_files, ensure_weights, import_weights
 
     spec = _load(sweep)
     try:
@@ -268,7 +274,7 @@ def demo(
             entry, target = import_weights(path)
             console.print(f"weights: {entry.label} ready in {target}")
         ensure_weights(spec.plan(), download=False)
-    except (DataError, WeightsError) as err:
+    except TLSweepError as err:
         err_console.print(f"[red]error:[/] {escape(str(err))}\n(set up with: bash scripts/setup.sh demo)",
                           highlight=False)
         raise typer.Exit(2) from None
@@ -297,19 +303,15 @@ def weights_import(
 ) -> None:
     """Check files against torchvision's weights (sha256 prefix in their URLs), or load a file into a timm model,
     and put them where trials look."""
-    from .models.weights import WeightsError, import_weights
+    from .models.weights import import_weights
 
     for path in files:
-        try:
-            if timm_name:
-                from .models.timm_models import import_timm_weights
+        if timm_name:
+            from .models.timm_models import import_timm_weights
 
-                console.print(f"[green]ok[/] timm/{timm_name} → {import_timm_weights(path, timm_name)}")
-                continue
-            entry, target = import_weights(path)
-        except WeightsError as err:
-            err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
-            raise typer.Exit(2) from None
+            console.print(f"[green]ok[/] timm/{timm_name} → {import_timm_weights(path, timm_name)}")
+            continue
+        entry, target = import_weights(path)
         console.print(f"[green]ok[/] {entry.label} → {target}")
 
 
@@ -338,17 +340,12 @@ def data_prepare(
     root: Path = typer.Option(Path("data"), help="The sweep's data.root."),
 ) -> None:
     """Prepare a torchvision dataset from files on this machine (Fashion-MNIST: Debian's dataset-fashion-mnist)."""
-    from .data.sources import DataError
     from .data.torchvision_sources import PREPARERS
 
     if name not in PREPARERS:
         err_console.print(f"[red]error:[/] no preparer for {name!r}; allowed: {', '.join(sorted(PREPARERS))}")
         raise typer.Exit(2)
-    try:
-        console.print(f"[green]ok[/] {name} ready in {PREPARERS[name](root)}")
-    except DataError as err:
-        err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
-        raise typer.Exit(2) from None
+    console.print(f"[green]ok[/] {name} ready in {PREPARERS[name](root)}")
 
 
 @data_app.command("export")
@@ -359,14 +356,9 @@ def data_export(
 ) -> None:
     """Write a sweep's data (any source, with its subset and split) as an ImageFolder of PNGs."""
     from .data.export_folders import export_imagefolder
-    from .data.sources import DataError
 
     spec = _load(file)
-    try:
-        counts = export_imagefolder(spec.plan().data, out, spec.seed, limit)
-    except DataError as err:
-        err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
-        raise typer.Exit(2) from None
+    counts = export_imagefolder(spec.plan().data, out, spec.seed, limit)
     console.print(f"[green]ok[/] wrote {out}: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
 
 
@@ -381,9 +373,7 @@ def report(
     as_json: bool = typer.Option(False, "--json", help="Print the leaderboard and report path as JSON."),
 ) -> None:
     """Leaderboard (picked on val, evaluated once on test), plots, Grad-CAM and report.html."""
-    from .data.sources import DataError
-    from .report import ReportError, make_report
-
+    from .report import make_report
     from .results.storage import is_uri, localize, upload
 
     try:
@@ -391,9 +381,6 @@ def report(
         if is_uri(results_dir) and out is None:
             err_console.print(f"uploaded → {upload(page.parent, results_dir, 'report')}", highlight=False)
     except FileNotFoundError as err:
-        err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
-        raise typer.Exit(2) from None
-    except (ReportError, DataError) as err:
         err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
         raise typer.Exit(2) from None
     import pandas as pd
@@ -463,15 +450,10 @@ def predict(
     device: Literal["cpu", "cuda", "auto"] = typer.Option("cpu", help="auto: cuda when available."),
 ) -> None:
     """Predict the class (and top-k probabilities) of images with a trained checkpoint."""
-    from .results.checkpoints import CheckpointError
     from .deploy.predict import image_files, load_predictor, write_csv
 
-    try:
-        predictor = load_predictor(_localize(checkpoint), model, device)
-        predictions = predictor.predict(image_files(images), top_k)
-    except CheckpointError as err:  # bad path, checkpoint or image
-        err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
-        raise typer.Exit(2) from None
+    predictor = load_predictor(_localize(checkpoint), model, device)
+    predictions = predictor.predict(image_files(images), top_k)
     err_console.print(f"checkpoint: {predictor.checkpoint.path} ({predictor.checkpoint.how}; "
                       f"{predictor.model_label}, {predictor.image_size} px)", highlight=False)
     if out is not None:
@@ -499,20 +481,11 @@ def export_cmd(
 ) -> None:
     """Export a checkpoint to TorchScript and/or ONNX (fixed image size, dynamic batch) with a JSON sidecar;
     each export is checked against PyTorch on a random batch (exit 1 if it differs)."""
-    from .results.checkpoints import CheckpointError
-    from .deploy.export import FORMAT_FILES, ExportError, export_checkpoint
+    from .deploy.export import FORMAT_FILES, export_checkpoint
 
     formats = list(FORMAT_FILES) if format == "both" else [format]  # choices checked by typer (see --help)
-    try:
-        done = export_checkpoint(_localize(checkpoint), out, formats, model,
-                                 include_normalization=include_normalization,
-                                 onnx_exporter=onnx_exporter, tolerance=tolerance)
-    except ExportError as err:
-        err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
-        raise typer.Exit(1) from None
-    except CheckpointError as err:
-        err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
-        raise typer.Exit(2) from None
+    done = export_checkpoint(_localize(checkpoint), out, formats, model, include_normalization=include_normalization,
+                             onnx_exporter=onnx_exporter, tolerance=tolerance)
     for e in done:
         console.print(f"[green]ok[/] {e.format} → {e.path} (max abs diff to PyTorch {e.max_abs_diff:.2e})")
     console.print(f"sidecar → {out / 'model.json'}")

@@ -13,6 +13,8 @@ import dataclasses
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from ..errors import TLSweepError
+
 LAYOUT_VERSION = 2  # of tlsweep_spec.json; 1 = the plain dicts of earlier versions (same keys, read as well)
 
 
@@ -30,7 +32,7 @@ def resolve_mode(data, model) -> str:
     return "squash" if str(get(model, "weights") or "none").lower() == "none" else "weights"
 
 
-class ConfigError(ValueError):
+class ConfigError(TLSweepError, ValueError):
     """A plain config that cannot become a typed one (unknown keys, missing sections, older layout)."""
 
 

@@ -21,6 +21,7 @@ from .distributions import Distribution, candidate_values, parse_param
 from ..models.backbones import get_backbone, is_backbone, list_backbones
 from .registry import unknown_value
 from ..results.layout import is_uri
+from ..errors import TLSweepError
 
 WEIGHTS_HELP = "imagenet, none, a torchvision weights name (e.g. IMAGENET1K_V2) or a path to a .pt/.pth file"
 
@@ -552,7 +553,7 @@ def _check_input_sizes(spec: Spec) -> None:
                     f"{entry.input_size} (and no other image_size_schedule size), or pick another backbone")
 
 
-class SpecError(ValueError):
+class SpecError(TLSweepError, ValueError):
     """Every problem of a sweep file, each with its YAML path and line."""
 
     def __init__(self, source: str, problems: list[tuple[str, int | None, str]]):

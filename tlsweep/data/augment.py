@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..config.registry import Registry, unknown_value
+from ..errors import TLSweepError
 
 # named policy → steps(size): v2 transforms applied to uint8 image tensors before normalization
 POLICIES: Registry[Callable[[int], list]] = Registry("augment policy")
@@ -98,7 +99,7 @@ MAGNITUDES: dict[str, dict[str, Callable[[Any, float], Any]]] = {
 OPS = tuple(MAGNITUDES)
 
 
-class AugmentError(ValueError):
+class AugmentError(TLSweepError, ValueError):
     """A malformed augmentation policy, naming the op at fault and what is allowed."""
 
 

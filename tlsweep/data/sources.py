@@ -12,11 +12,12 @@ from torch.utils.data import Dataset
 
 from ..config.plan import DataConfig, SplitConfig
 from .images import open_rgb
+from ..errors import TLSweepError
 
 SPLIT_NAMES = ("train", "val", "test")
 
 
-class DataError(ValueError):
+class DataError(TLSweepError, ValueError):
     """A dataset problem, naming the path at fault."""
 
 

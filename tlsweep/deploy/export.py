@@ -31,6 +31,8 @@ SIDECAR = "model.json"
 class ExportError(CheckpointError):
     """The export failed, or its outputs differ from the PyTorch model."""
 
+    exit_code = 1
+
 
 @dataclass
 class Exported:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import TLSweepError
 
-class WeightsError(ValueError):
+
+class WeightsError(TLSweepError, ValueError):
     """A weights file is wrong or missing; the message says what to do."""
 
 

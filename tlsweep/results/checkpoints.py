@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .layout import CHECKPOINT_FILE, PARAMS_FILE, SPEC_FILE, ResultsError, read_plan
+from ..errors import TLSweepError
 
 
-class CheckpointError(ValueError):
+class CheckpointError(TLSweepError, ValueError):
     """No usable checkpoint at the given path."""
 
 

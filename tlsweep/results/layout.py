@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from ..config.plan import ConfigError, SweepPlan
 from .storage import is_uri  # noqa: F401 (the storage module owns it; re-exported here)
+from ..errors import TLSweepError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -36,7 +37,7 @@ TRIAL_COLUMNS = ("trial_id", "model", "status", "epochs", "best_epoch", *METRICS
                  "path")  # then the trial's sampled hyperparameters, by name
 
 
-class ResultsError(ValueError):
+class ResultsError(TLSweepError, ValueError):
     """A results folder that cannot be read (missing, no spec, written by an incompatible tlsweep)."""
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..config.plan import SweepPlan
 from ..results.layout import is_uri
+from ..errors import TLSweepError
 
 # File systems every node of a cluster can mount at the same path (see /proc/mounts).
 SHARED_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "lustre", "glusterfs", "fuse.glusterfs", "gpfs", "beegfs",
@@ -18,15 +19,15 @@ SHARED_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "lustre", "glusterfs", "fus
                       "fuse.mountpoint-s3", "efs", "9p", "virtiofs"}
 
 
-class ResourceError(RuntimeError):
+class ResourceError(TLSweepError, RuntimeError):
     """The cluster cannot host one trial of the sweep."""
 
 
-class StorageError(RuntimeError):
+class StorageError(TLSweepError, RuntimeError):
     """Trials on other machines could not write to the sweep's storage."""
 
 
-class ClusterError(RuntimeError):
+class ClusterError(TLSweepError, RuntimeError):
     """No Ray cluster answers at the given address, or it refused this driver."""
 
 

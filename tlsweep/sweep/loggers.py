@@ -11,12 +11,13 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from ..errors import TLSweepError
 
 if TYPE_CHECKING:
     from ..config.plan import SweepPlan
 
 
-class LoggerError(RuntimeError):
+class LoggerError(TLSweepError, RuntimeError):
     """A logger listed in the sweep file cannot be used here (its package is missing)."""
 
 

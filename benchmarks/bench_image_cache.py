@@ -18,6 +18,7 @@ from tlsweep.data import load_splits
 from tlsweep.data.sources import ImageList, Splits
 from tlsweep.data.transforms import build_transform
 from tlsweep.trial.loop import Trial, TransformedDataset, make_loader
+from tlsweep.config.sections import DataConfig
 
 WORK = Path(__file__).resolve().parent / "_work" / "image_cache"
 SIZE, SOURCE_SIZE, AUGMENT = 64, 256, "flip"
@@ -33,7 +34,7 @@ def _images_per_s(loader, epochs: int) -> float:
 
 def _train_images_per_s(root: Path, n_images: int, rounds: int) -> tuple[float, float]:
     """Best epoch images/s of two identical trials, uncached and cached, epochs interleaved against load drift."""
-    full = load_splits({"root": str(root)})
+    full = load_splits(DataConfig.model_validate({"root": str(root)}))
     step = max(1, len(full.train) // n_images)
     small = Splits(full.classes, ImageList(full.train.samples[::step][:n_images], full.classes), full.val, full.test)
     trials = []
@@ -59,7 +60,7 @@ def run(quick: bool = False) -> list[dict]:
     shutil.rmtree(WORK, ignore_errors=True)
     root = make_shapes_dataset(WORK / "jpegs", num_classes=3, per_class={"train": per_class, "val": 4, "test": 2},
                                size=SOURCE_SIZE, fmt="jpg")
-    train = load_splits({"root": str(root)}).train
+    train = load_splits(DataConfig.model_validate({"root": str(root)})).train
     generator = torch.Generator().manual_seed(0)
     plain = make_loader(TransformedDataset(train, build_transform(SIZE, AUGMENT, train=True)), 32, True, 0, generator)
     start = time.perf_counter()

@@ -39,13 +39,16 @@ def spec_dict(shapes_root, tmp_path):
     }
 
 
-def trial_config_for(shapes_root, **overrides) -> dict:
+def trial_config_for(shapes_root, **overrides):
+    """A small trial's ``TrialConfig`` (resnet18 from scratch, 32 px, no augmentation) with ``overrides``."""
+    from tlsweep.config.plan import TrialConfig
+
     config = {"model": {"name": "resnet18", "weights": "none"}, "model_label": "resnet18",
               "data": {"root": str(shapes_root), "image_size": 32, "augment": "none"}, "epochs": 3, "seed": 0,
               "lr": 1e-3,
               "batch_size": 16, "optimizer": "adam", "lr_scheduler": "none", "freeze_depth": 0.0}
     config.update(overrides)
-    return config
+    return TrialConfig.from_dict(config)
 
 
 def failing_sweep_file(shapes_root, folder, name: str, **overrides):

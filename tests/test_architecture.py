@@ -4,7 +4,6 @@ that round-trip through JSON, registry fields that work, a light public API."""
 from __future__ import annotations
 
 import ast
-import dataclasses
 import json
 import subprocess
 import sys
@@ -14,7 +13,8 @@ import pytest
 
 import tlsweep
 from tlsweep.config import plan as C
-from tlsweep.config.spec import DataSpec, SearchSpec, SpecError, parse_spec
+from tlsweep.config.search import SearchSpace
+from tlsweep.config.spec import SpecError, parse_spec
 
 PACKAGE = Path(tlsweep.__file__).parent
 
@@ -155,21 +155,50 @@ def test_a_registered_augment_policy_is_accepted_by_the_spec(spec_dict):
 
 
 def test_search_fields_and_trial_hyperparameters_are_the_same_set():
-    assert set(SearchSpec.model_fields) == set(C.HYPERPARAMETERS)
-    defaults = SearchSpec()
-    for name in C.HYPERPARAMETERS:  # constant spec defaults are the trial config's defaults
+    from tlsweep.config.search import HYPERPARAMETERS, Hyperparameters
+
+    assert set(SearchSpace.model_fields) == set(HYPERPARAMETERS) == set(Hyperparameters.model_fields)
+    defaults = SearchSpace()
+    for name in HYPERPARAMETERS:  # constant spec defaults are the trial config's defaults
         spec_default = getattr(defaults, name)
-        if not isinstance(spec_default, dict) and not hasattr(spec_default, "to_optuna"):
-            assert getattr(C.Hyperparameters(), name) == spec_default, name
+        if not hasattr(spec_default, "to_optuna"):
+            assert getattr(Hyperparameters(), name) == spec_default, name
+        assert SearchSpace.model_fields[name].description == Hyperparameters.model_fields[name].description
 
 
-def test_data_defaults_live_in_one_place():
-    for f in dataclasses.fields(C.DataConfig):
-        if f.name in DataSpec.model_fields and f.default is not dataclasses.MISSING and f.name != "split":
-            spec_default = DataSpec.model_fields[f.name].default
-            if hasattr(spec_default, "model_dump"):
-                spec_default = spec_default.model_dump()
-            assert spec_default == C._plain(f.default) or (spec_default is None and f.default == ()), f.name
+def test_each_config_field_is_declared_once():
+    """The sweep file and the plan share their sections and top-level fields: no class pairs, no restated
+    defaults, and every field of the sweep file has a description for the generated reference."""
+    import inspect
+
+    from pydantic import BaseModel
+
+    from tlsweep.config import plan, search, sections, spec
+
+    assert set(C.SweepSettings.model_fields) <= set(spec.Spec.model_fields)
+    assert set(C.SweepSettings.model_fields) <= set(C.SweepPlan.model_fields)
+    for name in C.SweepSettings.model_fields:
+        assert spec.Spec.model_fields[name] is C.SweepSettings.model_fields[name] or \
+            spec.Spec.model_fields[name].annotation == C.SweepPlan.model_fields[name].annotation, name
+    models = {cls for m in (plan, search, sections, spec) for _, cls in inspect.getmembers(m, inspect.isclass)
+              if issubclass(cls, BaseModel) and cls.__module__.startswith("tlsweep.config")}
+    shapes = {}
+    for cls in models:
+        inherited = {f for base in cls.__mro__[1:] for f in getattr(base, "model_fields", {})}
+        own = frozenset((name, repr(field.default)) for name, field in cls.model_fields.items() if name not in inherited)
+        if len(own) >= 2:
+            assert own not in shapes, f"{cls.__name__} restates the fields of {shapes[own].__name__}"
+            shapes[own] = cls
+
+    def described(model, path):
+        for name, field in model.model_fields.items():
+            assert field.description, f"{path}{name} has no description"
+            inner = field.annotation
+            for arg in (inner, *getattr(inner, "__args__", ())):
+                if isinstance(arg, type) and issubclass(arg, BaseModel):
+                    described(arg, f"{path}{name}.")
+
+    described(spec.Spec, "")
 
 
 def test_plan_and_trial_config_round_trip_through_json(spec_dict, tmp_path):
@@ -183,7 +212,7 @@ def test_plan_and_trial_config_round_trip_through_json(spec_dict, tmp_path):
                                "optimizer": "adam", "lr_scheduler": "none", "head": "mlp"})
     assert trial.model.head == C.HeadConfig(hidden=(16,), dropout=0.1) and trial.data.image_size == 32
     assert C.TrialConfig.from_dict(json.loads(json.dumps(trial.to_dict()))) == trial
-    with pytest.raises(C.ConfigError, match="unknown key.*lrr"):
+    with pytest.raises(C.ConfigError, match="unknown key lrr"):
         C.TrialConfig.from_dict({**trial.to_dict(), "lrr": 1})
 
 
@@ -246,7 +275,8 @@ def test_a_checkpoint_config_of_the_previous_layout_is_read(shapes_root):
         "epochs": 3, "seed": 0, "performance": {"precision": "fp32", "channels_last": False, "pin_memory": "auto",
                                                 "compile": False}}
     config = C.TrialConfig.from_dict(old)
-    assert config.model.head == C.HeadConfig((1024, 512), 0.3, "layernorm") and config.optimizer == "sgd"
+    assert config.model.head == C.HeadConfig(hidden=(1024, 512), dropout=0.3, norm="layernorm")
+    assert config.optimizer == "sgd"
     assert config.data.skip_files == ("x.png",) and config.lr_scheduler == "plateau"  # missing → the default
     assert C.TrialConfig.from_dict(config.to_dict()) == config
 

@@ -4,11 +4,11 @@ import torch
 from torch import nn
 from torchvision.transforms import v2
 
-from tlsweep.data.augment import AugmentError, build_op, build_policy, check_policy
-from tlsweep.data.transforms import build_transform, train_size
-from tlsweep.config.plan import HeadConfig, ModelConfig
-from tlsweep.models.heads import build_head
+from tlsweep.config.sections import HeadConfig, ModelConfig
 from tlsweep.config.spec import SpecError, parse_spec
+from tlsweep.data.augment import AugmentError, build_op, build_policy, check_policy
+from tlsweep.data.transforms import build_transform
+from tlsweep.models.heads import build_head
 from tlsweep.trial.loop import Trial
 
 from .conftest import trial_config_for
@@ -75,7 +75,6 @@ def test_list_policy_transform_runs_on_pil(shapes_root):
 
 def test_size_schedule_spec_and_train_size(shapes_root):
     plain = spec(shapes_root, data={"image_size_schedule": [{"epochs": 1, "size": 16}, {"size": 32}]}).plan()
-    assert [train_size(plain.data, e) for e in range(3)] == [16, 32, 32]
     assert [plain.data.train_size(e) for e in range(3)] == [16, 32, 32]
     implicit = parse_spec({"name": "t", "data": {"root": str(shapes_root),
                                                  "image_size_schedule": [{"epochs": 2, "size": 96}, {"size": 160}]},

@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from tlsweep.data.cache import features as F
-from tlsweep.data.cache import decoded as I
-from tlsweep.data.cache.store import build_once, open_array
+from tlsweep.config.sections import CacheConfig, DataConfig, ModelConfig
 from tlsweep.data import load_splits
+from tlsweep.data.cache import decoded as I
+from tlsweep.data.cache import features as F
+from tlsweep.data.cache.store import build_once, open_array
 from tlsweep.data.sources import ImageList, Splits
 from tlsweep.data.transforms import build_transform
 from tlsweep.models import build_model
-from tlsweep.trial.loop import Trial, TransformedDataset, fit, load_checkpoint
+from tlsweep.trial.loop import TransformedDataset, Trial, load_checkpoint
 
 from .conftest import trial_config_for
 
@@ -25,7 +26,7 @@ from .conftest import trial_config_for
 @pytest.fixture(scope="module")
 def small(shapes_root):
     """12 train and 6 val images of the shapes set: enough to compare paths, cheap on a loaded CPU."""
-    full = load_splits({"root": str(shapes_root)})
+    full = load_splits(DataConfig.model_validate({"root": str(shapes_root)}))
 
     def pick(ds, n):
         return ImageList([x for k in range(3) for x in [s for s in ds.samples if s[1] == k][:n]], full.classes)
@@ -43,12 +44,11 @@ def one_thread():
 
 def _cached(shapes_root, tmp_path, cache, **overrides):
     config = trial_config_for(shapes_root, **overrides)
-    config["data"] = {**config["data"], "cache": cache, "cache_dir": str(tmp_path / "cache")}
-    return config
+    return config.replace(data=config.data.replace(cache=CacheConfig(**cache), cache_dir=str(tmp_path / "cache")))
 
 
 def test_decoded_images_give_the_same_tensors_and_logits(shapes_root, tmp_path):
-    splits = load_splits({"root": str(shapes_root)})
+    splits = load_splits(DataConfig.model_validate({"root": str(shapes_root)}))
     size = 24  # the 32 px files are resized, so the cache must store exactly what the transform makes
     path = I.build_images(splits.val, size, tmp_path)
     cached = I.CachedImages(path, size)
@@ -58,7 +58,7 @@ def test_decoded_images_give_the_same_tensors_and_logits(shapes_root, tmp_path):
     expected = torch.stack([plain[i][0] for i in range(len(plain))])
     assert torch.equal(batch, expected) and torch.equal(cached[3][0], expected[3])
     assert labels.tolist() == plain.targets
-    model = build_model({"name": "mobilenet_v3_small"}, 3).eval()
+    model = build_model(ModelConfig.model_validate({"name": "mobilenet_v3_small"}), 3).eval()
     with torch.no_grad():
         assert torch.allclose(model(batch), model(expected), atol=1e-6)
     augmented = I.CachedImages(path, size, "basic", train=True)
@@ -67,9 +67,9 @@ def test_decoded_images_give_the_same_tensors_and_logits(shapes_root, tmp_path):
 
 
 def test_image_key_changes_with_size_and_file_content(shapes_root, tmp_path):
-    splits = load_splits({"root": str(shapes_root)})
+    splits = load_splits(DataConfig.model_validate({"root": str(shapes_root)}))
     key = I.image_key(splits.val, 32)
-    assert key == I.image_key(load_splits({"root": str(shapes_root)}).val, 32)
+    assert key == I.image_key(load_splits(DataConfig.model_validate({"root": str(shapes_root)})).val, 32)
     assert key != I.image_key(splits.val, 24)
     file = splits.val.samples[0][0]
     stat = os.stat(file)
@@ -81,11 +81,11 @@ def test_image_key_changes_with_size_and_file_content(shapes_root, tmp_path):
 
 
 def test_cached_features_through_the_head_equal_the_full_model(shapes_root, tmp_path):
-    splits = load_splits({"root": str(shapes_root)})
+    splits = load_splits(DataConfig.model_validate({"root": str(shapes_root)}))
     torch.manual_seed(0)
-    model = build_model({"name": "resnet18", "head": {"hidden": [8]}}, 3, freeze_depth="all").eval()
+    model = build_model(ModelConfig.model_validate({"name": "resnet18", "head": {"hidden": [8]}}), 3, freeze_depth="all").eval()
     split = F.feature_split(model)
-    assert split is not None and F.feature_split(build_model({"name": "resnet18"}, 3, 0.5)) is None
+    assert split is not None and F.feature_split(build_model(ModelConfig.model_validate({"name": "resnet18"}), 3, 0.5)) is None
     data = TransformedDataset(splits.val, build_transform(32))
     path = F.build_features(tmp_path / "f", split, data, torch.device("cpu"))
     cached = F.FeatureSet(path)
@@ -97,8 +97,8 @@ def test_cached_features_through_the_head_equal_the_full_model(shapes_root, tmp_
 
 def test_feature_key_changes_with_weights_size_data_and_transform(shapes_root):
     torch.manual_seed(0)
-    a = build_model({"name": "mobilenet_v3_small"}, 3, freeze_depth="all")
-    b = build_model({"name": "mobilenet_v3_small"}, 3, freeze_depth="all")  # other random init
+    a = build_model(ModelConfig.model_validate({"name": "mobilenet_v3_small"}), 3, freeze_depth="all")
+    b = build_model(ModelConfig.model_validate({"name": "mobilenet_v3_small"}), 3, freeze_depth="all")  # other random init
     sa, sb = F.feature_split(a), F.feature_split(b)
     wa, wb = F.weights_hash(sa.backbones), F.weights_hash(sb.backbones)
     assert wa != wb and wa == F.weights_hash(sa.backbones)
@@ -135,9 +135,9 @@ def test_linear_probe_trial_with_feature_cache_matches_the_uncached_trial(shapes
 def test_feature_cache_needs_frozen_backbone_and_no_augmentation(shapes_root, small, tmp_path):
     partial = Trial(_cached(shapes_root, tmp_path, {"features": "auto"}, freeze_depth=0.5), splits=small)
     augmented = _cached(shapes_root, tmp_path, {"features": "auto"}, freeze_depth="all")
-    augmented["data"]["augment"] = "flip"
+    augmented = augmented.replace(data=augmented.data.replace(augment="flip"))
     forced = _cached(shapes_root, tmp_path, {"features": "on"}, freeze_depth="all")
-    forced["data"]["augment"] = "flip"
+    forced = forced.replace(data=forced.data.replace(augment="flip"))
     assert partial.cache_info == {"feature_cache": "off", "image_cache": "on",
                                   "images": partial.cache_info["images"], "input": "cpu"}
     assert partial.cache_info["images"] in ("built", "hit")

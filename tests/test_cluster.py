@@ -328,7 +328,8 @@ def held(cluster: LocalCluster) -> dict[str, dict]:
 
 
 def test_driver_killed_mid_sweep_resumes_without_rerunning_finished_trials(cluster, faults, data_root, tmp_path):
-    from tlsweep.sweep.resume import STATE_FILE, sweep_state
+    from tlsweep.sweep.resume import sweep_state
+    from tlsweep.sweep.scheduler_state import STATE_FILE
 
     for role in WORKERS:
         cluster.ensure_worker(role)  # when run after a test that killed one

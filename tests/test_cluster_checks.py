@@ -8,11 +8,17 @@ import pandas as pd
 import pytest
 import yaml
 
+from tlsweep.config.sections import Resources
 from tlsweep.config.spec import SpecError, parse_spec
-from tlsweep.config.plan import Resources
 from tlsweep.results.layout import trial_nodes
-from tlsweep.sweep.cluster import (ResourceError, StorageError, check_resources, check_storage, filesystem_type,
-                                   trial_resources)
+from tlsweep.sweep.cluster import (
+    ResourceError,
+    StorageError,
+    check_resources,
+    check_storage,
+    filesystem_type,
+    trial_resources,
+)
 
 
 def node(ip="10.0.0.1", cpu=4, gpu=0, alive=True):
@@ -30,9 +36,9 @@ def plain(spec_dict):
 
 
 def test_model_resources_override_the_sweep_defaults(plain):
-    assert plain.model_resources == {"mobilenet_v3_small": Resources(2, 0.25), "vit_b_16": Resources(4, 1),
-                                     "resnet18": Resources(2, 0.5)}
-    assert "resources" not in plain.models_table["vit_b_16"].to_dict()  # the model builder never sees them
+    assert plain.model_resources == {"mobilenet_v3_small": Resources(cpu=2, gpu=0.25),
+                                     "vit_b_16": Resources(cpu=4, gpu=1), "resnet18": Resources(cpu=2, gpu=0.5)}
+    assert plain.models_table["vit_b_16"].resources is None  # folded into model_resources
     res = trial_resources(plain)
     assert res.demand("mobilenet_v3_small") == {"CPU": 2, "GPU": 0.25}
     pgf = res({"model": "vit_b_16", "lr": 1e-3})
@@ -76,7 +82,7 @@ def test_filesystem_type_takes_the_longest_mount_point(tmp_path):
 
 
 def test_resumable_asha_rungs_round_trip_through_the_callback(tmp_path):
-    from tlsweep.sweep.resume import STATE_FILE, ResumableASHA, SchedulerState
+    from tlsweep.sweep.scheduler_state import STATE_FILE, ResumableASHA, SchedulerState
 
     asha = ResumableASHA(time_attr="training_iteration", metric="val_acc", mode="max", max_t=4, grace_period=1,
                          reduction_factor=2)
@@ -124,8 +130,8 @@ def test_trial_nodes_lists_each_node_once_in_order():
 
 
 def test_resume_refuses_a_changed_sweep_file(plain, tmp_path):
-    from tlsweep.sweep.resume import changed_since
     from tlsweep.results.layout import write_plan
+    from tlsweep.sweep.resume import changed_since
 
     storage = str(tmp_path / "sweep")
     assert changed_since(storage, plain) == []  # nothing stored yet

@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tlsweep.config.sections import DataConfig
 from tlsweep.data import DataError, load_splits
 from tlsweep.data.checks import scan_splits
 from tlsweep.data.images import open_rgb
@@ -29,7 +30,7 @@ def root(small_root, tmp_path):
 
 
 def scan(root, **kw):
-    splits = load_splits({"root": str(root)})
+    splits = load_splits(DataConfig.model_validate({"root": str(root)}))
     return scan_splits(splits, root, **kw)
 
 
@@ -47,7 +48,7 @@ def first(root, split="train", cls="circle"):
 def test_structural_problems_raise_data_error(root, breakage, fragment):
     breakage(root)
     with pytest.raises(DataError, match=fragment.replace("(", r"\(").replace("'", ".")):
-        load_splits({"root": str(root)})
+        load_splits(DataConfig.model_validate({"root": str(root)}))
 
 
 def test_clean_dataset_has_no_findings(root):
@@ -84,7 +85,7 @@ def test_truncated_image_is_an_error_by_default_and_skipped_on_request(root):
 
     report = scan(root, on_bad_image="skip")
     assert report.errors == [] and sorted(report.skip_files) == sorted([str(bad), str(garbage)])
-    splits = load_splits({"root": str(root), "skip_files": report.skip_files})
+    splits = load_splits(DataConfig.model_validate({"root": str(root), "skip_files": report.skip_files}))
     assert splits.sizes() == {"train": 18, "val": 8, "test": 9}
     assert all(p not in report.skip_files for ds in (splits.train, splits.val) for p, _ in ds.samples)
 

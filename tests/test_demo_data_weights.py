@@ -10,15 +10,16 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
 from torchvision.models._api import Weights, WeightsEnum
+from typer.testing import CliRunner
 
 from tlsweep.cli import app
+from tlsweep.config.sections import DataConfig
+from tlsweep.config.spec import SpecError, parse_spec
 from tlsweep.data import load_splits
 from tlsweep.data.export_folders import export_imagefolder
 from tlsweep.data.sources import DataError
 from tlsweep.data.torchvision_sources import prepare_fashionmnist
-from tlsweep.config.spec import SpecError, parse_spec
 from tlsweep.models.weights import KnownWeights, WeightsError, import_weights, prefetch
 
 N_TRAIN, N_TEST = 80, 30  # 8 and 3 per class
@@ -60,7 +61,7 @@ def fmnist_root(debian_dir, tmp_path_factory):
 
 
 def _data(root, **extra):
-    return {"source": "fashionmnist", "root": str(root), **extra}
+    return DataConfig.model_validate({"source": "fashionmnist", "root": str(root), **extra})
 
 
 def test_prepare_uncompresses_into_torchvision_layout(fmnist_root, debian_dir):
@@ -109,7 +110,7 @@ def test_export_writes_an_imagefolder_that_reads_back(fmnist_root, tmp_path):
     counts = export_imagefolder(data, tmp_path / "out", seed=0)
     assert counts == {"train": 20, "val": 10, "test": 10}
     assert (tmp_path / "out" / "train" / "T-shirt_top").is_dir()
-    back = load_splits({"root": str(tmp_path / "out")}, 0)
+    back = load_splits(DataConfig.model_validate({"root": str(tmp_path / "out")}), 0)
     assert back.sizes() == counts
     original = load_splits(data, 0)
     assert Counter(back.test.targets).total() == 10 and len(back.classes) == 10

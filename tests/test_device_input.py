@@ -5,9 +5,10 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
+from tlsweep.config.sections import CacheConfig, DataConfig
+from tlsweep.data import load_splits
 from tlsweep.data.cache import decoded as I
 from tlsweep.data.cache.device import BatchTransform, DeviceBatches, batched
-from tlsweep.data import load_splits
 from tlsweep.data.transforms import build_transform, tensor_steps
 from tlsweep.trial.loop import Trial, make_loader
 
@@ -16,7 +17,7 @@ from .conftest import trial_config_for
 
 @pytest.fixture(scope="module")
 def splits(shapes_root):
-    return load_splits({"root": str(shapes_root)}, 0)
+    return load_splits(DataConfig.model_validate({"root": str(shapes_root)}), 0)
 
 
 @pytest.fixture()
@@ -56,8 +57,8 @@ def test_trial_on_the_device_path_trains_like_the_pil_path(shapes_root, tmp_path
     for images, where in (("off", "cpu"), ("on", "device")):
         config = trial_config_for(shapes_root, epochs=2, model={"name": "resnet18"},
                                   performance={"input": where})
-        config["data"] = {**config["data"], "augment": augment, "cache": {"images": images, "features": "off"},
-                          "cache_dir": str(tmp_path)}
+        config = config.replace(data=config.data.replace(
+            augment=augment, cache=CacheConfig(images=images, features="off"), cache_dir=str(tmp_path)))
         trial = Trial(config, device="cpu")
         assert trial.cache_info["input"] == where
         histories.append([m[k] for m in trial.run() for k in ("train_loss", "val_loss", "val_acc")])

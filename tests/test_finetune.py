@@ -102,7 +102,7 @@ def test_restore_refuses_a_checkpoint_from_another_unfreezing_plan(shapes_root, 
     trial = Trial(config)
     trial.step(), trial.step()
     trial.save(tmp_path)
-    other = Trial({**config, "unfreeze_every": 5})
+    other = Trial(config.replace(unfreeze_every=5))
     with pytest.raises(ValueError, match="frozen stages"):
         other.restore(tmp_path)
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from tlsweep.trial import gpus
-from tlsweep.config.plan import ModelConfig
-from tlsweep.sweep.preflight import preflight
+from tlsweep.config.sections import ModelConfig
 from tlsweep.config.spec import SpecError, load_spec, parse_spec
+from tlsweep.sweep.preflight import preflight
+from tlsweep.trial import gpus
 
 SWEEPS = Path(__file__).resolve().parent.parent / "sweeps"
 NO_GPU = torch.cuda.device_count() == 0
@@ -25,7 +25,7 @@ def test_gpu_defaults_to_auto_and_takes_numbers(spec_dict):
     assert parse_spec(spec_dict).resources.gpu == "auto"
     spec = parse_spec({**spec_dict, "resources": {"gpu": 0.25},
                        "models": [{"name": "resnet18", "resources": {"gpu": "auto"}}, "mobilenet_v3_small"]})
-    assert {k: (r.cpu, r.gpu) for k, r in spec.model_resources().items()} == {
+    assert {k: (r.cpu, r.gpu) for k, r in spec.plan().model_resources.items()} == {
         "resnet18": (1.0, "auto"), "mobilenet_v3_small": (1.0, 0.25)}
 
 

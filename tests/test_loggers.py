@@ -29,9 +29,9 @@ def test_logger_forms_and_unknown_names(spec_dict):
 
 
 def test_a_missing_extra_names_the_pip_install(spec_dict, monkeypatch, tmp_path):
-    from tlsweep.sweep.preflight import preflight
     from tlsweep.config.spec import load_spec
     from tlsweep.sweep.loggers import LoggerError, logger_callbacks
+    from tlsweep.sweep.preflight import preflight
 
     monkeypatch.setitem(sys.modules, "wandb", None)  # as if not installed
     path = tmp_path / "s.yaml"

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from tlsweep.config.sections import ModelConfig
 from tlsweep.models import build_model, get_backbone, list_backbones
 from tlsweep.models.ensemble import Ensemble
 from tlsweep.models.transfer import count_parameters, resolve_path
@@ -21,7 +22,7 @@ def test_registry_has_every_seed_backbone_and_globs():
 def test_backbone_builds_trains_and_freezes(name):
     torch.manual_seed(0)
     entry = get_backbone(name)
-    model = build_model({"name": name, "weights": "none"}, num_classes=3)
+    model = build_model(ModelConfig.model_validate({"name": name, "weights": "none"}), num_classes=3)
     size = entry.input_size if entry.fixed_input_size else 64
     model.train()
     out = model(torch.randn(2, 3, size, size))
@@ -41,7 +42,7 @@ def test_backbone_builds_trains_and_freezes(name):
 
 
 def test_frozen_stages_keep_batchnorm_statistics():
-    model = build_model({"name": "resnet18", "weights": "none"}, 3, freeze_depth="all")
+    model = build_model(ModelConfig.model_validate({"name": "resnet18", "weights": "none"}), 3, freeze_depth="all")
     model.train()
     before = model.backbone.bn1.running_mean.clone()
     model(torch.randn(4, 3, 32, 32) * 5 + 3)
@@ -50,8 +51,8 @@ def test_frozen_stages_keep_batchnorm_statistics():
 
 
 def test_mlp_head_from_config():
-    model = build_model({"name": "resnet18", "head": {"hidden": [64, 32], "dropout": [0.5, 0.3, 0.0],
-                                                      "norm": "layernorm"}}, 5)
+    model = build_model(ModelConfig.model_validate({"name": "resnet18", "head": {"hidden": [64, 32], "dropout": [0.5, 0.3, 0.0],
+                                                      "norm": "layernorm"}}), 5)
     layers = [type(m).__name__ for m in model.head]
     assert layers == ["LayerNorm", "Dropout", "Linear", "ReLU", "Dropout", "Linear", "ReLU", "Linear"]
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 5)
@@ -60,7 +61,7 @@ def test_mlp_head_from_config():
 @pytest.mark.parametrize("fusion", ["logits", "features", "mean"])
 def test_ensembles(fusion):
     torch.manual_seed(0)
-    model = build_model({"ensemble": ["resnet18", "mobilenet_v3_small"], "fusion": fusion}, 4, freeze_depth="all")
+    model = build_model(ModelConfig.model_validate({"ensemble": ["resnet18", "mobilenet_v3_small"], "fusion": fusion}), 4, freeze_depth="all")
     assert isinstance(model, Ensemble)
     x = torch.randn(3, 3, 32, 32)
     model.train()

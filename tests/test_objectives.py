@@ -8,9 +8,15 @@ import pytest
 import torch
 import yaml
 
-from tlsweep.trial.objectives import METRICS, annotate, is_feasible, pareto_mask, violations
-from tlsweep.results.layout import USABLE
 from tlsweep.config.spec import SpecError, load_spec, parse_spec
+from tlsweep.results.layout import USABLE
+from tlsweep.trial.objectives import (
+    METRICS,
+    annotate,
+    is_feasible,
+    pareto_mask,
+    violations,
+)
 
 
 def test_val_macro_f1_matches_sklearn():
@@ -92,7 +98,7 @@ def test_spec_objectives_defaults_and_ranking_metric(spec_dict):
     assert plain["objectives"] == [{"metric": "latency_ms", "mode": "min"}, {"metric": "macro_f1", "mode": "max"}]
     assert plain["searcher"]["population_size"] == 8
     assert spec.scheduler.metric == METRICS["macro_f1"].result_key == "val_macro_f1"  # first per-epoch objective
-    assert spec.scheduler.resolved_mode == "max"
+    assert spec.scheduler.mode == "max"
     assert plain["constraints"] == {"params": {"min": None, "max": 5e6}}
     kept = parse_spec({**spec_dict, "objectives": ["val_loss"], "scheduler": {"metric": "val_acc"}})
     assert kept.scheduler.metric == "val_acc"  # an explicit scheduler metric stays
@@ -121,8 +127,8 @@ def test_spec_errors_name_line_and_allowed_metrics(spec_dict, tmp_path):
 
 
 def test_latency_is_measured_once_per_model_config(tmp_path):
-    from tlsweep.trial.latency import cached_latency, measure
     from tlsweep.models import build_model
+    from tlsweep.trial.latency import cached_latency, measure
 
     calls = []
 
@@ -130,26 +136,26 @@ def test_latency_is_measured_once_per_model_config(tmp_path):
         calls.append(args[1])
         return measure(*args, **kwargs)
 
-    from tlsweep.config.plan import DataConfig, ModelConfig
+    from tlsweep.config.sections import DataConfig, ModelConfig
 
     data = DataConfig.from_dict({"root": str(tmp_path), "cache_dir": str(tmp_path)})
     small = ModelConfig.from_dict({"name": "mobilenet_v3_small", "weights": "none"})
     model = build_model(small, 3)
     rng = torch.get_rng_state()
-    first = cached_latency(model, small, 3, 32, torch.device("cpu"), None, data, measure_fn=counting)
+    first = cached_latency(model, small, 3, 32, torch.device("cpu"), data=data, measure_fn=counting)
     assert torch.equal(rng, torch.get_rng_state()) and model.training  # training state untouched
-    again = cached_latency(build_model(small, 3), small, 3, 32, torch.device("cpu"), None, data, measure_fn=counting)
+    again = cached_latency(build_model(small, 3), small, 3, 32, torch.device("cpu"), data=data, measure_fn=counting)
     assert first == again > 0 and len(calls) == 1
-    cached_latency(model, small, 3, 48, torch.device("cpu"), None, data, measure_fn=counting)  # another input size
+    cached_latency(model, small, 3, 48, torch.device("cpu"), data=data, measure_fn=counting)  # another input size
     assert calls == [32, 48]
 
 
 def test_grouped_searcher_tells_best_epoch_values_and_constraints(spec_dict):
     import optuna
 
-    from tlsweep.trial.objectives import constraints, objectives
     from tlsweep.sweep.searcher import GroupedSearcher
     from tlsweep.sweep.space import build_groups
+    from tlsweep.trial.objectives import constraints, objectives
 
     spec = parse_spec({**spec_dict, "models": ["resnet18", "mobilenet_v3_small"], "num_samples": 3,
                        "objectives": ["val_acc", "latency_ms"], "constraints": {"latency_ms": {"max": 5}},

@@ -3,8 +3,8 @@ once, then found by the trials."""
 
 import torch
 
-from tlsweep.sweep.prebuild import build_caches, feature_jobs
 from tlsweep.config.spec import parse_spec
+from tlsweep.sweep.prebuild import build_caches, feature_jobs
 from tlsweep.trial.loop import Trial
 
 

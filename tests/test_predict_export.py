@@ -12,11 +12,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from .conftest import trial_config_for
-from tlsweep.results.checkpoints import CheckpointError, resolve_checkpoint
 from tlsweep.deploy.export import ExportError, export_checkpoint
 from tlsweep.deploy.predict import PredictError, image_files, load_predictor, write_csv
+from tlsweep.results.checkpoints import CheckpointError, resolve_checkpoint
 from tlsweep.trial.loop import CHECKPOINT_FILE, Trial
+
+from .conftest import trial_config_for
 
 ENSEMBLE = {"ensemble": ["resnet18", "mobilenet_v3_small"], "fusion": "logits", "weights": "none"}
 
@@ -103,8 +104,8 @@ def test_resolve_trial_and_sweep_folders(trained, tmp_path):
     b = _fake_trial(storage, "b_2", "mobilenet_v3_small", [0.6, 0.8], path)
     # no spec yet: a trial folder gives its last checkpoint
     assert resolve_checkpoint(a).path == a / "checkpoint_000002" / CHECKPOINT_FILE
-    from tlsweep.results.layout import write_plan
     from tlsweep.config.spec import parse_spec
+    from tlsweep.results.layout import write_plan
 
     write_plan(parse_spec({"name": "sweep", "data": {"root": str(tmp_path)}, "weights": "none", "epochs": 3,
                            "models": ["resnet18", "mobilenet_v3_small"], "storage": str(storage)}).plan())

@@ -9,16 +9,18 @@ from PIL import Image
 from torchvision.transforms import v2
 from torchvision.transforms.functional import InterpolationMode
 
-from tlsweep.data.cache import decoded as I
+from tlsweep.config.plan import TrialConfig
+from tlsweep.config.sections import DataConfig, ModelConfig, resolve_mode
+from tlsweep.config.spec import SpecError, load_spec, parse_spec
 from tlsweep.data import load_splits
-from tlsweep.data.preprocess import preprocess_for, resolve_mode
+from tlsweep.data.cache import decoded as I
+from tlsweep.data.preprocess import preprocess_for
 from tlsweep.data.transforms import TransformedDataset, build_transform
 from tlsweep.models import IMAGENET, preprocessing
-from tlsweep.config.spec import SpecError, load_spec, parse_spec
 
 
 def weights_preprocess(name, weights="imagenet"):
-    return preprocessing({"name": name, "weights": weights}, "weights")
+    return preprocessing(ModelConfig.model_validate({"name": name, "weights": weights}), "weights")
 
 
 def test_weights_metadata_gives_ratio_interpolation_and_stats():
@@ -52,7 +54,7 @@ def test_weights_preprocess_resizes_the_shorter_side_then_centre_crops():
 
 
 def test_decoded_image_cache_keys_and_tensors_follow_the_preprocessing(shapes_root, tmp_path):
-    splits = load_splits({"root": str(shapes_root)})
+    splits = load_splits(DataConfig.model_validate({"root": str(shapes_root)}))
     pre = weights_preprocess("efficientnet_b0")
     assert I.image_key(splits.val, 24, pre) != I.image_key(splits.val, 24)
     path = I.build_images(splits.val, 24, tmp_path, pre=pre)
@@ -63,12 +65,14 @@ def test_decoded_image_cache_keys_and_tensors_follow_the_preprocessing(shapes_ro
 
 
 def test_mode_defaults_to_weights_for_pretrained_models_only():
-    assert resolve_mode({}, {"name": "resnet18", "weights": "imagenet"}) == "weights"
-    assert resolve_mode({}, {"name": "resnet18", "weights": "none"}) == "squash"
-    assert resolve_mode({"preprocess": "squash"}, {"name": "resnet18", "weights": "imagenet"}) == "squash"
-    assert resolve_mode({"preprocess": "squash"}, {"name": "r", "weights": "imagenet", "preprocess": "weights"}) == "weights"
+    data, squash = DataConfig(root="x"), DataConfig(root="x", preprocess="squash")
+    assert resolve_mode(data, ModelConfig(name="resnet18", weights="imagenet")) == "weights"
+    assert resolve_mode(data, ModelConfig(name="resnet18", weights="none")) == "squash"
+    assert resolve_mode(squash, ModelConfig(name="resnet18", weights="imagenet")) == "squash"
+    assert resolve_mode(squash, ModelConfig(name="resnet18", weights="imagenet", preprocess="weights")) == "weights"
     old = {"model": {"name": "resnet18", "weights": "imagenet"}, "data": {"root": "x"}}  # an older checkpoint
-    assert preprocess_for(old) == IMAGENET and preprocess_for({**old, "preprocess": "weights"}).resize_ratio
+    assert preprocess_for(TrialConfig.from_dict(old)) == IMAGENET
+    assert preprocess_for(TrialConfig.from_dict({**old, "preprocess": "weights"})).resize_ratio
 
 
 def test_trial_config_carries_the_resolved_mode(spec_dict):

@@ -9,8 +9,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tlsweep.sweep.preflight import check_or_raise, preflight
+from tlsweep.config.sections import ModelConfig
 from tlsweep.config.spec import SpecError, load_spec, parse_spec
+from tlsweep.sweep.preflight import check_or_raise, preflight
 
 BASE = textwrap.dedent("""\
     name: tiny
@@ -108,7 +109,7 @@ def test_freeze_depth_as_stage_count_builds(tmp_path, sweep_text):
 
     err = problems(tmp_path, sweep_text.replace("  freeze_depth: 0.5", "  freeze_depth: 4"))
     assert err is None
-    model = build_model({"name": "resnet18", "weights": "none"}, 3, 4)
+    model = build_model(ModelConfig.model_validate({"name": "resnet18", "weights": "none"}), 3, 4)
     assert model.frozen_stages == 4 and not model.fully_frozen
 
 

@@ -49,7 +49,16 @@ def s3(tmp_path_factory):
 
 
 def test_storage_io_round_trip(s3, tmp_path):
-    from tlsweep.results.storage import exists, join_uri, locate, mirror, read_text, split_uri, top_level, write_text
+    from tlsweep.results.storage import (
+        exists,
+        join_uri,
+        locate,
+        mirror,
+        read_text,
+        split_uri,
+        top_level,
+        write_text,
+    )
 
     uri = "s3://sweeps/io/run1"
     loc = locate(uri)

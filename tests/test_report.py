@@ -14,6 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
+from tlsweep.config.sections import DataConfig
+
 MODELS = {"resnet18", "mobilenet_v3_small", "resnet18+mobilenet_v3_small-logits"}
 CAM_IMAGES = 4
 
@@ -23,8 +25,8 @@ def sweep_report(shapes_root, tmp_path_factory):
     """One real Ray sweep (3 models × 2 trials, ASHA) and its report."""
     import ray
 
-    from tlsweep.report import make_report
     from tlsweep.config.spec import parse_spec
+    from tlsweep.report import make_report
     from tlsweep.sweep.runner import run_sweep
 
     storage = tmp_path_factory.mktemp("results") / "tiny"
@@ -174,7 +176,7 @@ def test_cam_maps_vary_galleries_exist_and_intervals_have_width(sweep_report, sh
     assert (figures / "misclassified.png").is_file() == (best["test_acc"] < 1)
     assert (figures / "correct.png").is_file() == (best["test_acc"] > 0)
     model = load_model(best["checkpoint"], 3).eval()
-    splits = load_splits({"root": str(shapes_root), "image_size": 32}, 0)
+    splits = load_splits(DataConfig.model_validate({"root": str(shapes_root), "image_size": 32}), 0)
     # At this test's 32 px the registry's CAM layer of these backbones is 1×1 (stride 32), a constant map; the
     # report's layer (the deepest stage at least 7×7 at the sweep's size) must show where the evidence is.
     ds = TransformedDataset(splits.test, build_transform(32))

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
+from tlsweep.config.sections import ModelConfig
 from tlsweep.report.collect import Sweep, TrialRecord
 
 
@@ -130,7 +131,7 @@ def test_cam_layer_is_deepest_stage_at_least_7x7(size):
     from tlsweep.models import build_model
     from tlsweep.report.cam import cam_layer
 
-    model = build_model({"name": "resnet18", "weights": "none"}, 3, 0.0).eval()
+    model = build_model(ModelConfig.model_validate({"name": "resnet18", "weights": "none"}), 3, 0.0).eval()
     sides = _sides_by_stage(model, size)
     stages = ["conv1", "layer1", "layer2", "layer3", "layer4"]  # the registry's stages
     wide = [s for s in stages if sides[s] >= 7]
@@ -147,7 +148,7 @@ def test_cam_layer_of_features_net_and_ensemble():
     from tlsweep.models import build_model
     from tlsweep.report.cam import cam_layer
 
-    model = build_model({"name": "mobilenet_v3_small", "weights": "none"}, 3, 0.0)
+    model = build_model(ModelConfig.model_validate({"name": "mobilenet_v3_small", "weights": "none"}), 3, 0.0)
     layer = cam_layer(model, 32)
     assert model.training  # left as it was
     model.eval()
@@ -158,7 +159,7 @@ def test_cam_layer_of_features_net_and_ensemble():
             x = block(x)
             sides[f"features.{i}"] = x.shape[-1]
     assert layer.name == [n for n, s in sides.items() if s >= 7][-1] and layer.side >= 7
-    ens = build_model({"ensemble": ["resnet18", "mobilenet_v3_small"], "fusion": "logits", "weights": "none"},
+    ens = build_model(ModelConfig.model_validate({"ensemble": ["resnet18", "mobilenet_v3_small"], "fusion": "logits", "weights": "none"}),
                       3, 0.0)
     assert cam_layer(ens, 32).name == "layer1"  # the first member's
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from tlsweep.config.distributions import candidate_values
-from tlsweep.models import build_model, get_backbone
 from tlsweep.config.spec import load_spec
+from tlsweep.models import build_model, get_backbone
 
 SWEEPS = sorted((Path(__file__).resolve().parent.parent / "sweeps").glob("*.yaml"))
 SEEDS = ["vehicles_all_models", "vehicles_ensembles", "cifar10_frozen", "drones_mobilenet_v2",

@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from tlsweep.data.synthetic import make_shapes_dataset
-from tlsweep.report.collect import collect
 from tlsweep.config.distributions import LogUniform
 from tlsweep.config.spec import load_spec
+from tlsweep.data.synthetic import make_shapes_dataset
+from tlsweep.report.collect import collect
 from tlsweep.sweep.space import build_groups
 from tlsweep.trial.loop import Trial
 
@@ -135,9 +135,9 @@ def test_progressive_resizing_and_policy_run(results):
 
 
 def test_report_shows_training_time_per_model(results):
+    from tlsweep.data import load_splits
     from tlsweep.report.evaluate import evaluate, load_model
     from tlsweep.report.leaderboard import display_frame, leaderboard, pick_best
-    from tlsweep.data import load_splits
 
     spec, result = results["vehicles_ensembles"]
     sweep = collect(result.storage)

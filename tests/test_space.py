@@ -1,8 +1,8 @@
 from ray.tune.search import Searcher
 
+from tlsweep.config.sections import ModelConfig
 from tlsweep.config.spec import parse_spec
 from tlsweep.sweep.searcher import GroupedSearcher
-from tlsweep.config.plan import ModelConfig
 from tlsweep.sweep.space import build_groups, total_trials
 
 
@@ -67,4 +67,4 @@ def test_trial_config_carries_model_and_data(spec_dict):
     config = p.trial_config({"model": "resnet18", "lr": 1e-3})
     assert config.model == ModelConfig(name="resnet18", weights="none")
     assert config.model_label == "resnet18" and config.epochs == 3 and config.lr == 1e-3
-    assert config.data.root == spec_dict["data"]["root"]
+    assert str(config.data.root) == spec_dict["data"]["root"]

@@ -46,7 +46,7 @@ def test_valid_file_parses_with_distributions_and_defaults(tmp_path):
     assert table["resnet18"].weights == "imagenet"  # sweep-level default
     assert table["mobilenet_v2"].weights == "none"
     assert table["resnet50+mobilenet_v2-features"].ensemble == ("resnet50", "mobilenet_v2")
-    assert spec.scheduler.resolved_mode == "max"
+    assert spec.scheduler.mode == "max"
 
 
 @pytest.mark.parametrize("change, fragment, line", [
@@ -86,8 +86,8 @@ def test_grid_searcher_rejects_continuous_ranges(tmp_path):
 def test_spec_built_in_python_matches_yaml(spec_dict):
     spec = parse_spec(spec_dict)
     plan = spec.plan()
-    assert plan.search["lr"] == {"loguniform": [1e-3, 1e-2]}
-    assert plan.search["optimizer"] == "adam"
+    assert plan.to_dict()["search"]["lr"] == {"loguniform": [1e-3, 1e-2]}
+    assert plan.search.optimizer == "adam"
     assert set(plan.models_table) == {"resnet18", "mobilenet_v3_small", "resnet18+mobilenet_v3_small-logits"}
 
 

@@ -4,11 +4,12 @@ discriminative LRs and gradual unfreezing, Grad-CAM, listing, spec validation, o
 import pytest
 import torch
 
+from tlsweep.config.sections import ModelConfig
+from tlsweep.config.spec import SpecError, parse_spec
 from tlsweep.models import build_model, get_backbone, list_backbones
 from tlsweep.models import timm_models as T
-from tlsweep.config.spec import SpecError, parse_spec
-from tlsweep.trial.loop import Trial
 from tlsweep.models.weights import WeightsError
+from tlsweep.trial.loop import Trial
 
 from .conftest import trial_config_for
 
@@ -25,7 +26,7 @@ def test_entries_come_from_group_matcher_and_feature_info():
 
 @pytest.mark.parametrize("name", [CNN, VIT])
 def test_every_parameter_is_in_one_stage_or_the_head(name):
-    model = build_model({"name": name, "weights": "none"}, 3)
+    model = build_model(ModelConfig.model_validate({"name": name, "weights": "none"}), 3)
     staged = [id(p) for members in model.stages() for m in members
               for p in ([m] if isinstance(m, torch.nn.Parameter) else m.parameters())]
     assert len(staged) == len(set(staged)) == len(list(model.backbone.parameters()))
@@ -55,7 +56,7 @@ def test_timm_trial_trains_with_decayed_groups_and_unfreezing(shapes_root, name,
 def test_grad_cam_on_a_timm_vit():
     from tlsweep.report.cam import cam_layer, grad_cam
 
-    model = build_model({"name": VIT, "weights": "none"}, 3).eval()
+    model = build_model(ModelConfig.model_validate({"name": VIT, "weights": "none"}), 3).eval()
     layer = cam_layer(model, 32)
     masks = grad_cam(model, torch.randn(2, 3, 32, 32), layer.module, layer.reshape)
     assert masks.shape == (2, 32, 32)
@@ -74,7 +75,7 @@ def test_listing_and_spec_validation(spec_dict):
 def test_offline_weights_error_names_the_file_and_import_loads_them(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     with pytest.raises(WeightsError) as info:
-        build_model({"name": CNN, "weights": "imagenet"}, 3)
+        build_model(ModelConfig.model_validate({"name": CNN, "weights": "imagenet"}), 3)
     message = str(info.value)
     assert "convnext_atto.d2_in1k" in message and str(tmp_path / "torch") in message
     assert "tlsweep weights import FILE --timm convnext_atto.d2_in1k" in message
@@ -85,7 +86,7 @@ def test_offline_weights_error_names_the_file_and_import_loads_them(tmp_path, mo
     torch.save(source.state_dict(), tmp_path / "convnext_atto.pth")
     target = T.import_timm_weights(tmp_path / "convnext_atto.pth", "convnext_atto.d2_in1k")
     assert target.parent == tmp_path / "torch" / "hub" / "checkpoints" / "timm"
-    model = build_model({"name": CNN, "weights": "imagenet"}, 3)
+    model = build_model(ModelConfig.model_validate({"name": CNN, "weights": "imagenet"}), 3)
     assert torch.equal(model.backbone.stem[0].weight, source.stem[0].weight)
 
     torch.save(timm.create_model("resnet18").state_dict(), tmp_path / "wrong.pth")

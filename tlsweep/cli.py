@@ -99,7 +99,7 @@ def _preflight(spec, data: bool, address: str | None = None, local_run: bool = T
     if checked.problems:
         from .config.spec import SpecError
 
-        err_console.print(f"[red]error:[/] {escape(SpecError(str(spec._source), checked.problems).format())}",
+        err_console.print(f"[red]error:[/] {escape(SpecError(str(spec.source), checked.problems).format())}",
                           highlight=False)
         raise typer.Exit(2)
     return checked
@@ -208,11 +208,11 @@ def run(
                            progress=_view(progress, quiet))
     except KeyboardInterrupt as err:
         if isinstance(err, SweepInterrupted):
-            print_summary(err.result, spec.scheduler.metric, spec.scheduler.resolved_mode)
+            print_summary(err.result, spec.scheduler.metric, spec.scheduler.mode)
         err_console.print(f"interrupted; what finished is kept. Continue with: tlsweep run {file} --resume",
                           highlight=False)
         raise typer.Exit(130) from None
-    print_summary(result, spec.scheduler.metric, spec.scheduler.resolved_mode)
+    print_summary(result, spec.scheduler.metric, spec.scheduler.mode)
     if result.all_failed:
         raise typer.Exit(1)
 
@@ -411,8 +411,8 @@ def status(
     """Progress of a sweep from its storage alone: trials by status, best per model, epochs, ETA, failures."""
     import time
 
-    from .results.progress import Progress
     from .results.layout import ResultsError
+    from .results.progress import Progress
     from .results.storage import mirror, without_checkpoints
 
     def load() -> Progress:

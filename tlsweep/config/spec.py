@@ -1,437 +1,42 @@
-"""The sweep file: pydantic models validated once, at the edge.
+"""The sweep file: ``load_spec(path)`` reads YAML and returns a validated ``Spec``.
 
-``load_spec(path)`` reads YAML and returns a ``Spec``; every problem is reported at once as a ``SpecError``
-naming the YAML path, the line and the allowed values. Inside tlsweep only the typed, frozen
-``Spec.plan()`` (``tlsweep.config.plan.SweepPlan``) and the ``TrialConfig`` it makes travel. Allowed option values come
-from the registries that build them (optimizers, LR schedulers, augment policies, Tune schedulers, backbones).
+Every problem is reported at once as a ``SpecError`` naming the YAML path, the line and the allowed values. The
+sections are the models of ``tlsweep.config.sections`` and ``SweepSettings`` (declared once, shared with the plan);
+``Spec.plan()`` resolves the file into the ``SweepPlan`` the rest of tlsweep reads. Allowed option values come from
+the registries that build them (optimizers, LR schedulers, augment policies, Tune schedulers, backbones).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError,
-                      create_model, field_validator, model_validator)
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError, model_validator
 
-from . import plan as C
-from .distributions import Distribution, candidate_values, parse_param
-from ..models.backbones import get_backbone, is_backbone, list_backbones
-from .registry import unknown_value
-from ..results.layout import is_uri
 from ..errors import TLSweepError
+from ..results.layout import is_uri
+from .distributions import Distribution, candidate_values
+from .plan import SweepPlan, SweepSettings, default_num_samples
+from .registry import unknown_value
+from .sections import ModelConfig
 
-WEIGHTS_HELP = "imagenet, none, a torchvision weights name (e.g. IMAGENET1K_V2) or a path to a .pt/.pth file"
 
+class Spec(SweepSettings):
+    """A sweep file: the shared ``SweepSettings`` plus what ``plan()`` resolves."""
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True, validate_default=True)
-
-
-Param = Annotated[Any, BeforeValidator(parse_param)]
-
-
-class SplitSpec(Strict):
-    """Fractions used when the data root has no train/val/test folders (stratified, seeded)."""
-
-    train: float = Field(0.7, gt=0, lt=1)
-    val: float = Field(0.15, gt=0, lt=1)
-    test: float = Field(0.15, ge=0, lt=1)
-
-    @model_validator(mode="after")
-    def _sums_to_one(self):
-        if abs(self.train + self.val + self.test - 1.0) > 1e-6:
-            raise ValueError(f"split fractions must add up to 1, got {self.train + self.val + self.test:g}")
-        return self
-
-
-class SubsetSpec(Strict):
-    """At most this many images per split (stratified, seeded); unset = all."""
-
-    train: int | None = Field(None, ge=1)
-    val: int | None = Field(None, ge=1)
-    test: int | None = Field(None, ge=1)
-
-
-class CacheSpec(Strict):
-    """Node-local caches (see ``tlsweep.data.cache``): ``auto`` uses them where they are exact and worthwhile."""
-
-    images: Literal["auto", "on", "off"] = "auto"
-    features: Literal["auto", "on", "off"] = "auto"
-
-
-class SizePhase(Strict):
-    """Train at ``size`` for ``epochs`` epochs (omitted on the last phase: to the end)."""
-
-    size: int = Field(ge=16, le=1024)
-    epochs: int | None = Field(None, ge=1)
-
-
-def _augment(value):
-    from ..data.augment import POLICIES, check_policy
-
-    if isinstance(value, str) and value in POLICIES:
-        return value
-    check_policy(value)  # list policies build here once at strength 1 (imports torchvision)
-    return value
-
-
-_D = C.DataConfig  # defaults live in tlsweep.config.plan
-
-
-class DataSpec(Strict):
-    root: Path
-    source: str = _D.source
-    split: SplitSpec = SplitSpec()
-    val_fraction: float | None = Field(None, gt=0, lt=1)
-    subset: SubsetSpec | None = None
-    image_size: int = Field(_D.image_size, ge=16, le=1024)
-    num_workers: int = Field(_D.num_workers, ge=0, le=64)
-    augment: Annotated[Any, AfterValidator(_augment)] = _D.augment
-    # weights: the pretrained weights' resize → centre crop; squash: S×S; both with the weights' mean/std and
-    # interpolation; unset: weights for pretrained backbones, squash from scratch (tlsweep.data.preprocess)
-    preprocess: Literal["weights", "squash"] | None = None
-    image_size_schedule: tuple[SizePhase, ...] | None = None
-    # unreadable/truncated images: stop before any trial, or leave out
-    on_bad_image: Literal["error", "skip"] = _D.on_bad_image
-    max_image_side: int = Field(_D.max_image_side, ge=16)  # larger images are downscaled when loaded
-    cache: CacheSpec = CacheSpec()
-    cache_dir: str | None = None  # default $TLSWEEP_CACHE or ~/.cache/tlsweep
-
-    @model_validator(mode="after")
-    def _sides(self):
-        if self.max_image_side < self.image_size:
-            raise ValueError(f"max_image_side ({self.max_image_side}) is smaller than image_size ({self.image_size})")
-        return self
-
-    @model_validator(mode="before")
-    @classmethod
-    def _final_size(cls, value):
-        """A last schedule phase without ``epochs`` is the final size: it sets ``image_size`` when unset."""
-        phases = value.get("image_size_schedule") if isinstance(value, dict) else None
-        if phases and isinstance(phases, list) and isinstance(phases[-1], dict) and phases[-1].get("epochs") is None:
-            last = phases[-1].get("size")
-            if "image_size" not in value:
-                value = {**value, "image_size": last}
-            elif value["image_size"] != last:
-                raise ValueError(f"image_size_schedule ends at size {last} but image_size is {value['image_size']} "
-                                 "(validation and test use image_size; make them equal or drop one)")
-        return value
-
-    @field_validator("image_size_schedule")
-    @classmethod
-    def _open_phase_last(cls, phases):
-        if phases and any(ph.epochs is None for ph in phases[:-1]):
-            raise ValueError("only the last image_size_schedule phase may omit epochs (it lasts to the end)")
-        return phases
-
-
-class HeadSpec(Strict):
-    hidden: tuple[int, ...] = ()
-    dropout: float | tuple[float, ...] = 0.0
-    norm: Literal["none", "layernorm", "batchnorm"] = "none"
-
-    @model_validator(mode="after")
-    def _rates(self):
-        from ..models.heads import dropout_problem
-
-        single = isinstance(self.dropout, (int, float))
-        message = dropout_problem([] if single else self.hidden, [self.dropout] if single else self.dropout)
-        if message:
-            raise ValueError(message)
-        return self
-
-
-class ModelSpec(Strict):
-    """One backbone (``name``) or a two-backbone ensemble (``ensemble`` + ``fusion``)."""
-
-    name: str | None = None
-    ensemble: tuple[str, str] | None = None
-    fusion: Literal["logits", "features", "mean"] = "logits"
-    weights: str | None = None
-    head: HeadSpec | None = None
-    preprocess: Literal["weights", "squash"] | None = None  # per-model override of data.preprocess
-    resources: ResourcesOverride | None = None
-    id: str | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_string(cls, value):
-        return {"name": value} if isinstance(value, str) else value
-
-    @model_validator(mode="after")
-    def _check(self):
-        if (self.name is None) == (self.ensemble is None):
-            raise ValueError("a model needs exactly one of 'name' (a backbone) or 'ensemble' (two backbones)")
-        for backbone in ([self.name] if self.name is not None else list(self.ensemble)):
-            if not is_backbone(backbone):
-                if backbone.startswith("timm/"):
-                    from ..models.timm_models import unknown_message
-
-                    raise ValueError(unknown_message(backbone))
-                raise ValueError(unknown_value("backbone", backbone, list_backbones()) +
-                                 " or timm/<any timm model>")
-        return self
-
-    @property
-    def label(self) -> str:
-        if self.id:
-            return self.id
-        if self.name:
-            return self.name
-        return f"{'+'.join(self.ensemble)}-{self.fusion}"
-
-
-class _SearchFields(Strict):
-    """Each field is a constant or a distribution: loguniform, uniform, int, choice, grid."""
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _domain(cls, param, info):
-        check = C.SEARCH_CHECKS[info.field_name]
-        bounds = param.bounds() if isinstance(param, Distribution) else None
-        for v in (list(bounds) if bounds else candidate_values(param)):
-            message = check(v)
-            if message:
-                raise ValueError(f"{message} (got {v!r})")
-        return param
-
-    def params(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in type(self).model_fields}
-
-
-# One field per ``tlsweep.config.plan.Hyperparameters`` field, with its default and domain check from there.
-SearchSpec = create_model("SearchSpec", __base__=_SearchFields, __module__=__name__, __doc__=_SearchFields.__doc__,
-                          **{name: (Param, default) for name, default in C.SEARCH_DEFAULTS.items()})
-
-
-class SchedulerSpec(Strict):
-    """Trial scheduler: ``asha`` stops weak trials early; ``fifo`` runs every trial to ``epochs``.
-
-    ``budget: seconds`` makes ASHA count training seconds (rungs at ``grace_seconds`` × ``reduction_factor``^k,
-    stop at ``max_seconds``) instead of epochs (``grace_period``, stop at ``epochs``); trials still end at
-    ``epochs``, so set ``epochs`` high enough for the fastest model to use ``max_seconds``."""
-
-    type: str = "asha"  # a name in tlsweep.sweep.schedulers.SCHEDULERS
-    budget: Literal["epochs", "seconds"] = "epochs"
-    grace_period: int = Field(1, ge=1)
-    grace_seconds: float = Field(10.0, gt=0)
-    max_seconds: float | None = Field(None, gt=0)
-    reduction_factor: float = Field(3, gt=1)
-    metric: Literal["val_acc", "val_loss", "val_macro_f1", "train_acc", "train_loss"] = "val_acc"
-    mode: Literal["max", "min"] | None = None
-
-    @field_validator("type")
-    @classmethod
-    def _known_type(cls, value):
-        from ..sweep.schedulers import SCHEDULERS
-
-        message = SCHEDULERS.check(value)
-        if message:
-            raise ValueError(message)
-        return value
-
-    @model_validator(mode="after")
-    def _seconds_budget(self):
-        if self.budget == "seconds":
-            if self.max_seconds is None:
-                raise ValueError("budget: seconds needs max_seconds (the most training seconds one trial may use)")
-            if self.grace_seconds > self.max_seconds:
-                raise ValueError(f"grace_seconds ({self.grace_seconds:g}) exceeds max_seconds ({self.max_seconds:g})")
-        return self
-
-    @property
-    def resolved_mode(self) -> str:
-        return self.mode or C.SchedulerConfig.default_mode(self.metric)
-
-
-class SearcherSpec(Strict):
-    """``optuna``/``tpe`` (TPE, multi-objective too), ``nsga2`` (NSGA-II), ``random`` or ``grid``, all through
-    Optuna samplers. ``per_model`` gives each model its
-    own study and ``num_samples`` trials; otherwise the model is one more categorical dimension."""
-
-    type: Literal["optuna", "tpe", "nsga2", "random", "grid"] = "optuna"
-    seed: int | None = None
-    per_model: bool = True
-    population_size: int | None = Field(None, ge=2)  # nsga2's generation size (default: Optuna's 50)
-
-
-def _gpu_fraction(v):
-    if v != "auto" and v is not None and v > 1:
-        raise ValueError("more than one GPU per trial: tlsweep trains each trial on one GPU (no data-parallel "
-                         "trials); use gpu: 1 and let more trials run at once, or a fraction (e.g. 0.25) for small "
-                         "backbones")
-    return v
-
-
-GPUs = Annotated[Literal["auto"] | float, Field(union_mode="left_to_right"), AfterValidator(_gpu_fraction)]
-
-
-def _non_negative(v):
-    if v != "auto" and v is not None and v < 0:
-        raise ValueError("Input should be greater than or equal to 0")
-    return v
-
-
-class ResourcesSpec(Strict):
-    """CPUs and GPUs per trial. ``gpu: auto`` (default): a GPU share on a cluster with GPUs (the backbone's
-    default share, raised until its estimated memory fits), none without; or a number: 0, a fraction that
-    lets small backbones share one GPU (e.g. 0.25), or 1. ``gpu_memory_gb``: the cluster GPUs' memory for the
-    memory check when this machine has none (see ``tlsweep.trial.gpus``)."""
-
-    cpu: float = Field(1, gt=0)
-    gpu: Annotated[GPUs, AfterValidator(_non_negative)] = "auto"
-    gpu_memory_gb: float | None = Field(None, gt=0)
-
-
-class ResourcesOverride(Strict):
-    """A model's own ``resources``; unset fields come from the sweep's ``resources``."""
-
-    cpu: float | None = Field(None, gt=0)
-    gpu: Annotated[GPUs | None, AfterValidator(_non_negative)] = None
-
-
-class PerformanceSpec(Strict):
-    """Fast paths (see ``tlsweep.trial.fastpath``); ``pin_memory: auto`` pins on CUDA only."""
-
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    channels_last: bool = False
-    pin_memory: Literal["auto"] | bool = "auto"
-    compile: bool = False
-    input: Literal["auto", "cpu", "device"] = "auto"  # where cached uint8 images are augmented (tlsweep.data.cache.device)
-
-
-class CheckpointSpec(Strict):
-    num_to_keep: int = Field(2, ge=1)
-    frequency: int = Field(1, ge=1)  # every N epochs, plus the last and ASHA rungs (sweep/checkpointing.py)
-
-
-class TensorBoardLogger(Strict):
-    """Tune's per-trial TensorBoard event files (always written; listed for completeness)."""
-
-
-class MLflowLogger(Strict):
-    """One MLflow run per trial (Ray's ``MLflowLoggerCallback``): params = config, metrics per epoch."""
-
-    tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else MLflow's own default
-    experiment_name: str | None = None  # default: the sweep's name
-    tags: dict[str, str] = {}
-    save_artifact: bool = False  # upload each trial folder (checkpoints included) as run artifacts
-
-
-class WandbLogger(Strict):
-    """One W&B run per trial (Ray's ``WandbLoggerCallback``), grouped by sweep."""
-
-    project: str | None = None  # default: $WANDB_PROJECT, else the sweep's name
-    entity: str | None = None
-    group: str | None = None  # default: the sweep's name
-    mode: Literal["online", "offline", "disabled"] | None = None  # default: $WANDB_MODE, else online
-    tags: list[str] = []
-    dir: str | None = None  # where W&B writes its run files; default: <storage>/wandb for a local storage
-
-
-def _loggers(value):
-    """``[tensorboard, mlflow, {wandb: {project: p}}]`` or ``{mlflow: {...}}`` → ``{name: options}``."""
-    if isinstance(value, str):
-        value = [value]
-    if isinstance(value, list):
-        out: dict = {}
-        for item in value:
-            if isinstance(item, str):
-                out[item] = {}
-            elif isinstance(item, dict) and len(item) == 1:
-                out.update({k: (v if v is not None else {}) for k, v in item.items()})
-            else:
-                raise ValueError("each logger is a name or {name: {options}}; allowed: tensorboard, mlflow, wandb")
-        return out
-    if isinstance(value, dict):
-        return {k: (v if v is not None else {}) for k, v in value.items()}
-    return value
-
-
-class LoggersSpec(Strict):
-    """Where trial metrics go besides Tune's CSV/JSON (``tlsweep.sweep.loggers`` builds the callbacks)."""
-
-    tensorboard: TensorBoardLogger | None = TensorBoardLogger()
-    mlflow: MLflowLogger | None = None
-    wandb: WandbLogger | None = None
-
-    def enabled(self) -> dict[str, BaseModel]:
-        return {name: getattr(self, name) for name in type(self).model_fields if getattr(self, name) is not None}
-
-
-def _metric_name(value: str) -> str:
-    from ..trial.objectives import METRICS
-
-    if value not in METRICS:
-        raise ValueError(unknown_value("metric", value, list(METRICS)))
-    return value
-
-
-MetricName = Annotated[str, AfterValidator(_metric_name)]
-
-
-class ObjectiveSpec(Strict):
-    """One objective: a metric (see ``tlsweep.trial.objectives.METRICS``) and its direction (default: the metric's)."""
-
-    metric: MetricName
-    mode: Literal["max", "min"]
-
-    @model_validator(mode="before")
-    @classmethod
-    def _default_mode(cls, value):
-        from ..trial.objectives import METRICS
-
-        if isinstance(value, str):
-            value = {"metric": value}
-        if isinstance(value, dict) and value.get("mode") is None and value.get("metric") in METRICS:
-            value = {**value, "mode": METRICS[value["metric"]].mode}
-        return value
-
-
-class BoundSpec(Strict):
-    """A constraint on one metric: ``max`` and/or ``min`` (inclusive)."""
-
-    min: float | None = None
-    max: float | None = None
-
-    @model_validator(mode="after")
-    def _some_bound(self):
-        if self.min is None and self.max is None:
-            raise ValueError("a constraint needs max and/or min, e.g. {max: 10}")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"min ({self.min:g}) exceeds max ({self.max:g})")
-        return self
-
-
-class Spec(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    data: DataSpec
-    models: list[ModelSpec] = Field(min_length=1)
-    heads: dict[str, HeadSpec] = {}
+    models: list[ModelConfig] = Field(min_length=1)
+    """Backbones and ensembles to compare; each a name or a mapping."""
     weights: str = "imagenet"
-    search: SearchSpec = SearchSpec()
-    epochs: int = Field(10, ge=1)
-    scheduler: SchedulerSpec = SchedulerSpec()
-    searcher: SearcherSpec = SearcherSpec()
+    """Default pretrained weights of every model: imagenet, none, a torchvision weights name (e.g. IMAGENET1K_V2)
+    or a path to a .pt/.pth file."""
     num_samples: int | None = Field(None, ge=1)
-    max_concurrent: int | None = Field(None, ge=1)
-    max_failures: int = Field(1, ge=0)
-    resources: ResourcesSpec = ResourcesSpec()
-    checkpoints: CheckpointSpec = CheckpointSpec()
-    performance: PerformanceSpec = PerformanceSpec()
+    """Trials per model (per group); default: 1 for a grid searcher, else 4."""
     storage: str | None = None
-    storage_shared: bool = False
-    loggers: Annotated[LoggersSpec, BeforeValidator(_loggers)] = LoggersSpec()
-    seed: int = 0
-    objectives: tuple[ObjectiveSpec, ...] | None = Field(None, min_length=1)
-    constraints: dict[MetricName, BoundSpec] | None = None
-    warm_start: tuple[str, ...] | None = Field(None, min_length=1)  # earlier sweeps' storage folders
-    warm_start_top_k: int = Field(0, ge=0)  # run each group's k best earlier configs first
-    warm_start_history: bool = True  # add the earlier trials to each group's study
-    _source: str | None = PrivateAttr(None)  # the sweep file, for line numbers in later checks (preflight)
+    """Where results go: a folder or a URI (s3://...); default: results/<name>."""
+    _source: str | None = PrivateAttr(None)
+    _node: Any = PrivateAttr(None)  # the file's YAML tree, for line numbers in later checks (preflight)
 
     @model_validator(mode="before")
     @classmethod
@@ -466,10 +71,13 @@ class Spec(Strict):
         _check_heads_and_data(self)
         if self.scheduler.budget == "epochs" and self.scheduler.grace_period > self.epochs:
             raise ValueError(f"scheduler.grace_period ({self.scheduler.grace_period}) exceeds epochs ({self.epochs})")
-        names = [o.metric for o in self.objectives or ()]
+        names = [o.metric for o in self.objectives]
         if len(set(names)) < len(names):
             raise ValueError(f"objectives list a metric twice: {', '.join(names)}")
-        if self.warm_start is None and (self.warm_start_top_k or "warm_start_history" in self.model_fields_set):
+        for key in ("objectives", "warm_start"):
+            if key in self.model_fields_set and not getattr(self, key):
+                raise ValueError(f"{key}: an empty list (leave it out instead)")
+        if not self.warm_start and (self.warm_start_top_k or "warm_start_history" in self.model_fields_set):
             raise ValueError("warm_start_top_k / warm_start_history need warm_start (earlier sweeps' folders)")
         return self
 
@@ -478,45 +86,32 @@ class Spec(Strict):
         """Where this sweep's results live (a local path or a URI such as s3://bucket/sweeps/name)."""
         return self.storage or str(Path("results") / self.name)
 
+    @property
+    def source(self) -> str | None:
+        """The sweep file this spec was read from (None when built in Python)."""
+        return self._source
+
+    def line_of(self, path: str) -> int | None:
+        """The line of a dotted YAML path (``search.batch_size``, ``models.1.name``) in the sweep file, or None."""
+        node = _node_at(self._node, tuple(int(p) if p.isdigit() else p for p in path.split(".")))
+        return node.start_mark.line + 1 if node is not None else None
+
     def model_labels(self) -> list[str]:
         return [m.label for m in self.models]
 
-    def model_resources(self) -> dict[str, C.Resources]:
-        """Label → per-trial resources: the sweep's ``resources`` with each model's overrides."""
+    def plan(self) -> SweepPlan:
+        """The typed, frozen sweep plan (storage, weights, per-model resources and ``num_samples`` resolved) that
+        the rest of tlsweep reads."""
+        shared = {name: getattr(self, name) for name in SweepSettings.model_fields}
         base = self.resources.model_dump(exclude={"gpu_memory_gb"})
-        return {m.label: C.Resources(**{**base, **(m.resources.model_dump(exclude_none=True) if m.resources else {})})
-                for m in self.models}
-
-    def plan(self) -> C.SweepPlan:
-        """The typed, frozen sweep plan (every default resolved) that the rest of tlsweep reads."""
-        models = {}
-        for m in self.models:
-            models[m.label] = C.ModelConfig(
-                name=m.name, ensemble=m.ensemble, fusion=m.fusion if m.ensemble else None,
-                weights=m.weights or self.weights, head=_head(m.head), preprocess=m.preprocess)
-        data = C.DataConfig.from_dict(self.data.model_dump(mode="json"))
-        sched = self.scheduler.model_dump()
-        sched["mode"] = self.scheduler.resolved_mode
-        return C.SweepPlan(
-            name=self.name, storage=self.storage_dir, data=data, models_table=models,
-            model_resources=self.model_resources(),
-            search={k: (v.to_yaml() if isinstance(v, Distribution) else v) for k, v in self.search.params().items()},
-            heads={k: _head(h) for k, h in self.heads.items()}, epochs=self.epochs, seed=self.seed,
-            scheduler=C.SchedulerConfig(**sched), searcher=C.SearcherConfig(**self.searcher.model_dump()),
-            num_samples=self.num_samples or (1 if self.searcher.type == "grid" else 4),
-            max_concurrent=self.max_concurrent, max_failures=self.max_failures,
-            resources=C.Resources(**self.resources.model_dump()),
-            checkpoints=C.CheckpointConfig(**self.checkpoints.model_dump()),
-            performance=C.PerformanceConfig(**self.performance.model_dump()), storage_shared=self.storage_shared,
-            loggers={k: v.model_dump() for k, v in self.loggers.enabled().items()},
-            objectives=tuple(C.ObjectiveConfig(o.metric, o.mode) for o in self.objectives or ()),
-            constraints={k: C.BoundConfig(b.min, b.max) for k, b in (self.constraints or {}).items()},
-            warm_start=tuple(self.warm_start or ()), warm_start_top_k=self.warm_start_top_k,
-            warm_start_history=self.warm_start_history)
-
-
-def _head(head: HeadSpec | None) -> C.HeadConfig | None:
-    return None if head is None else C.HeadConfig(**head.model_dump())
+        resources = {m.label: self.resources.replace(**{**base, **(m.resources.model_dump(exclude_none=True)
+                                                                  if m.resources else {})})
+                     for m in self.models}
+        return SweepPlan(**shared, storage=self.storage_dir,
+                         models_table={m.label: m.replace(weights=m.weights or self.weights, resources=None)
+                                       for m in self.models},
+                         model_resources=resources,
+                         num_samples=self.num_samples or default_num_samples(self.searcher.type))
 
 
 def _check_heads_and_data(spec: Spec) -> None:
@@ -533,7 +128,7 @@ def _check_heads_and_data(spec: Spec) -> None:
         bounds = strength.bounds() if isinstance(strength, Distribution) else None
         check_policy(spec.data.augment, list(bounds) if bounds else candidate_values(strength))
     _check_input_sizes(spec)
-    timed = sum(ph.epochs or 0 for ph in spec.data.image_size_schedule or ())
+    timed = sum(ph.epochs or 0 for ph in spec.data.image_size_schedule)
     if timed and timed >= spec.epochs:
         raise ValueError(f"data.image_size_schedule spends {timed} epochs before image_size {spec.data.image_size}, "
                          f"but epochs is {spec.epochs}: the final size would never be trained")
@@ -541,7 +136,9 @@ def _check_heads_and_data(spec: Spec) -> None:
 
 def _check_input_sizes(spec: Spec) -> None:
     """Backbones with a fixed input size (ViT) only take images of that size."""
-    sizes = sorted({spec.data.image_size, *(ph.size for ph in spec.data.image_size_schedule or ())})
+    from ..models.backbones import get_backbone
+
+    sizes = sorted({spec.data.image_size, *(ph.size for ph in spec.data.image_size_schedule)})
     for m in spec.models:
         for name in ([m.name] if m.name is not None else list(m.ensemble)):
             entry = get_backbone(name)
@@ -686,7 +283,7 @@ def load_spec(path: str | os.PathLike, overrides: dict | None = None) -> Spec:
         given = {".".join(p) for p in _leaf_paths(overrides)}  # a problem in a --set value has no YAML line
         raise SpecError(err.source, [(p, None, msg + " (from --set)") if _under(p, given) else (p, line, msg)
                                      for p, line, msg in err.problems]) from None
-    spec._source = str(path)
+    spec._source, spec._node = str(path), root_node
     return spec
 
 

@@ -11,13 +11,15 @@ backbone gets ``weights`` and one trained from scratch ``squash``; a model's own
 
 from __future__ import annotations
 
-from ..config.plan import PREPROCESS_MODES as MODES, resolve_mode  # noqa: F401 (the mode is resolved with the plan)
+from typing import TYPE_CHECKING
 
-
-def preprocess_for(config):
-    """A trial's ``Preprocessing`` (``TrialConfig`` or its plain dict)."""
+if TYPE_CHECKING:
     from ..config.plan import TrialConfig
+    from ..models.backbones import Preprocessing
+
+
+def preprocess_for(config: TrialConfig) -> Preprocessing:
+    """A trial's input normalisation and resize/crop (its model's weights' own, in its resolved mode)."""
     from ..models import preprocessing
 
-    config = TrialConfig.from_dict(config)
     return preprocessing(config.model, config.preprocess)

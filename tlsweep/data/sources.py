@@ -10,9 +10,9 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from ..config.plan import DataConfig, SplitConfig
-from .images import open_rgb
+from ..config.sections import DataConfig, SplitConfig
 from ..errors import TLSweepError
+from .images import open_rgb
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -60,9 +60,12 @@ def register_source(name: str):
     return deco
 
 
-def load_splits(data: DataConfig | dict, seed: int = 0) -> Splits:
-    """``data`` is the sweep's ``tlsweep.config.plan.DataConfig`` (or its plain dict)."""
-    data = DataConfig.from_dict(data)
+def load_splits(data: DataConfig, seed: int = 0) -> Splits:
+    """The train/val/test splits of the sweep's ``data`` section (seeded).
+
+    Raises:
+        DataError: an unknown source, or a root without usable images (the message names the file or folder).
+    """
     source = data.source
     if source not in SOURCES:
         importlib.import_module("tlsweep.data.torchvision_sources")  # registers its sources

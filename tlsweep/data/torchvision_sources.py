@@ -14,7 +14,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from ..config.plan import DataConfig, SplitConfig, SubsetConfig
+from ..config.sections import DataConfig, SplitConfig, SubsetConfig
 from .sources import DataError, Splits, register_source, stratified_split
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -107,7 +107,7 @@ def load_torchvision(name: str, data: DataConfig, seed: int) -> Splits:
     classes = list(train_all.classes)
     train_targets = [int(t) for t in train_all.targets]
     val_fraction = data.val_fraction or data.split.val
-    idx = stratified_split(train_targets, SplitConfig(1 - val_fraction, val_fraction, 0.0), seed)
+    idx = stratified_split(train_targets, SplitConfig(train=1 - val_fraction, val=val_fraction, test=0.0), seed)
     subset = data.subset or SubsetConfig()
     test_targets = [int(t) for t in test_all.targets]
     parts = {

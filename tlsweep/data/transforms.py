@@ -61,13 +61,6 @@ def build_transform(image_size: int, augment: str | list | tuple = "none", train
     return v2.Compose(decode_steps(image_size, pre) + tensor_steps(image_size, augment, train, strength, pre))
 
 
-def train_size(data, epoch: int) -> int:
-    """The training image size at a 0-based epoch (see ``tlsweep.config.plan.DataConfig.train_size``)."""
-    from ..config.plan import DataConfig
-
-    return DataConfig.from_dict(data).train_size(epoch)
-
-
 def denormalize(x: torch.Tensor, pre: Preprocessing | None = None) -> torch.Tensor:
     """Undo ``Normalize`` for display: (…,3,H,W) float in [0, 1]."""
     pre = pre or IMAGENET

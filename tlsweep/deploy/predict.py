@@ -16,11 +16,12 @@ import torch
 from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from ..results.checkpoints import CheckpointError, Resolved, resolve_checkpoint
+from ..config.plan import TrialConfig
+from ..config.sections import ConfigError
 from ..data.images import open_rgb, to_rgb
-from ..config.plan import ConfigError, TrialConfig
 from ..data.transforms import build_transform
 from ..models import IMAGENET, Preprocessing, preprocessing
+from ..results.checkpoints import CheckpointError, Resolved, resolve_checkpoint
 from ..trial.loop import load_checkpoint, resolve_device
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config.plan import FEATURE_HEAD, HeadConfig
+from ..config.sections import FEATURE_HEAD, HeadConfig
 from .heads import build_head
 from .transfer import TransferModel, _head_kwargs, build_backbone_model
 

@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .backbones import IMAGENET, Backbone, BackboneSource, Preprocessing, register_source
+from .backbones import (
+    IMAGENET,
+    Backbone,
+    BackboneSource,
+    Preprocessing,
+    register_source,
+)
 
 PREFIX = "timm/"
 EXTENSIONS = (".safetensors", ".pth", ".bin", ".npz")

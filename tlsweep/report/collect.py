@@ -12,10 +12,22 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..config.plan import SweepPlan, model_label
+from ..results.layout import (
+    PARAMS_FILE,
+    ResultsError,
+    Status,
+    best_row,
+    kept_checkpoints,
+    parse_trial_id,
+    read_error,
+    read_history,
+    read_plan,
+    trial_row,
+    trial_status,
+    trials_frame,
+)
 from ..trial import objectives
-from ..config.plan import SweepPlan
-from ..results.layout import (PARAMS_FILE, ResultsError, Status, best_row, kept_checkpoints, parse_trial_id, read_error,
-                       read_history, read_plan, trial_row, trial_status, trials_frame)
 
 STATUSES = tuple(s.value for s in Status)
 
@@ -64,8 +76,8 @@ def read_trial(trial_dir: Path, max_epochs: int) -> TrialRecord:
     history = read_history(trial_dir)
     error = read_error(trial_dir, history)
     trial_id = str(history["trial_id"].iloc[-1]) if "trial_id" in history and len(history) else \
-        parse_trial_id(trial_dir.name, config.get("model"))
-    return TrialRecord(trial_id, str(config.get("model")), trial_dir, config, history,
+        parse_trial_id(trial_dir.name, model_label(config))
+    return TrialRecord(trial_id, str(model_label(config)), trial_dir, config, history,
                        trial_status(history, error, max_epochs).value, kept_checkpoints(trial_dir, history), error)
 
 

@@ -11,8 +11,8 @@ import json
 import math
 from dataclasses import dataclass
 
-from ..config.plan import SweepPlan
 from ..config.distributions import Distribution, Grid
+from ..config.plan import SweepPlan
 from .collect import Sweep, TrialRecord
 
 DONE = ("finished", "stopped")
@@ -39,7 +39,7 @@ def search_distributions(plan: SweepPlan) -> dict:
     import optuna
 
     out = {}
-    for key, dist in plan.search_params().items():
+    for key, dist in plan.search.params().items():
         if key == "model" or not isinstance(dist, Distribution):
             continue
         if isinstance(dist, Grid) or any(not isinstance(v, _PLAIN) for v in dist.values() or ()):

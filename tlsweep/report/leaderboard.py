@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ..trial.objectives import constraints, is_feasible, values_of
 from ..results.layout import USABLE
+from ..trial.objectives import constraints, is_feasible, values_of
 from .collect import Sweep, TrialRecord
 from .evaluate import Evaluation
 from .stats import ALPHA, Comparison, compare_to_best
@@ -99,7 +99,7 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({"model": frame["model"]})
     out["test acc (95% CI)"] = [f"{a:.3f} [{lo:.3f}, {hi:.3f}]" for a, lo, hi in
                                 zip(frame["test_acc"], frame["test_acc_ci_low"], frame["test_acc_ci_high"])]
-    out[f"p vs best (McNemar, Holm)"] = frame["p_vs_best"].map(lambda p: "-" if p != p else f"{p:.3g}")
+    out["p vs best (McNemar, Holm)"] = frame["p_vs_best"].map(lambda p: "-" if p != p else f"{p:.3g}")
     out[f"vs best at α={ALPHA:g}"] = frame["group"].map(GROUP_TEXT)
     out["val acc"] = frame["val_acc"].map("{:.3f}".format)
     out["macro F1 (95% CI)"] = [f"{f:.3f} [{lo:.3f}, {hi:.3f}]" for f, lo, hi in

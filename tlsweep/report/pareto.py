@@ -14,7 +14,8 @@ import pandas as pd
 from ..config.plan import SweepPlan
 from ..trial.objectives import FEASIBLE, PARETO, objectives
 from . import plots
-from .html import Section, table as html_table
+from .html import Section
+from .html import table as html_table
 
 CSV = "pareto.csv"
 
@@ -23,7 +24,7 @@ def front_table(trials: pd.DataFrame, plan: SweepPlan) -> pd.DataFrame:
     """The non-dominated trials: id, model, objectives, then the searched config values, by first objective."""
     objs = objectives(plan)
     names = [m.name for m, _ in objs]
-    searched = [k for k in plan.search if k in trials and trials[k].astype(str).nunique() > 1]
+    searched = [k for k in plan.search.params() if k in trials and trials[k].astype(str).nunique() > 1]
     front = trials[trials[PARETO].astype(bool)] if PARETO in trials else trials.iloc[:0]
     front = front.sort_values(names[0], ascending=objs[0][1] == "min")
     return front[["trial_id", "model", *names, *searched]].reset_index(drop=True)

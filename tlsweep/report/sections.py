@@ -12,15 +12,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import camfigs
-from . import plots
-from .pareto import pareto_section
+from . import camfigs, plots
 from .collect import Sweep
 from .cost import TOTAL
 from .evaluate import Evaluation
 from .html import Section, table
 from .importance import Importance
 from .leaderboard import Pick, display_frame
+from .pareto import pareto_section
 from .stats import ALPHA, Comparison
 
 

@@ -8,8 +8,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .layout import CHECKPOINT_FILE, PARAMS_FILE, SPEC_FILE, ResultsError, read_plan
 from ..errors import TLSweepError
+from .layout import CHECKPOINT_FILE, PARAMS_FILE, SPEC_FILE, ResultsError, read_plan
 
 
 class CheckpointError(TLSweepError, ValueError):

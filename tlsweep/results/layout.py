@@ -14,12 +14,12 @@ import json
 import math
 from enum import Enum
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
-from ..config.plan import ConfigError, SweepPlan
-from .storage import is_uri  # noqa: F401 (the storage module owns it; re-exported here)
+from ..config.plan import SweepPlan, model_label
+from ..config.sections import ConfigError
 from ..errors import TLSweepError
+from .storage import is_uri  # noqa: F401 (the storage module owns it; re-exported here)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -185,7 +185,7 @@ def trial_row(trial_id: str, config: dict, status: Status | str, history: pd.Dat
 
     best = best_row(history, metric, mode)
     epochs = int(history["training_iteration"].max()) if len(history) else 0
-    row = {"trial_id": trial_id, "model": config.get("model"), "status": str(status), "epochs": epochs,
+    row = {"trial_id": trial_id, "model": model_label(config), "status": str(status), "epochs": epochs,
            "best_epoch": int(best["training_iteration"]) if best is not None else None}
     for m in dict.fromkeys((*METRICS, metric)):
         row[m] = float(best[m]) if best is not None and m in best and pd.notna(best[m]) else None

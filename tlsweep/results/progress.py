@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from ..config.plan import model_label
 from .layout import ERROR_FILE
 
 ENDED = ("finished", "stopped", "diverged", "error")
@@ -207,8 +208,8 @@ class Progress:
     def from_storage(cls, storage: str, local_dir: str | None = None) -> Progress:
         """Rebuild the progress of a sweep from its results folder (``local_dir``: a local copy of a remote
         ``storage``) — for a sweep running elsewhere or finished."""
-        from .layout import read_plan
         from ..sweep.space import total_trials
+        from .layout import read_plan
 
         plan = read_plan(local_dir or storage)
         root = local_dir or storage
@@ -219,7 +220,7 @@ class Progress:
         for trial_dir in sorted(glob.glob(os.path.join(root, "*", "params.json"))):
             folder = os.path.dirname(trial_dir)
             trial_id = os.path.basename(folder).split("_", 1)[0]
-            model = json.loads(open(trial_dir).read()).get("model", "?")
+            model = model_label(json.loads(open(trial_dir).read())) or "?"
             for metrics in _results(os.path.join(folder, "result.json")):
                 progress.result(trial_id, model, metrics)
             state = progress.trial(trial_id, model)

@@ -9,9 +9,9 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config.plan import SweepPlan
-from ..results.layout import is_uri
+from ..config.plan import SweepPlan, model_label
 from ..errors import TLSweepError
+from ..results.layout import is_uri
 
 # File systems every node of a cluster can mount at the same path (see /proc/mounts).
 SHARED_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "lustre", "glusterfs", "fuse.glusterfs", "gpfs", "beegfs",
@@ -90,7 +90,7 @@ class TrialResources:
     def __call__(self, config: dict):
         from ray.tune import PlacementGroupFactory
 
-        return PlacementGroupFactory([self.demand((config or {}).get("model"))])
+        return PlacementGroupFactory([self.demand(model_label(config))])
 
 
 def trial_resources(plan: SweepPlan) -> TrialResources:

@@ -11,10 +11,12 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
 from ..errors import TLSweepError
 
 if TYPE_CHECKING:
     from ..config.plan import SweepPlan
+    from ..config.sections import LoggersConfig, MLflowLogger, WandbLogger
 
 
 class LoggerError(TLSweepError, RuntimeError):
@@ -25,29 +27,28 @@ class LoggerError(TLSweepError, RuntimeError):
 class Tracker:
     module: str  # the package the callback imports
     extra: str  # tlsweep's extra that installs it
-    build: Callable[[dict, SweepPlan], object]  # (options, plan) → Tune callback
+    build: Callable  # (the logger's options model, plan) → Tune callback
 
 
-def _mlflow(options: dict, plan: SweepPlan):
+def _mlflow(options: MLflowLogger, plan: SweepPlan):
     from ray.air.integrations.mlflow import MLflowLoggerCallback
 
-    return MLflowLoggerCallback(tracking_uri=options.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI"),
-                                experiment_name=options.get("experiment_name") or plan.name,
-                                tags=options.get("tags") or None, save_artifact=options.get("save_artifact", False))
+    return MLflowLoggerCallback(tracking_uri=options.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"),
+                                experiment_name=options.experiment_name or plan.name,
+                                tags=options.tags or None, save_artifact=options.save_artifact)
 
 
-def _wandb(options: dict, plan: SweepPlan):
+def _wandb(options: WandbLogger, plan: SweepPlan):
     from ray.air.integrations.wandb import WandbLoggerCallback
 
-    mode = options.get("mode")
-    if mode in ("offline", "disabled"):  # Ray asks for an API key unless WANDB_MODE says otherwise
-        os.environ["WANDB_MODE"] = mode
-    kwargs = {k: v for k, v in {"entity": options.get("entity"), "mode": mode, "tags": options.get("tags") or None,
-                                "dir": options.get("dir") or _local_dir(plan.storage, "wandb")}.items() if v}
+    if options.mode in ("offline", "disabled"):  # Ray asks for an API key unless WANDB_MODE says otherwise
+        os.environ["WANDB_MODE"] = options.mode
+    kwargs = {k: v for k, v in {"entity": options.entity, "mode": options.mode, "tags": list(options.tags) or None,
+                                "dir": options.dir or _local_dir(plan.storage, "wandb")}.items() if v}
     if kwargs.get("dir"):
         os.makedirs(kwargs["dir"], exist_ok=True)
-    return WandbLoggerCallback(project=options.get("project") or os.environ.get("WANDB_PROJECT") or plan.name,
-                               group=options.get("group") or plan.name, **kwargs)
+    return WandbLoggerCallback(project=options.project or os.environ.get("WANDB_PROJECT") or plan.name,
+                               group=options.group or plan.name, **kwargs)
 
 
 def _local_dir(storage: str, name: str) -> str | None:
@@ -60,12 +61,12 @@ TRACKERS: dict[str, Tracker] = {
 }
 
 
-def missing(loggers: dict[str, dict]) -> dict[str, str]:
-    """Logger name → the message for each enabled tracker (``SweepPlan.loggers``) whose package is missing."""
+def missing(loggers: LoggersConfig) -> dict[str, str]:
+    """Logger name → the message for each enabled tracker whose package is missing."""
     out = {}
-    for name, options in loggers.items():
+    for name in loggers.enabled():
         tracker = TRACKERS.get(name)
-        if options is not None and tracker and importlib.util.find_spec(tracker.module) is None:
+        if tracker and importlib.util.find_spec(tracker.module) is None:
             out[name] = (f"the {name} logger needs the {tracker.module} package: "
                          f"pip install 'tlsweep[{tracker.extra}]'")
     return out
@@ -76,5 +77,5 @@ def logger_callbacks(plan: SweepPlan) -> list:
     problems = missing(plan.loggers)
     if problems:
         raise LoggerError("; ".join(problems.values()))
-    return [TRACKERS[name].build(options, plan) for name, options in plan.loggers.items()
-            if options is not None and name in TRACKERS]
+    return [TRACKERS[name].build(options, plan) for name, options in plan.loggers.enabled().items()
+            if name in TRACKERS]

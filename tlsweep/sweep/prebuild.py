@@ -10,14 +10,14 @@ from __future__ import annotations
 import logging
 import time
 
-from ..config.plan import SweepPlan
+from ..config.plan import MODEL_KEY, SweepPlan
 
 log = logging.getLogger(__name__)
 
 
 def feature_jobs(plan: SweepPlan) -> list[tuple[str, object]]:
     """(model label, freeze depth) pairs whose trials read the frozen-feature cache (every backbone frozen)."""
-    from ..config.distributions import candidate_values, parse_param
+    from ..config.distributions import candidate_values
     from ..models.backbones import get_backbone
     from ..models.transfer import frozen_stage_count
 
@@ -25,10 +25,8 @@ def feature_jobs(plan: SweepPlan) -> list[tuple[str, object]]:
     mode = data.cache.features
     if data.image_size_schedule or mode == "off" or (mode == "auto" and data.augment != "none"):
         return []
-    param = parse_param(plan.search.get("freeze_depth", 0.0))
-    try:
-        freezes = candidate_values(param)
-    except (TypeError, ValueError):
+    freezes = candidate_values(plan.search.freeze_depth)
+    if not freezes:
         return []  # a continuous range: fully frozen only at its bound, not worth a build
     jobs = []
     for label, model in plan.models_table.items():
@@ -52,9 +50,9 @@ def build_caches(plan: SweepPlan | dict, device: str = "cpu") -> dict:
     import torch
 
     from ..data import load_splits
-    from ..trial.fastpath import FastPath
-    from ..models import build_model, preprocessing
     from ..data.cache.pipeline import image_dataset, train_images, trial_data
+    from ..models import build_model, preprocessing
+    from ..trial.fastpath import FastPath
 
     plan = plan if isinstance(plan, SweepPlan) else SweepPlan.from_dict(plan)
     start = time.perf_counter()
@@ -68,13 +66,13 @@ def build_caches(plan: SweepPlan | dict, device: str = "cpu") -> dict:
 
     if images_wanted(plan):
         for label in plan.models_table:  # one entry per preprocessing the models want (resize interpolation)
-            config = plan.trial_config({"model": label})
+            config = plan.trial_config({MODEL_KEY: label})
             for size in sorted({data.train_size(e) for e in range(plan.epochs)}):
                 note(f"train@{size}", train_images(config, splits, size)[0])
             note("val", image_dataset(splits.val, data, False, "none", pre=preprocessing(config.model))[0])
     dev = torch.device(device)
     for label, freeze in feature_jobs(plan):
-        config = plan.trial_config({"model": label, "freeze_depth": freeze})
+        config = plan.trial_config({MODEL_KEY: label, "freeze_depth": freeze})
         fast = FastPath(config.performance, dev)
         torch.manual_seed(seed)  # a trial's random init (weights: none) is seeded the same way
         model = fast.prepare_model(build_model(config.model, len(splits.classes), freeze).to(dev))

@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from ..config.distributions import Distribution, candidate_values
+from ..config.plan import SweepPlan
+from ..config.spec import Spec, SpecError
 from ..models.backbones import get_backbone
 from ..results.layout import is_uri
-from ..config.spec import Spec, SpecError, _node_at
 
 Problem = tuple[str, "int | None", str]
+Report = Callable[[str, str], None]  # (YAML path, message)
 
 
 @dataclass
@@ -34,49 +34,44 @@ class Preflight:
 
 
 def preflight(spec: Spec, data: bool = True, address: str | None = None, local_run: bool = True) -> Preflight:
-    """Everything a sweep file cannot say about itself; ``data=False`` skips reading the dataset.
-    ``local_run=False`` (``tlsweep validate``): GPUs this machine lacks are a warning, not a problem."""
+    """Everything a sweep file cannot say about itself, checked on its plan; problems carry the file's lines.
+
+    Args:
+        spec: the validated sweep file.
+        data: also read the dataset (splits, unreadable images, batch size vs the train split).
+        address: the Ray cluster the sweep will run on, if any.
+        local_run: False for ``tlsweep validate``: GPUs this machine lacks are a warning, not a problem.
+
+    Returns:
+        The problems (YAML path, line, message), warnings, unreadable files to skip and split counts.
+    """
     result = Preflight()
-    root_node = _compose(spec._source)
+    plan = spec.plan()
 
     def problem(path: str, message: str) -> None:
-        node = _node_at(root_node, tuple(int(p) if p.isdigit() else p for p in path.split(".")))
-        result.problems.append((path, node.start_mark.line + 1 if node is not None else None, message))
+        result.problems.append((path, spec.line_of(path), message))
 
-    for check in (_freeze_depth, _storage, _loggers):
-        check(spec, problem, address)
-    _gpus(spec, problem, result, address, local_run)
-    _gpu_memory(spec, problem, local_run and not address and not os.environ.get("RAY_ADDRESS"))
+    _freeze_depth(plan, problem)
+    _storage(plan, problem, "storage" if spec.storage else "name")
+    _loggers(plan, problem)
+    _gpus(plan, problem, result, address, local_run)
+    _gpu_memory(plan, problem, local_run and not address and not os.environ.get("RAY_ADDRESS"))
     if data:
-        _data(spec, problem, result)
+        _data(plan, problem, result)
     return result
 
 
 def check_or_raise(spec: Spec, data: bool = True, address: str | None = None, local_run: bool = True) -> Preflight:
-    return preflight(spec, data, address, local_run).raise_problems(spec._source or "<spec>")
+    """``preflight``, raising its problems as one ``SpecError``."""
+    return preflight(spec, data, address, local_run).raise_problems(spec.source or "<spec>")
 
 
-def _compose(source: str | None):
-    if not source:
-        return None
-    try:
-        return yaml.compose(Path(source).read_text())
-    except (OSError, yaml.YAMLError):
-        return None
-
-
-def _values(param) -> list:
-    if isinstance(param, Distribution) and param.values() is None:
-        return list(param.bounds())
-    return candidate_values(param)
-
-
-def _freeze_depth(spec: Spec, problem, address) -> None:
-    stages = [v for v in _values(spec.search.freeze_depth) if not isinstance(v, (bool, str)) and v >= 2]
+def _freeze_depth(plan: SweepPlan, problem: Report) -> None:
+    stages = [v for v in plan.search.values_of("freeze_depth") if not isinstance(v, (bool, str)) and v >= 2]
     if not stages:
         return
-    for model in spec.models:
-        for name in ([model.name] if model.name is not None else list(model.ensemble)):
+    for model in plan.models_table.values():
+        for name in model.backbones:
             have = get_backbone(name).num_stages
             for depth in stages:
                 if depth > have:
@@ -84,14 +79,13 @@ def _freeze_depth(spec: Spec, problem, address) -> None:
                                                    f"(use at most {have}, or a fraction in [0, 1])")
 
 
-def _storage(spec: Spec, problem, address) -> None:
-    storage = spec.storage_dir
+def _storage(plan: SweepPlan, problem: Report, key: str) -> None:
+    storage = plan.storage
     if is_uri(storage):
-        _remote_storage(spec, problem)
+        _remote_storage(storage, problem)
         return
     path = Path(storage)
     existing = next((p for p in (path, *path.parents) if p.exists()), None)
-    key = "storage" if spec.storage else "name"
     if existing is None:
         return
     if not existing.is_dir():
@@ -100,34 +94,33 @@ def _storage(spec: Spec, problem, address) -> None:
         problem(key, f"cannot store results in {storage}: {existing} is not writable")
 
 
-def _remote_storage(spec: Spec, problem) -> None:
+def _remote_storage(storage: str, problem: Report) -> None:
     """The URI parses and, for object stores, its bucket answers."""
     import pyarrow.fs as pafs
 
     from ..results.storage import locate
 
-    key = "storage"
     try:
-        loc = locate(spec.storage_dir)
-        if spec.storage_dir.split("://")[0] in ("s3", "gs", "gcs"):
+        loc = locate(storage)
+        if storage.split("://")[0] in ("s3", "gs", "gcs"):
             bucket = loc.path.split("/")[0]
             if loc.fs.get_file_info(bucket).type == pafs.FileType.NotFound:
-                problem(key, f"cannot store results in {spec.storage_dir}: bucket {bucket!r} does not exist")
+                problem("storage", f"cannot store results in {storage}: bucket {bucket!r} does not exist")
     except (OSError, ValueError) as err:
-        problem(key, f"cannot reach {spec.storage_dir}: {err}")
+        problem("storage", f"cannot reach {storage}: {err}")
 
 
-def _loggers(spec: Spec, problem, address) -> None:
+def _loggers(plan: SweepPlan, problem: Report) -> None:
     from .loggers import missing
 
-    for name, message in missing({k: v.model_dump() for k, v in spec.loggers.enabled().items()}).items():
+    for name, message in missing(plan.loggers).items():
         problem(f"loggers.{name}", message)
 
 
-def _gpus(spec: Spec, problem, result: Preflight, address, local_run: bool) -> None:
+def _gpus(plan: SweepPlan, problem: Report, result: Preflight, address, local_run: bool) -> None:
     """GPUs asked as a number that this machine lacks: a problem for a local run, a warning for a file
     written here for a cluster. ``gpu: auto`` needs none (it gives trials no GPU where there is none)."""
-    asked = [r.gpu for r in spec.model_resources().values() if r.gpu != "auto"]
+    asked = [r.gpu for r in plan.model_resources.values() if r.gpu != "auto"]
     need = max(asked, default=0)
     if not need or address or os.environ.get("RAY_ADDRESS") or _ray_running():
         return  # a cluster's GPUs are checked once Ray is up (sweep.cluster.check_resources)
@@ -150,12 +143,11 @@ def _ray_running() -> bool:
     return "ray" in sys.modules and sys.modules["ray"].is_initialized()
 
 
-def _gpu_memory(spec: Spec, problem, here: bool) -> None:
+def _gpu_memory(plan: SweepPlan, problem: Report, here: bool) -> None:
     """Each model's largest batch size must fit in its GPU share (see ``tlsweep.trial.gpus`` for the estimate).
     ``here``: a run on this machine, where ``gpu: auto`` gives no GPU unless it has one."""
     from ..trial import gpus
 
-    plan = spec.plan()
     memory, source = gpus.gpu_memory_gb(plan.resources)
     no_local_gpu = here and gpus.local_gpu_memory_gb() is None
     for label, res in plan.model_resources.items():
@@ -176,13 +168,13 @@ def _gpu_memory(spec: Spec, problem, here: bool) -> None:
                     f"resources.gpu")
 
 
-def _data(spec: Spec, problem, result: Preflight) -> None:
+def _data(plan: SweepPlan, problem: Report, result: Preflight) -> None:
     from ..data import DataError, load_splits
     from ..data.checks import scan_splits
 
-    data = spec.plan().data
+    data = plan.data
     try:
-        splits = load_splits(data, spec.seed)
+        splits = load_splits(data, plan.seed)
     except DataError as err:
         problem("data.source" if "source" in str(err) and "unknown" in str(err) else "data.root", str(err))
         return
@@ -198,6 +190,6 @@ def _data(spec: Spec, problem, result: Preflight) -> None:
     else:
         result.counts = splits.sizes()
     train = result.counts.get("train", 0)
-    too_big = [b for b in _values(spec.search.batch_size) if isinstance(b, (int, float)) and b > train]
+    too_big = [b for b in plan.search.values_of("batch_size") if isinstance(b, (int, float)) and b > train]
     if too_big:
         problem("search.batch_size", f"batch size {max(too_big):g} is larger than the train split ({train} images)")

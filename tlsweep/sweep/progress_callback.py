@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ray.tune import Callback
 
+from ..config.plan import model_label
 from ..results.progress import ERROR_FILE, Progress, View, error_line
 
 _ACTIVE: list = []  # [(Progress, View)] of the sweep running in this process
@@ -75,4 +76,4 @@ ProgressPrinter = ProgressCallback  # the name sweeps started before 0.2 pickled
 
 
 def _model(trial) -> str:
-    return str((trial.config or {}).get("model", "?"))
+    return str(model_label(trial.config) or "?")

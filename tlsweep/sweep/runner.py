@@ -14,15 +14,33 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..config.plan import SweepPlan
-from ..trial.objectives import FEASIBLE, constraints, objectives, tracked
-from ..results.progress import Progress, View
-from ..results.layout import (SPEC_FILE, SUMMARY_FILE, USABLE, dedupe_history, is_uri, parse_trial_id,  # noqa: F401
-                       reported_error, trial_dirname as _dirname, trial_row, trial_status, trials_frame, write_plan)
+from ..config.plan import SweepPlan, model_label
 from ..config.spec import Spec
+from ..results.layout import (  # noqa: F401
+    SPEC_FILE,
+    SUMMARY_FILE,
+    USABLE,
+    dedupe_history,
+    is_uri,
+    parse_trial_id,
+    reported_error,
+    trial_row,
+    trial_status,
+    trials_frame,
+    write_plan,
+)
+from ..results.layout import trial_dirname as _dirname
+from ..results.progress import Progress, View
 from ..results.storage import locate, mirror, split_uri, without_checkpoints, write_text
-from .cluster import (ClusterError, ResourceError, StorageError, alive_nodes, check_cluster,  # noqa: F401
-                      probe_cluster)
+from ..trial.objectives import FEASIBLE, constraints, objectives, tracked
+from .cluster import (  # noqa: F401
+    ClusterError,
+    ResourceError,
+    StorageError,
+    alive_nodes,
+    check_cluster,
+    probe_cluster,
+)
 from .progress_callback import ProgressCallback, TrialLaunches, showing
 from .space import build_groups, total_trials
 
@@ -95,7 +113,7 @@ def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | N
 
 def trial_dirname(trial) -> str:
     """Short trial folder names: ``<trial id>_<model>`` instead of Tune's config dump."""
-    return _dirname(trial.trial_id, (trial.config or {}).get("model"))
+    return _dirname(trial.trial_id, model_label(trial.config))
 
 
 def build_tuner(plan: SweepPlan, callbacks: list | None = None):
@@ -311,7 +329,7 @@ def summary_frame(grid, plan: SweepPlan, running: set[str] = frozenset()) -> pd.
         history = dedupe_history(history) if history is not None else pd.DataFrame()
         error = error_message(result.error) if result.error else reported_error(history)
         trial_id = (result.metrics or {}).get("trial_id") or (
-            parse_trial_id(result.path, config.get("model")) if result.path else None)
+            parse_trial_id(result.path, model_label(config)) if result.path else None)
         status = trial_status(history, error, plan.epochs, running=trial_id in running)
         row = trial_row(trial_id, config, status, history, plan.scheduler.metric, plan.scheduler.mode, error,
                         result.path, tuple(tracked(plan)))

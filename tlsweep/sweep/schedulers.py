@@ -14,9 +14,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ..config.plan import SweepPlan
 from ..config.registry import Registry
+
+if TYPE_CHECKING:
+    from ..config.plan import SweepPlan
 
 # spec ``scheduler.budget`` → (the reported attribute ASHA compares, plan fields for max_t and grace_period)
 BUDGETS: dict[str, tuple[str, str | None, str]] = {
@@ -54,13 +57,13 @@ def asha_rung_epochs(plan: SweepPlan) -> set[int]:
 
 
 def _asha(plan: SweepPlan):
-    from .resume import ResumableASHA  # ASHA whose rungs survive a resume
+    from .scheduler_state import ResumableASHA  # ASHA whose rungs survive a resume
 
     return ResumableASHA(**asha_kwargs(plan))
 
 
 def _asha_state(scheduler, plan: SweepPlan):
-    from .resume import SchedulerState
+    from .scheduler_state import SchedulerState
 
     return SchedulerState(scheduler, plan.storage)
 

@@ -7,8 +7,8 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config.plan import SweepPlan
 from ..config.distributions import Choice, Distribution, Grid, IntRange
+from ..config.plan import MODEL_KEY, SweepPlan
 
 
 @dataclass(frozen=True)
@@ -28,20 +28,20 @@ def _enumerated(dist: Distribution, searcher: str) -> bool:
 
 
 def build_groups(plan: SweepPlan) -> list[Group]:
-    search = plan.search_params()
+    search = plan.search.params()
     searcher = plan.searcher.type
     labels = list(plan.models_table)
     constants = {k: v for k, v in search.items() if not isinstance(v, Distribution)}
     grid = {k: v.values() for k, v in search.items() if isinstance(v, Distribution) and _enumerated(v, searcher)}
     sampled = {k: v for k, v in search.items() if isinstance(v, Distribution) and k not in grid}
     if plan.searcher.per_model or len(labels) == 1:
-        model_axis = [{"model": label} for label in labels]
+        model_axis = [{MODEL_KEY: label} for label in labels]
     elif searcher == "grid":
         model_axis = [{}]
-        grid = {"model": labels, **grid}
+        grid = {MODEL_KEY: labels, **grid}
     else:
         model_axis = [{}]
-        sampled = {"model": Choice(tuple(labels)), **sampled}
+        sampled = {MODEL_KEY: Choice(tuple(labels)), **sampled}
     groups = []
     for model in model_axis:
         for point in itertools.product(*grid.values()):

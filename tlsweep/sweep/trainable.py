@@ -16,11 +16,11 @@ import ray  # noqa: E402
 import ray.tune as tune  # noqa: E402
 import torch  # noqa: E402
 
-from ..config.plan import SweepPlan  # noqa: E402
+from ..config.plan import SweepPlan, model_label  # noqa: E402
 from ..trial.gpus import trial_device  # noqa: E402
 from ..trial.latency import cached_latency  # noqa: E402
-from ..trial.objectives import needs  # noqa: E402
 from ..trial.loop import CHECKPOINT_FILE, Trial, load_checkpoint  # noqa: E402
+from ..trial.objectives import needs  # noqa: E402
 from . import faults  # noqa: E402
 from .checkpoint_epochs import checkpoint_epochs  # noqa: E402
 from .cluster import trial_resources  # noqa: E402
@@ -40,14 +40,15 @@ def train_trial(config: dict, spec: dict) -> None:
     started_at, start = time.time(), time.perf_counter()
     _trials_in_this_process += 1
     plan = SweepPlan.from_dict(spec)
-    demand = plan.resources_of(config["model"]).demand()
+    label = model_label(config)
+    demand = plan.resources_of(label).demand()
     gpu_ids = [str(i) for i in ray.get_gpu_ids()]
     device = trial_device(gpu_ids, bool(demand.get("GPU")))
     torch.set_num_threads(max(1, int(os.environ.get("TLSWEEP_TORCH_THREADS", demand["CPU"]))))
     trial = Trial(plan.trial_config(config), device=device, gpu_share=demand.get("GPU", 0.0))
     checkpoint = tune.get_checkpoint()
     warning = restore(trial, checkpoint) if checkpoint is not None else None
-    info = {"model_label": config["model"], "total_params": trial.total_params,
+    info = {"model_label": label, "total_params": trial.total_params,
             "trainable_params": trial.trainable_params, "node_ip": _node_ip(),
             "node_id": ray.get_runtime_context().get_node_id(), "start_epoch": trial.epoch,
             "cpus": demand["CPU"], "gpus": demand.get("GPU", 0.0),  # what Ray gave the trial (report: cost)
@@ -64,7 +65,7 @@ def train_trial(config: dict, spec: dict) -> None:
         info["train_seconds_total"] = sum(m["epoch_seconds"] for m in trial.history)
         info["train_s"] = sum(m.get("train_seconds", 0.0) for m in trial.history)
         # test-only hooks (tlsweep.sweep.faults), inert without TLSWEEP_TEST_FAULTS
-        faults.before_report(trial_id, config["model"], trial.epoch, info["node_id"])
+        faults.before_report(trial_id, label, trial.epoch, info["node_id"])
         # training_iteration is the trial's own epoch, also after a restore from an older checkpoint than Tune's
         result = {**metrics, **info, "training_iteration": trial.epoch}
         if warning:
@@ -75,7 +76,7 @@ def train_trial(config: dict, spec: dict) -> None:
             with tempfile.TemporaryDirectory() as directory:
                 trial.save(directory)
                 tune.report(result, checkpoint=tune.Checkpoint.from_directory(directory))
-        faults.after_report(trial_id, config["model"], trial.epoch, info["node_id"])
+        faults.after_report(trial_id, label, trial.epoch, info["node_id"])
 
 
 def restore(trial: Trial, checkpoint) -> str | None:

@@ -18,10 +18,17 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ..config.plan import SweepPlan
 from ..config.distributions import Choice, Distribution, IntRange, _Range
-from ..trial.objectives import constraints, objectives, pareto_mask, ranking_metric, values_of, violations
+from ..config.plan import SweepPlan, model_label
 from ..results.layout import USABLE
+from ..trial.objectives import (
+    constraints,
+    objectives,
+    pareto_mask,
+    ranking_metric,
+    values_of,
+    violations,
+)
 from .cluster import StorageError
 from .space import Group
 
@@ -70,7 +77,7 @@ def _match(config: dict, groups: list[Group]) -> tuple[int | None, str | None]:
     for i, g in enumerate(groups):
         wrong = next((k for k, v in g.fixed.items() if config.get(k, _MISSING) != v), None)
         if wrong is not None:
-            if reason is None or config.get("model") == g.fixed.get("model"):
+            if reason is None or model_label(config) == model_label(g.fixed):
                 reason = (f"{wrong}={config.get(wrong, '(none)')!r}, here {g.fixed[wrong]!r}" if wrong != "model"
                           else f"model {config.get('model')!r} is not in this sweep")
             continue
@@ -154,7 +161,7 @@ def plan(sweep: SweepPlan, groups: list[Group]) -> WarmStart:
                 dropped[f"no {', '.join(missing)} recorded"] += 1
                 continue
             index, why = _match(t.config, groups)
-            label = t.config.get("model")
+            label = model_label(t.config)
             earlier_model = past.plan.models_table.get(label)
             if index is not None and _json(sweep.models_table.get(label)) != _json(earlier_model):
                 index, why = None, f"model {label!r} is configured differently"

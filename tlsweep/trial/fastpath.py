@@ -8,14 +8,13 @@ import contextlib
 import torch
 from torch import nn
 
-from ..config.plan import PerformanceConfig
+from ..config.sections import PerformanceConfig
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class FastPath:
-    def __init__(self, performance: PerformanceConfig | dict | None, device: torch.device):
-        p = PerformanceConfig.from_dict(performance)
+    def __init__(self, p: PerformanceConfig, device: torch.device):
         self.device = torch.device(device)
         self.precision = p.precision
         if self.precision not in PRECISIONS:

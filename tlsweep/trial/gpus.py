@@ -11,12 +11,11 @@ fp32 / bf16 with Adam (peaks measured on an H100: 5.6 / 3.1) and 4.9 / 2.6 GiB f
 
 from __future__ import annotations
 
-import json
 import os
 from functools import lru_cache
 
-from ..config.plan import ModelConfig, Resources, SweepPlan
-from ..config.distributions import Distribution, candidate_values, parse_param
+from ..config.plan import SweepPlan
+from ..config.sections import ModelConfig, Resources
 
 ASSUMED_GPU_MEMORY_GB = 16.0  # the memory check's GPU when neither this machine nor `resources.gpu_memory_gb` says
 SHARES = (0.25, 0.5, 1.0)  # the shares `auto` chooses from
@@ -35,22 +34,13 @@ def registry_share(model: ModelConfig) -> float:
     return max(get_backbone(n).gpu_share for n in model.backbones)
 
 
-def search_values(search: dict, key: str, default) -> list:
-    """Every value (or both bounds) a plain ``search`` entry can take."""
-    param = parse_param(search.get(key, default))
-    if isinstance(param, Distribution) and param.values() is None:
-        return list(param.bounds())
-    return list(candidate_values(param))
-
-
 @lru_cache(maxsize=256)
-def _counts(model_json: str, image_size: int, freeze) -> tuple[int, int, int]:
+def _counts(model_cfg: ModelConfig, image_size: int, freeze) -> tuple[int, int, int]:
     """(parameters, trainable parameters, activation elements per image) of a model, built on the meta device."""
     import torch
 
     from ..models import build_model
 
-    model_cfg = ModelConfig.from_dict({**json.loads(model_json), "weights": "none"})
     with torch.device("meta"):
         model = build_model(model_cfg, 10, freeze)
     outputs: list[tuple[int, bool]] = []
@@ -79,8 +69,7 @@ def _counts(model_json: str, image_size: int, freeze) -> tuple[int, int, int]:
 def estimate_bytes(model: ModelConfig, batch_size: int, image_size: int, precision: str = "fp32",
                    optimizer: str = "adam", freeze=0.0) -> int:
     """GPU memory one training step needs (see the module docstring)."""
-    cfg = {k: v for k, v in model.to_dict().items() if k != "weights"}
-    params, trainable, activations = _counts(json.dumps(cfg, sort_keys=True), int(image_size), freeze)
+    params, trainable, activations = _counts(model.replace(weights="none"), int(image_size), freeze)
     state = params * 4 + trainable * 4 * (1 + OPTIMIZER_BUFFERS.get(optimizer, 2))
     return int(state + batch_size * activations * PRECISION_BYTES.get(precision, 4) + WORKSPACE_BYTES)
 
@@ -93,9 +82,9 @@ def worst_case(plan: SweepPlan, label: str) -> tuple[int, int]:
 
     model = plan.models_table[label]
     search, data = plan.search, plan.data
-    batch = int(max(b for b in search_values(search, "batch_size", 32) if isinstance(b, (int, float))))
+    batch = int(max(b for b in search.values_of("batch_size") if isinstance(b, (int, float))))
     stages = get_backbone(model.backbones[0]).num_stages
-    freezes = search_values(search, "freeze_depth", 0.0)
+    freezes = search.values_of("freeze_depth")
 
     def frozen(v):
         try:
@@ -106,7 +95,7 @@ def worst_case(plan: SweepPlan, label: str) -> tuple[int, int]:
     valid = [v for v in freezes if frozen(v) is not None]
     freeze = min(valid, key=frozen) if valid else 0.0
     size = max([data.image_size] + [int(p.size) for p in data.image_size_schedule])
-    optimizer = max(search_values(search, "optimizer", "adam"), key=lambda o: OPTIMIZER_BUFFERS.get(o, 2))
+    optimizer = max(search.values_of("optimizer"), key=lambda o: OPTIMIZER_BUFFERS.get(o, 2))
     return batch, estimate_bytes(model, batch, size, plan.performance.precision, optimizer, freeze)
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..config.sections import DataConfig, ModelConfig, PerformanceConfig
+
 REPEATS = 20
 
 
@@ -61,24 +63,18 @@ def measure(model: nn.Module, image_size: int, device: torch.device | str = "cpu
     return 1000 * min(times)
 
 
-def _plain(value):
-    """A typed config (``tlsweep.config.plan``) as plain data; dicts and None as they are."""
-    return value.to_dict() if hasattr(value, "to_dict") else value
-
-
-def cache_file(model_config: dict, num_classes: int, image_size: int, device: torch.device,
-               performance: dict | None, data: dict | None = None) -> Path:
+def cache_file(model_config: ModelConfig, num_classes: int, image_size: int, device: torch.device,
+               performance: PerformanceConfig, data: DataConfig | None = None) -> Path:
     from ..data.cache.store import cache_root, content_key
 
-    perf = _plain(performance) or {}
-    perf = {k: perf.get(k) for k in ("precision", "channels_last")}
-    key = content_key("latency", _plain(model_config), num_classes, image_size, device_name(device), perf)
+    perf = {"precision": performance.precision, "channels_last": performance.channels_last}
+    key = content_key("latency", model_config.to_dict(), num_classes, image_size, device_name(device), perf)
     return cache_root(data) / "latency" / f"{key}.json"
 
 
-def cached_latency(model: nn.Module, model_config: dict, num_classes: int, image_size: int,
-                   device: torch.device, performance: dict | None = None, data: dict | None = None,
-                   measure_fn=measure) -> float:
+def cached_latency(model: nn.Module, model_config: ModelConfig, num_classes: int, image_size: int,
+                   device: torch.device, performance: PerformanceConfig = PerformanceConfig(),
+                   data: DataConfig | None = None, measure_fn=measure) -> float:
     """The cached latency of this model config on this device, measuring (and storing) it on a miss."""
     from filelock import FileLock
 
@@ -94,7 +90,7 @@ def cached_latency(model: nn.Module, model_config: dict, num_classes: int, image
         fast = FastPath(performance, device)
         value = measure_fn(model, image_size, device, autocast=fast.autocast, channels_last=fast.channels_last)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"latency_ms": value, "device": device_name(device), "model": _plain(model_config),
+        tmp.write_text(json.dumps({"latency_ms": value, "device": device_name(device), "model": model_config.to_dict(),
                                    "image_size": image_size, "measured_at": time.time()}, default=str))
         os.replace(tmp, path)
     return value

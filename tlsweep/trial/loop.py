@@ -17,17 +17,17 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..data.cache.pipeline import train_images, trial_data
 from ..config.plan import TrialConfig
 from ..data import load_splits
+from ..data.cache.pipeline import train_images, trial_data
 from ..data.transforms import TransformedDataset  # noqa: F401 (re-exported)
+from ..models import build_model
+from ..models.transfer import count_parameters
+from ..results.layout import CHECKPOINT_FILE
 from .fastpath import FastPath
 from .finetune import Recipe, frozen_counts, param_groups, thaw
 from .gpus import device_metrics
-from ..models import build_model
-from ..models.transfer import count_parameters
 from .optim import LR_SCHEDULERS, OPTIMIZERS
-from ..results.layout import CHECKPOINT_FILE
 
 
 class Diverged(RuntimeError):
@@ -50,9 +50,9 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: i
 class Trial:
     """Holds a trial's data, model, optimizer and LR scheduler; ``run()`` yields one metrics dict per epoch."""
 
-    def __init__(self, config: TrialConfig | dict, device: str | torch.device | None = None, splits=None,
+    def __init__(self, config: TrialConfig, device: str | torch.device | None = None, splits=None,
                  gpu_share: float = 1.0):
-        self.config = config = TrialConfig.from_dict(config)
+        self.config = config
         self.gpu_share = gpu_share  # of the GPU it trains on (Ray's), for the device input path
         self.device = resolve_device(device if device is not None else config.device)
         self.epoch = 0

@@ -11,11 +11,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from ..config.plan import SweepPlan
+if TYPE_CHECKING:
+    from ..config.plan import SweepPlan
+
 
 
 @dataclass(frozen=True)

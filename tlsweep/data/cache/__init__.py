@@ -3,7 +3,7 @@
 ``trial_data`` decides, for one trial, which datasets its loaders read (see ``pipeline``).
 """
 
-from .store import cache_root, content_key
 from .pipeline import TrialData, trial_data
+from .store import cache_root, content_key
 
 __all__ = ["TrialData", "cache_root", "content_key", "trial_data"]

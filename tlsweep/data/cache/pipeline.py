@@ -16,11 +16,12 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ...config.plan import DataConfig, TrialConfig
-from ..transforms import TransformedDataset, build_transform
+from ...config.plan import TrialConfig
+from ...config.sections import DataConfig
 from ...models import Preprocessing, preprocessing
-from . import features as F
+from ..transforms import TransformedDataset, build_transform
 from . import decoded as I
+from . import features as F
 from .store import cache_root, entry_ready
 
 

@@ -20,7 +20,7 @@ from ._common import fresh_dir, median, shapes, start_ray, sweep_spec
 
 
 def _configs(plan):
-    from tlsweep.sweep.space import build_groups
+    from tlsweep.config.space import build_groups
 
     return [plan.trial_config(dict(group.fixed)) for group in build_groups(plan)]
 

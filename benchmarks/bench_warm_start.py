@@ -56,7 +56,7 @@ def sweep(plan) -> list[float]:
     from tlsweep.sweep import warmstart
     from tlsweep.results.layout import write_plan
     from tlsweep.sweep.searcher import GroupedSearcher
-    from tlsweep.sweep.space import build_groups
+    from tlsweep.config.space import build_groups
     from tlsweep.data import load_splits
     from tlsweep.trial.loop import Trial
 

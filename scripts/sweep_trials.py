@@ -34,7 +34,7 @@ def _value(dist):
 
 def trial_configs(path: str) -> list[dict]:
     from tlsweep.config.spec import load_spec
-    from tlsweep.sweep.space import build_groups
+    from tlsweep.config.space import build_groups
 
     plan = load_spec(path).plan()
     return [plan.trial_config({**g.fixed, **{k: _value(d) for k, d in g.sampled.items()}}).to_dict()

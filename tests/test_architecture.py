@@ -87,11 +87,33 @@ def test_the_cycle_finder_finds_one():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
-def test_report_imports_nothing_from_sweep():
+# The layers (CONTRIBUTING.md): config → data, models → trial → sweep → cli, with results, report and deploy
+# beside sweep. Only sweep/ and the CLI know Ray; config reads other layers' registries only (option names).
+RAY_FREE = ("tlsweep.config", "tlsweep.trial", "tlsweep.data", "tlsweep.models", "tlsweep.results",
+            "tlsweep.report", "tlsweep.deploy", "tlsweep.errors")
+REGISTRY_READS = {("tlsweep.config.sections", "tlsweep.sweep.schedulers")}  # scheduler names, checked lazily
+
+
+def test_only_sweep_and_the_cli_know_ray_and_the_sweep_layer():
     graph = import_graph()
     for module, edges in graph.items():
-        if module.startswith(("tlsweep.report", "tlsweep.results.layout", "tlsweep.results.checkpoints", "tlsweep.deploy.predict")):
-            assert not [e for e in edges if e.startswith("tlsweep.sweep")], module
+        if module.startswith(RAY_FREE):
+            assert not [e for e in edges if e.startswith("tlsweep.sweep") and (module, e) not in REGISTRY_READS], module
+    for path in PACKAGE.rglob("*.py"):
+        if _module_name(path).startswith(RAY_FREE):
+            tree = ast.parse(path.read_text())
+            names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+            names += [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and not n.level]
+            assert not [n for n in names if n == "ray" or n.startswith("ray.")], path
+
+
+def test_trial_loop_data_and_models_never_import_the_sweep_file_models():
+    """The interior reads the typed plan and trial config, never the sweep file (``config.spec``)."""
+    graph = import_graph()
+    for module, edges in graph.items():
+        if module.startswith(("tlsweep.trial", "tlsweep.data", "tlsweep.models", "tlsweep.report",
+                              "tlsweep.deploy", "tlsweep.results")):
+            assert "tlsweep.config.spec" not in edges, module
 
 
 def test_private_ray_attributes_are_read_in_one_module():
@@ -263,7 +285,7 @@ def test_googlenet_quirk_lives_in_its_registry_entry():
 
 
 def test_a_checkpoint_config_of_the_previous_layout_is_read(shapes_root):
-    old = {  # what tlsweep.sweep.space.trial_config wrote into checkpoints before TrialConfig
+    old = {  # what tlsweep.config.space.trial_config wrote into checkpoints before TrialConfig
         "model": {"ensemble": ["resnet18", "mobilenet_v3_small"], "fusion": "features", "weights": "none",
                   "head": {"hidden": [1024, 512], "dropout": 0.3, "norm": "layernorm"}},
         "lr": 0.001, "batch_size": 8, "freeze_depth": "all", "optimizer": "sgd", "head_dropout": 0.3, "head": None,

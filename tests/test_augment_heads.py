@@ -116,7 +116,7 @@ def test_seed_head_layers_with_one_rate_per_hidden_layer():
 
 
 def test_searched_head_reaches_the_trial_config(shapes_root):
-    from tlsweep.sweep.space import build_groups
+    from tlsweep.config.space import build_groups
 
     s = spec(shapes_root, heads={"mlp": {"hidden": [16], "dropout": 0.2, "norm": "layernorm"}},
              models=["resnet18", {"ensemble": ["resnet18", "mobilenet_v3_small"], "fusion": "features"}],

@@ -2,9 +2,9 @@
 
 import pytest
 
+from tlsweep.config.space import build_groups
 from tlsweep.config.spec import parse_spec
 from tlsweep.sweep.runner import SweepResult, error_message
-from tlsweep.sweep.space import build_groups
 from tlsweep.trial.loop import fit
 
 from .conftest import trial_config_for

@@ -153,8 +153,8 @@ def test_latency_is_measured_once_per_model_config(tmp_path):
 def test_grouped_searcher_tells_best_epoch_values_and_constraints(spec_dict):
     import optuna
 
+    from tlsweep.config.space import build_groups
     from tlsweep.sweep.searcher import GroupedSearcher
-    from tlsweep.sweep.space import build_groups
     from tlsweep.trial.objectives import constraints, objectives
 
     spec = parse_spec({**spec_dict, "models": ["resnet18", "mobilenet_v3_small"], "num_samples": 3,

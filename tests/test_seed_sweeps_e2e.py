@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 
 from tlsweep.config.distributions import LogUniform
+from tlsweep.config.space import build_groups
 from tlsweep.config.spec import load_spec
 from tlsweep.data.synthetic import make_shapes_dataset
 from tlsweep.report.collect import collect
-from tlsweep.sweep.space import build_groups
 from tlsweep.trial.loop import Trial
 
 SWEEPS = Path(__file__).resolve().parent.parent / "sweeps"

@@ -1,9 +1,9 @@
 from ray.tune.search import Searcher
 
 from tlsweep.config.sections import ModelConfig
+from tlsweep.config.space import build_groups, total_trials
 from tlsweep.config.spec import parse_spec
 from tlsweep.sweep.searcher import GroupedSearcher
-from tlsweep.sweep.space import build_groups, total_trials
 
 
 def plain(spec_dict, **changes):

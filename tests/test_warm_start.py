@@ -52,9 +52,9 @@ def best_lrs(summary: pd.DataFrame, model: str, batch: int) -> list[float]:
 
 
 def test_history_is_in_the_studies_before_the_first_trial(earlier, shapes_root, tmp_path):
+    from tlsweep.config.space import build_groups
     from tlsweep.sweep import warmstart
     from tlsweep.sweep.searcher import GroupedSearcher
-    from tlsweep.sweep.space import build_groups
     from tlsweep.trial.objectives import constraints, objectives
 
     storage, summary = earlier

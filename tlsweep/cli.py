@@ -117,8 +117,8 @@ def validate(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per file on stdout (ok, counts, problems)."),
 ) -> None:
     """Check sweep files without running anything."""
+    from .config.space import total_trials
     from .config.spec import SpecError
-    from .sweep.space import total_trials
 
     for path in files:
         spec = _load(path, sets, as_json)
@@ -188,9 +188,9 @@ def run(
 ) -> None:
     """Run a sweep on Ray Tune (Optuna proposes, ASHA stops weak trials)."""
     spec = _load(file, sets)
+    from .config.space import total_trials
     from .sweep.resume import sweep_state
     from .sweep.runner import SweepInterrupted, run_sweep
-    from .sweep.space import total_trials
 
     plan = (spec.model_copy(update={"num_samples": num_samples}) if num_samples else spec).plan()
     console.print(f"[bold]{spec.name}[/]: {total_trials(plan)} trials over {len(spec.models)} model(s), "

@@ -236,6 +236,20 @@ def _fields_at(loc: tuple) -> list[str]:
 
 def parse_spec(data: Any, source: str = "<spec>", root_node: yaml.Node | None = None,
                base_dir: Path | None = None) -> Spec:
+    """Validate a sweep file's plain data.
+
+    Args:
+        data: the parsed YAML (a mapping).
+        source: the file's name, for messages.
+        root_node: the file's YAML tree (``yaml.compose``), for line numbers in messages.
+        base_dir: what relative paths (data root, storage, warm start) are relative to; default the current folder.
+
+    Returns:
+        The validated ``Spec``, its paths absolute.
+
+    Raises:
+        SpecError: every problem at once, each with its YAML path, line and the allowed values.
+    """
     if not isinstance(data, dict):
         raise SpecError(source, [("", None, "a sweep file is a mapping with name, data, models, ...")])
     try:
@@ -261,7 +275,18 @@ def _absolute(spec: Spec, base: Path) -> Spec:
 
 
 def load_spec(path: str | os.PathLike, overrides: dict | None = None) -> Spec:
-    """Read and validate a sweep file. Relative paths in it are taken from the current directory."""
+    """Read and validate a sweep file. Relative paths in it are taken from the current directory.
+
+    Args:
+        path: the YAML sweep file.
+        overrides: nested values that replace the file's (``parse_sets`` makes them from ``--set``).
+
+    Returns:
+        The validated ``Spec`` (``spec.plan()`` is what the rest of tlsweep runs).
+
+    Raises:
+        SpecError: an unreadable file, invalid YAML, or every validation problem with its line.
+    """
     path = Path(path)
     try:
         text = path.read_text()
@@ -288,7 +313,11 @@ def load_spec(path: str | os.PathLike, overrides: dict | None = None) -> Spec:
 
 
 def parse_sets(items: list[str]) -> dict:
-    """``["search.lr=0.01", "models=[resnet18]"]`` → nested overrides for ``load_spec`` (values parsed as YAML)."""
+    """``["search.lr=0.01", "models=[resnet18]"]`` → nested overrides for ``load_spec`` (values parsed as YAML).
+
+    Raises:
+        SpecError: an item that is not KEY=VALUE, or a value that is not YAML.
+    """
     overrides: dict = {}
     problems = []
     for item in items:

@@ -208,7 +208,7 @@ class Progress:
     def from_storage(cls, storage: str, local_dir: str | None = None) -> Progress:
         """Rebuild the progress of a sweep from its results folder (``local_dir``: a local copy of a remote
         ``storage``) — for a sweep running elsewhere or finished."""
-        from ..sweep.space import total_trials
+        from ..config.space import total_trials
         from .layout import read_plan
 
         plan = read_plan(local_dir or storage)

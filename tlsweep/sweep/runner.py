@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..config.plan import SweepPlan, model_label
+from ..config.space import build_groups, total_trials
 from ..config.spec import Spec
 from ..results.layout import (  # noqa: F401
     SPEC_FILE,
@@ -42,7 +43,6 @@ from .cluster import (  # noqa: F401
     probe_cluster,
 )
 from .progress_callback import ProgressCallback, TrialLaunches, showing
-from .space import build_groups, total_trials
 
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 # a trial's first epoch's: device, fixed costs before training (sweep/trainable.py, Trial.setup_seconds)

@@ -18,8 +18,8 @@ from collections import Counter
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from ..config.space import Group
 from ..trial.objectives import Metric, values_of, violations
-from .space import Group
 
 
 def _quiet_optuna():

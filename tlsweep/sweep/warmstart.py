@@ -20,6 +20,7 @@ import yaml
 
 from ..config.distributions import Choice, Distribution, IntRange, _Range
 from ..config.plan import SweepPlan, model_label
+from ..config.space import Group
 from ..results.layout import USABLE
 from ..trial.objectives import (
     constraints,
@@ -30,7 +31,6 @@ from ..trial.objectives import (
     violations,
 )
 from .cluster import StorageError
-from .space import Group
 
 NOTES_FILE = "warm_start.yaml"
 log = logging.getLogger(__name__)

@@ -7,8 +7,8 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config.distributions import Choice, Distribution, Grid, IntRange
-from ..config.plan import MODEL_KEY, SweepPlan
+from .distributions import Choice, Distribution, Grid, IntRange
+from .plan import MODEL_KEY, SweepPlan
 
 
 @dataclass(frozen=True)

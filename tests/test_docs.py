@@ -1,4 +1,5 @@
-"""The documentation: generated references cover the code, and the site builds with ``mkdocs build --strict``."""
+"""The documentation: generated references cover the code, the site builds with ``mkdocs build --strict``, and the
+README keeps its promises (length, the test command CI runs, the examples folder)."""
 
 from __future__ import annotations
 
@@ -107,6 +108,25 @@ def test_api_reference_covers_the_public_api():
     for name in tlsweep.__all__:
         if name != "__version__":
             assert re.search(rf"^::: tlsweep\.[a-z_.]+\.{name}$", text, flags=re.M), name
+
+
+def test_every_example_sweep_says_what_it_shows_and_is_indexed():
+    index = (ROOT / "sweeps" / "README.md").read_text()
+    files = sorted((ROOT / "sweeps").glob("*.yaml"))
+    assert files
+    for path in files:
+        assert len(refgen.top_comment(path)) > 20, f"{path.name} needs a top comment saying what it shows"
+        assert f"`{path.name}`" in index, f"sweeps/README.md does not list {path.name}"
+        yaml.safe_load(path.read_text())
+
+
+def test_the_annotated_sweep_file_of_the_guide_is_valid():
+    from tlsweep import parse_spec
+
+    text = (ROOT / "docs" / "guides" / "sweep-files.md").read_text()
+    example = re.search(r"```yaml\n(name: .*?)```", text, flags=re.S).group(1)
+    spec = parse_spec(yaml.safe_load(example))
+    assert len(spec.models) == 3 and spec.heads
 
 
 @pytest.mark.slow

@@ -129,6 +129,17 @@ def test_the_annotated_sweep_file_of_the_guide_is_valid():
     assert len(spec.models) == 3 and spec.heads
 
 
+def test_readme_is_short_and_its_test_command_is_what_ci_runs():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 200
+    first = next(line for line in readme.splitlines() if "pytest" in line)
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert first.strip() in ci.splitlines()
+    assert 'pytest -m "not slow" -n 2' in (ROOT / "CONTRIBUTING.md").read_text()
+    tour = re.search(r"```yaml\n(name: shapes\n.*?)```", readme, flags=re.S).group(1)
+    assert yaml.safe_load(tour) == yaml.safe_load((ROOT / "sweeps" / "shapes.yaml").read_text())
+
+
 @pytest.mark.slow
 def test_mkdocs_build_strict(tmp_path):
     """A broken page, link, reference or docstring fails the build (``strict: true``)."""

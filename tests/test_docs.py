@@ -120,6 +120,7 @@ def test_every_example_sweep_says_what_it_shows_and_is_indexed():
         yaml.safe_load(path.read_text())
 
 
+@pytest.mark.slow  # imports torchvision: ~8 s
 def test_the_annotated_sweep_file_of_the_guide_is_valid():
     from tlsweep import parse_spec
 

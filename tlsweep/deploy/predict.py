@@ -156,7 +156,14 @@ def load_predictor(path: str | os.PathLike, model: str | None = None, device: st
 
 
 def image_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """Files as given, and image files under folders (recursive, sorted)."""
+    """Expand paths into image files.
+
+    Args:
+        paths: Files (kept as given) and folders (searched recursively).
+
+    Returns:
+        The files, those found in folders sorted.
+    """
     found = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -171,7 +178,15 @@ def image_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
 
 
 def write_csv(predictions: Sequence[Prediction], out: str | os.PathLike) -> Path:
-    """Columns: path, predicted, probability, top_k (``label:prob`` joined by ``;``)."""
+    """Write predictions as CSV: path, predicted, probability, top_k (``label:prob`` joined by ``;``).
+
+    Args:
+        predictions: What ``Predictor.predict`` returned.
+        out: The CSV file (its folder is created).
+
+    Returns:
+        ``out``.
+    """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="") as f:

@@ -34,8 +34,18 @@ class Preflight:
 
 
 def preflight(spec: Spec, data: bool = True, address: str | None = None, local_run: bool = True) -> Preflight:
-    """Everything a sweep file cannot say about itself; ``data=False`` skips reading the dataset.
-    ``local_run=False`` (``tlsweep validate``): GPUs this machine lacks are a warning, not a problem."""
+    """Check a valid sweep file against the world: dataset, batch sizes, freeze depths, storage, GPUs, loggers.
+
+    Args:
+        spec: The validated sweep file; its problems get the file's YAML lines.
+        data: Also read the dataset (splits, unreadable images, duplicates, imbalance).
+        address: A Ray cluster to check the resources against.
+        local_run: False for ``tlsweep validate``: GPUs this machine lacks are a warning, not a problem.
+
+    Returns:
+        The problems (path, line, message), warnings, images to skip and split counts; ``raise_problems`` turns
+        the problems into a ``SpecError``.
+    """
     result = Preflight()
     root_node = _compose(spec._source)
 

@@ -84,6 +84,13 @@ def _is_model(ann: Any) -> bool:
     return isinstance(ann, type) and issubclass(ann, BaseModel)
 
 
+def _is_mapping(ann: Any) -> bool:
+    ann = _strip(ann)
+    if _is_union(ann):
+        return any(_is_mapping(a) for a in typing.get_args(ann))
+    return typing.get_origin(ann) is dict
+
+
 def _is_union(ann: Any) -> bool:
     return typing.get_origin(ann) in (Union, types.UnionType)
 
@@ -236,7 +243,13 @@ def _default(info: FieldInfo) -> str:
 
 
 def _cell(text: str) -> str:
-    return " ".join(inspect.cleandoc(text).split()).replace("|", "\\|") if text else ""
+    """One table cell of prose: one line, pipes escaped, ``*`` and ``<`` kept literal outside code spans."""
+    if not text:
+        return ""
+    parts = " ".join(inspect.cleandoc(text).split()).split("`")
+    for i in range(0, len(parts), 2):  # even parts lie outside code spans
+        parts[i] = parts[i].replace("*", "\\*").replace("<", "&lt;")
+    return "`".join(parts).replace("|", "\\|")
 
 
 def _field_type(info: FieldInfo, path: str) -> str:
@@ -277,8 +290,11 @@ def walk(model: type[BaseModel], path: str = "") -> list[Section]:
                 info = FieldInfo.merge_field_infos(info, annotation=hints[name])
             key = info.alias or name
             full = f"{p}.{key}" if p else key
-            values = [_yaml(v) for v in _literals(info.annotation)] + _choices(info, full)
-            allowed = [f"`{v}`" for v in dict.fromkeys(values)] + _constraints(info)
+            values = [f"`{v}`" for v in dict.fromkeys([_yaml(v) for v in _literals(info.annotation)])]
+            choices = [f"`{v}`" for v in _choices(info, full)]
+            if choices and _is_mapping(info.annotation):
+                choices[0] = "keys: " + choices[0]
+            allowed = values + choices + _constraints(info)
             section.rows.append(Row(key=full, type=_field_type(info, full), default=_default(info),
                                     allowed=", ".join(allowed), description=_cell(info.description or "")))
             found = nested_models(info.annotation, full)

@@ -14,8 +14,17 @@ def safe_folder_name(name: str) -> str:
 
 
 def export_imagefolder(data, out: str | Path, seed: int = 0, limit: int | None = None) -> dict[str, int]:
-    """Save the splits of ``data`` (a ``DataConfig`` or its plain dict) as PNGs; at most ``limit`` per split.
-    Returns counts."""
+    """Save a sweep's data (any source, with its subset and split) as ``out/{train,val,test}/<class>/*.png``.
+
+    Args:
+        data: The sweep's ``DataConfig``.
+        out: The folder to write.
+        seed: The sweep's seed (it draws the split and subset).
+        limit: At most this many images per split.
+
+    Returns:
+        Images written per split.
+    """
     splits = load_splits(data, seed)
     out = Path(out)
     folders = [safe_folder_name(c) for c in splits.classes]

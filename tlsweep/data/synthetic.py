@@ -50,11 +50,25 @@ def make_shapes_dataset(
     colour_cue: bool = True,
     fmt: str = "png",
 ) -> Path:
-    """Write ``root/{train,val,test}/<shape>/*.png`` (or ``root/<shape>/`` when ``split_folders`` is False).
+    """Write a small learnable ImageFolder of shapes on noise: ``root/{train,val,test}/<shape>/*.png``.
 
-    ``per_class`` is images per class per split as an int, or per split as ``{"train": 40, "val": 10, ...}``.
-    With ``colour_cue`` each class has its own hue (learnable from scratch in a few epochs); without it only
-    the shape tells the classes apart.
+    Args:
+        root: The folder to write.
+        num_classes: How many shapes (classes), 2 up to the number of shapes drawn.
+        per_class: Images per class: an int (val and test get a third of it, at least 2; all of it without
+            split folders), or per split as ``{"train": 40, "val": 10, ...}``.
+        size: Image side in pixels.
+        seed: Seeds shapes, colours and noise.
+        split_folders: False writes ``root/<shape>/`` (one folder for the sweep's ``data.split``).
+        colour_cue: Each class gets its own hue (learnable from scratch in a few epochs); without it only the
+            shape tells the classes apart.
+        fmt: Image file format (``png``, ``jpg``, ...).
+
+    Returns:
+        ``root``.
+
+    Raises:
+        ValueError: ``num_classes`` is out of range.
     """
     if not 2 <= num_classes <= len(SHAPES):
         raise ValueError(f"num_classes must be within 2..{len(SHAPES)}")

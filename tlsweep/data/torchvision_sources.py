@@ -124,8 +124,18 @@ for _name in TORCHVISION_SOURCES:
 
 
 def prepare_fashionmnist(root: str | Path = "data", source: str | Path = DEBIAN_FASHION_MNIST) -> Path:
-    """Uncompress the idx ``*.gz`` files of ``source`` into ``<root>/FashionMNIST/raw/``; returns that folder.
-    Files already there are kept."""
+    """Uncompress Fashion-MNIST's idx ``*.gz`` files into ``<root>/FashionMNIST/raw/`` (files there are kept).
+
+    Args:
+        root: The sweep's ``data.root``.
+        source: Where the ``.gz`` files are (Debian's ``dataset-fashion-mnist`` by default).
+
+    Returns:
+        The ``raw`` folder.
+
+    Raises:
+        DataError: A file is neither in ``source`` nor already uncompressed.
+    """
     source, raw = Path(source), Path(root) / TORCHVISION_SOURCES["fashionmnist"].folder
     missing = [f"{f}.gz" for f in MNIST_FILES if not (source / f"{f}.gz").is_file() and not (raw / f).is_file()]
     if missing:

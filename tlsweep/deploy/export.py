@@ -176,5 +176,21 @@ def _version() -> str | None:
 
 def export_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, formats: Sequence[str] = ("torchscript",),
                       model: str | None = None, **kwargs) -> list[Exported]:
-    """``export_predictor`` of the checkpoint that ``checkpoint`` designates (file, checkpoint/trial/sweep folder)."""
+    """Export a checkpoint to TorchScript and/or ONNX with a ``model.json`` sidecar, each checked against PyTorch.
+
+    Args:
+        checkpoint: A ``checkpoint.pt``, a checkpoint, trial or sweep results folder (as ``load_predictor``).
+        out_dir: Folder for ``model.pt`` / ``model.onnx`` and ``model.json``.
+        formats: ``torchscript`` and/or ``onnx`` (ONNX needs the ``export`` extra).
+        model: With a results folder, a model label: that model's best checkpoint.
+        **kwargs: ``include_normalization`` (the export takes 0–1 pixels), ``onnx_exporter`` (``dynamo`` or
+            ``legacy``), ``tolerance`` (largest max abs logit difference accepted), ``seed``.
+
+    Returns:
+        One ``Exported`` per format: its path and its max abs difference to PyTorch.
+
+    Raises:
+        CheckpointError: ``checkpoint`` designates no checkpoint.
+        ExportError: An export fails, or differs from PyTorch by more than ``tolerance``.
+    """
     return export_predictor(load_predictor(checkpoint, model, device="cpu"), out_dir, formats, **kwargs)

@@ -31,6 +31,9 @@ class PredictError(CheckpointError):
 
 @dataclass
 class Prediction:
+    """One image's predicted class: ``label`` with its ``probability``, and the ``top_k`` (label, probability)
+    pairs, best first."""
+
     path: str
     label: str
     probability: float
@@ -63,7 +66,17 @@ class Predictor:
         return build_transform(self.image_size, pre=self.pre)
 
     def preprocess(self, images: Sequence[str | os.PathLike | Image.Image]) -> torch.Tensor:
-        """Files or PIL images → the normalized batch the model was validated on."""
+        """Turn images into the normalized batch the model was validated on.
+
+        Args:
+            images: Image files or PIL images (any mode; converted to RGB as training does).
+
+        Returns:
+            A float tensor ``(N, 3, S, S)``.
+
+        Raises:
+            PredictError: An image cannot be read.
+        """
         transform, max_side = self.transform, self.config.data.max_image_side
         return torch.stack([transform(_open(i, max_side)) for i in images])
 
@@ -73,6 +86,19 @@ class Predictor:
 
     def predict(self, images: Sequence[str | os.PathLike | Image.Image], top_k: int = 1,
                 batch_size: int = 32) -> list[Prediction]:
+        """Predict the class of each image.
+
+        Args:
+            images: Image files or PIL images.
+            top_k: How many (label, probability) pairs each prediction lists (at most the number of classes).
+            batch_size: Images per forward pass.
+
+        Returns:
+            One ``Prediction`` per image, in order.
+
+        Raises:
+            PredictError: An image cannot be read.
+        """
         k = max(1, min(top_k, len(self.classes)))
         out = []
         for start in range(0, len(images), batch_size):
@@ -96,7 +122,21 @@ def _open(image, max_side: int | None = None) -> Image.Image:
 
 
 def load_predictor(path: str | os.PathLike, model: str | None = None, device: str | None = "cpu") -> Predictor:
-    """Predictor of the checkpoint that ``path`` designates (file, checkpoint/trial/sweep folder)."""
+    """Load the model of a checkpoint for prediction.
+
+    Args:
+        path: A ``checkpoint.pt``, a checkpoint folder, a trial folder (its best checkpoint) or a sweep's results
+            folder (the best trial overall), local or a URI.
+        model: With a results folder, a model label: that model's best checkpoint.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+
+    Returns:
+        A ``Predictor`` holding the model in eval mode with its classes and preprocessing.
+
+    Raises:
+        CheckpointError: ``path`` designates no checkpoint.
+        PredictError: The checkpoint cannot be loaded or was written by an incompatible tlsweep.
+    """
     from ..report.evaluate import rebuild_model
 
     resolved = resolve_checkpoint(path, model)
@@ -117,7 +157,14 @@ def load_predictor(path: str | os.PathLike, model: str | None = None, device: st
 
 
 def image_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """Files as given, and image files under folders (recursive, sorted)."""
+    """Expand paths into image files.
+
+    Args:
+        paths: Files (kept as given) and folders (searched recursively).
+
+    Returns:
+        The files, those found in folders sorted.
+    """
     found = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -132,7 +179,15 @@ def image_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
 
 
 def write_csv(predictions: Sequence[Prediction], out: str | os.PathLike) -> Path:
-    """Columns: path, predicted, probability, top_k (``label:prob`` joined by ``;``)."""
+    """Write predictions as CSV: path, predicted, probability, top_k (``label:prob`` joined by ``;``).
+
+    Args:
+        predictions: What ``Predictor.predict`` returned.
+        out: The CSV file (its folder is created).
+
+    Returns:
+        ``out``.
+    """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="") as f:

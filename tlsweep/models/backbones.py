@@ -60,8 +60,12 @@ def parse_weights(weights: str | None) -> WeightsRef:
 
 @dataclass(frozen=True)
 class Backbone:
-    """``stages`` are ordered input→output; a stage is a dotted path, ``a-b`` for the siblings from a to b,
-    or several of those joined with ``+`` (paths may name parameters, e.g. ViT's class token)."""
+    """One backbone: how to build it, where its head and stages are, and its quirks.
+
+    ``stages`` are ordered input→output; a stage is a dotted path, ``a-b`` for the siblings from a to b,
+    or several of those joined with ``+`` (paths may name parameters, e.g. ViT's class token). ``freeze_depth``
+    counts these stages, and discriminative learning rates decay along them.
+    """
 
     name: str
     weights_enum: str
@@ -83,15 +87,28 @@ class Backbone:
         return len(self.stages)
 
     def weights(self, tag: str = "DEFAULT"):
-        """torchvision's weights enum member (``DEFAULT`` or a member name such as ``IMAGENET1K_V1``)."""
+        """torchvision's weights enum member.
+
+        Args:
+            tag: ``DEFAULT`` or a member name such as ``IMAGENET1K_V1``.
+
+        Returns:
+            The ``torchvision.models.WeightsEnum`` member.
+        """
         import torchvision.models as tvm
 
         enum = getattr(tvm, self.weights_enum)
         return getattr(enum, tag)
 
     def preprocessing(self, weights: str | None = "none") -> Preprocessing:
-        """Mean, std and interpolation of the weights' own transforms (``weights.transforms()``); ImageNet
-        statistics for ``none`` and weight files."""
+        """Mean, std and interpolation of the weights' own transforms (``weights.transforms()``).
+
+        Args:
+            weights: ``imagenet``, ``none``, a weights name or a weights file, as in the sweep file.
+
+        Returns:
+            The weights' preprocessing; ImageNet statistics with bilinear resizing for ``none`` and files.
+        """
         ref = parse_weights(weights)
         if ref.kind != "torchvision":
             return IMAGENET
@@ -101,8 +118,14 @@ class Backbone:
                              getattr(interpolation, "value", IMAGENET.interpolation))
 
     def resize_ratio(self, weights: str | None = "none") -> float:
-        """Resize/crop of the weights' evaluation transform (256/224, 232/224, ...); the architecture's default
-        weights' for ``none`` and weight files."""
+        """Resize over crop size of the weights' evaluation transform (256/224, 232/224, ...).
+
+        Args:
+            weights: As in ``preprocessing``; ``none`` and files take the architecture's default weights' ratio.
+
+        Returns:
+            The ratio, e.g. 1.143 for 256/224.
+        """
         ref = parse_weights(weights)
         preset = self.weights(ref.value if ref.kind == "torchvision" else "DEFAULT").transforms()
         return preset.resize_size[0] / preset.crop_size[0]
@@ -140,6 +163,17 @@ def _source(name: str) -> BackboneSource | None:
 
 
 def register_backbone(entry: Backbone) -> Backbone:
+    """Add a backbone to the registry: sweep files may name it from then on.
+
+    Args:
+        entry: The backbone's registry entry.
+
+    Returns:
+        ``entry``, so the call can wrap a definition.
+
+    Raises:
+        ValueError: A backbone of that name is registered already.
+    """
     if entry.name in _REGISTRY:
         raise ValueError(f"backbone {entry.name!r} is registered twice")
     _REGISTRY[entry.name] = entry
@@ -147,6 +181,17 @@ def register_backbone(entry: Backbone) -> Backbone:
 
 
 def get_backbone(name: str) -> Backbone:
+    """The registry entry of a backbone.
+
+    Args:
+        name: A registered name (``resnet18``) or ``timm/<name>`` (made on first use).
+
+    Returns:
+        The backbone's ``Backbone`` entry.
+
+    Raises:
+        KeyError: No backbone of that name, with the available ones.
+    """
     if (source := _source(name)) is not None:
         return source.entry(name)
     try:
@@ -156,7 +201,14 @@ def get_backbone(name: str) -> Backbone:
 
 
 def list_backbones(pattern: str = "*") -> list[str]:
-    """Registered (torchvision) backbones matching ``pattern``; ``timm/<pattern>`` lists timm's models."""
+    """Names of the registered backbones.
+
+    Args:
+        pattern: A glob over names (``resnet*``); ``timm/<pattern>`` lists timm's models instead.
+
+    Returns:
+        The matching names, sorted.
+    """
     if (source := _source(pattern)) is not None:
         return source.list(pattern)
     return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))

@@ -61,8 +61,18 @@ def sha256(path: Path) -> str:
 
 
 def import_weights(path: str | Path, catalog: list[KnownWeights] | None = None) -> tuple[KnownWeights, Path]:
-    """Verify ``path`` against torchvision's weights (or ``catalog``) and place it in the cache.
-    Returns the matching entry and where the file now is. Raises ``WeightsError`` for a wrong file."""
+    """Check a weights file against torchvision's weights (sha256 prefix in their URLs) and copy it into the cache.
+
+    Args:
+        path: A downloaded weights file, e.g. ``mobilenet_v2-b0353104.pth``.
+        catalog: The known weights files; default torchvision's.
+
+    Returns:
+        The matching entry and where the file now is (``$TORCH_HOME/hub/checkpoints/``).
+
+    Raises:
+        WeightsError: No such file, or it matches none of the known weights.
+    """
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: no such file")
@@ -128,8 +138,15 @@ def required_weights(plan) -> list[tuple[str, object]]:
 
 
 def prefetch(plan, download: bool = True) -> list[WeightsStatus]:
-    """Make sure every pretrained backbone's file is in the cache: present → ok; missing → download where
-    ``download`` and the internet allow it, else ``missing`` with how to import it."""
+    """Make sure the weights file of every pretrained backbone of a sweep is in the cache.
+
+    Args:
+        plan: The sweep's ``SweepPlan``.
+        download: Download missing files where the internet allows it.
+
+    Returns:
+        One status per file: ``ok`` (present), ``downloaded``, or ``missing`` with how to import it.
+    """
     statuses = []
     for backbone, member in required_weights(plan):
         label = f"{type(member).__name__}.{member.name}"
@@ -187,7 +204,18 @@ def timm_statuses(plan, download: bool = True) -> list[WeightsStatus]:
 
 
 def ensure_weights(plan, download: bool = True) -> list[WeightsStatus]:
-    """``prefetch`` that raises ``WeightsError`` naming every missing file (for the runner, before trials)."""
+    """``prefetch`` for the runner, before any trial starts.
+
+    Args:
+        plan: The sweep's ``SweepPlan``.
+        download: Download missing files where the internet allows it.
+
+    Returns:
+        One status per file, as ``prefetch``.
+
+    Raises:
+        WeightsError: Some files are missing; the message names each and how to import it.
+    """
     statuses = prefetch(plan, download)
     missing = [s for s in statuses if s.state == "missing"]
     if missing:

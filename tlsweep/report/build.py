@@ -36,9 +36,23 @@ def _pre(plan, label: str):
 
 def make_report(results_dir: str | Path, out_dir: str | Path | None = None, cam_images: int = 8,
                 hparams: bool = True, threads: int | None = None) -> Path:
-    """Write the report of the sweep stored in ``results_dir`` into ``out_dir`` (default
-    ``<results_dir>/report``); returns the path of ``report.html``. ``threads``: torch threads while building
-    (default ``$TLSWEEP_TORCH_THREADS``, else torch's default); 1 is much faster on cores other work shares."""
+    """Write the report of a sweep: each model picked on validation, evaluated once on test, compared, explained.
+
+    Args:
+        results_dir: The sweep's local storage folder (finished, still running, or copied).
+        out_dir: Where to write; default ``<results_dir>/report``.
+        cam_images: Test images in the Grad-CAM grid and galleries.
+        hparams: Write TensorBoard HParams runs for trials without Tune's event files.
+        threads: Torch threads while building (default ``$TLSWEEP_TORCH_THREADS``, else torch's default); 1 is
+            much faster on cores other work shares.
+
+    Returns:
+        The path of ``report.html``.
+
+    Raises:
+        ReportError: The folder holds no sweep, no trial, or no trial with a usable checkpoint yet.
+        DataError: The sweep's test data cannot be read.
+    """
     threads = threads or int(os.environ.get("TLSWEEP_TORCH_THREADS", 0)) or None
     before = torch.get_num_threads()
     if threads:

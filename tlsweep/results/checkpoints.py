@@ -70,7 +70,19 @@ def _from_trial(trial_dir: Path) -> Resolved:
 
 
 def resolve_checkpoint(path: str | Path, model: str | None = None) -> Resolved:
-    """The ``checkpoint.pt`` that ``path`` designates; ``model`` (a model label) only applies to sweep folders."""
+    """Find the checkpoint a path means.
+
+    Args:
+        path: A ``checkpoint.pt``, a checkpoint folder, a trial folder (its best checkpoint by the sweep's val
+            metric, else its last) or a sweep's results folder (the best trial overall).
+        model: With a results folder, a model label: that model's best trial.
+
+    Returns:
+        The ``checkpoint.pt`` path and what was picked and why (for messages).
+
+    Raises:
+        CheckpointError: Nothing at ``path``, or nothing there is a checkpoint.
+    """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or folder")

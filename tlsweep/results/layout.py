@@ -42,6 +42,8 @@ class ResultsError(TLSweepError, ValueError):
 
 
 class Status(str, Enum):
+    """A trial's status in ``summary.csv``, the report and ``tlsweep status``."""
+
     FINISHED = "finished"  # ran all epochs
     STOPPED = "stopped"  # stopped early by the scheduler
     DIVERGED = "diverged"  # the training loss became NaN/inf
@@ -210,7 +212,18 @@ def trials_frame(rows: list[dict], plan: SweepPlan | None = None) -> pd.DataFram
 
 
 def read_plan(storage: str | Path) -> SweepPlan:
-    """The ``SweepPlan`` stored in a results folder, or ``ResultsError`` naming the folder and what to do."""
+    """Read the plan a sweep was run with from its results folder (``tlsweep_spec.json``).
+
+    Args:
+        storage: The sweep's local storage folder.
+
+    Returns:
+        The ``SweepPlan``, every default resolved.
+
+    Raises:
+        ResultsError: The folder holds no ``tlsweep_spec.json``, or one an incompatible tlsweep wrote; the message
+            names the folder and what to do.
+    """
     path = Path(storage) / SPEC_FILE
     if not path.is_file():
         raise ResultsError(f"{storage}: no {SPEC_FILE} here; give the sweep's storage folder "

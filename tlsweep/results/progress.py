@@ -206,8 +206,18 @@ class Progress:
 
     @classmethod
     def from_storage(cls, storage: str, local_dir: str | None = None) -> Progress:
-        """Rebuild the progress of a sweep from its results folder (``local_dir``: a local copy of a remote
-        ``storage``) — for a sweep running elsewhere or finished."""
+        """Rebuild the progress of a sweep running elsewhere, or finished, from its results folder.
+
+        Args:
+            storage: The sweep's storage folder or URI.
+            local_dir: A local copy of a remote ``storage`` to read instead.
+
+        Returns:
+            The sweep's ``Progress``: trial states, best so far per model, epochs done and left.
+
+        Raises:
+            ResultsError: The folder holds no sweep tlsweep can read.
+        """
         from ..config.space import total_trials
         from .layout import read_plan
 

@@ -34,16 +34,17 @@ class Preflight:
 
 
 def preflight(spec: Spec, data: bool = True, address: str | None = None, local_run: bool = True) -> Preflight:
-    """Everything a sweep file cannot say about itself, checked on its plan; problems carry the file's lines.
+    """Check a valid sweep file against the world: dataset, batch sizes, freeze depths, storage, GPUs, loggers.
 
     Args:
-        spec: the validated sweep file.
-        data: also read the dataset (splits, unreadable images, batch size vs the train split).
-        address: the Ray cluster the sweep will run on, if any.
+        spec: The validated sweep file; its problems get the file's YAML lines.
+        data: Also read the dataset (splits, unreadable images, duplicates, imbalance).
+        address: A Ray cluster to check the resources against.
         local_run: False for ``tlsweep validate``: GPUs this machine lacks are a warning, not a problem.
 
     Returns:
-        The problems (YAML path, line, message), warnings, unreadable files to skip and split counts.
+        The problems (path, line, message), warnings, images to skip and split counts; ``raise_problems`` turns
+        the problems into a ``SpecError``.
     """
     result = Preflight()
     plan = spec.plan()

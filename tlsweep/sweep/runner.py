@@ -53,12 +53,22 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SweepResult:
+    """What ``run_sweep`` returns: where the sweep's results live, one row per trial, and its wall time."""
+
     storage: str
     trials: pd.DataFrame  # one row per trial: tlsweep.results.layout.TRIAL_COLUMNS and the hyperparameters
     seconds: float
 
     def best_per_model(self, metric: str = "val_acc", mode: str = "max") -> pd.DataFrame:
-        """Each model's best finished or stopped trial that meets the constraints (models with none left out)."""
+        """Each model's best finished or stopped trial that meets the constraints (models with none left out).
+
+        Args:
+            metric: A column of ``trials`` to rank by.
+            mode: ``max`` or ``min``.
+
+        Returns:
+            One row per model, indexed by model label.
+        """
         ok = self.trials[self.trials["status"].isin(USABLE)]
         if FEASIBLE in ok:
             ok = ok[ok[FEASIBLE].astype(bool)]
@@ -168,11 +178,28 @@ class SweepInterrupted(KeyboardInterrupt):
 
 def run_sweep(spec: Spec, address: str | None = None, num_samples: int | None = None, resume: bool = False,
               callbacks: list | None = None, checked=None, progress="auto") -> SweepResult:
-    """Check the sweep against its data and machine (``checked``: a ``tlsweep.sweep.preflight.Preflight`` already
-    made), start or attach to Ray, and run (or resume) the sweep to the end. ``progress``: ``auto`` (a live
-    view in a terminal or notebook, else a line per trial event), ``live``, ``plain``, ``none``, or a
-    ``tlsweep.results.progress.View``. Raises ``SpecError`` for preflight problems and ``SweepInterrupted`` when Ctrl-C
-    stopped it early."""
+    """Check a sweep against its data and machine, start or attach to Ray, and run (or resume) it to the end.
+
+    Args:
+        spec: The validated sweep file (``tlsweep.load_spec``).
+        address: A Ray cluster to attach to (``HOST:PORT`` or ``auto``); None starts a local Ray.
+        num_samples: Overrides the sweep file's ``num_samples`` (trials per model and grid point).
+        resume: Continue the sweep in the same storage (an unfinished one is resumed anyway).
+        callbacks: Extra Ray Tune callbacks.
+        checked: A ``tlsweep.sweep.preflight.Preflight`` already made; None runs the checks here.
+        progress: ``auto`` (a live view in a terminal or notebook, else a line per trial event), ``live``,
+            ``plain``, ``none``, or a ``tlsweep.results.progress.View``.
+
+    Returns:
+        The storage folder, one row per trial (status, best metrics, hyperparameters) and the wall time.
+
+    Raises:
+        SpecError: The sweep does not fit its dataset or machine (preflight), each problem with its YAML line.
+        SweepInterrupted: Ctrl-C or SIGTERM stopped the sweep early; its ``result`` holds what finished.
+        StorageError: The storage holds a sweep of another sweep file, or it filled up.
+        ClusterError: No Ray cluster answers at ``address``, or it refuses the driver.
+        WeightsError: A pretrained weights file is missing and cannot be fetched.
+    """
     from .preflight import check_or_raise
 
     if num_samples is not None:

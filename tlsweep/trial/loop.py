@@ -1,7 +1,7 @@
 """One trial, free of Ray: build data and model from a ``TrialConfig``, train epoch by epoch, yield metrics.
 
 A ``tlsweep.config.plan.TrialConfig`` holds the resolved hyperparameters plus model, data, epochs, seed and performance
-(``SweepPlan.trial_config``); a plain dict is read with ``TrialConfig.from_dict``. A checkpoint is a plain dict of
+(``SweepPlan.trial_config``; ``TrialConfig.from_dict`` reads a checkpoint's). A checkpoint is a plain dict of
 tensors and numbers (its ``config`` is ``TrialConfig.to_dict()``), loadable with ``torch.load(weights_only=True)``.
 """
 
@@ -48,7 +48,14 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: i
 
 
 class Trial:
-    """Holds a trial's data, model, optimizer and LR scheduler; ``run()`` yields one metrics dict per epoch."""
+    """Holds a trial's data, model, optimizer and LR scheduler; ``run()`` yields one metrics dict per epoch.
+
+    Args:
+        config: The trial's ``TrialConfig`` (``SweepPlan.trial_config``).
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``; None takes ``config.device``.
+        splits: Train/val/test datasets already loaded; None loads them from ``config.data``.
+        gpu_share: The share of its GPU the trial was given (sizes the device input path).
+    """
 
     def __init__(self, config: TrialConfig, device: str | torch.device | None = None, splits=None,
                  gpu_share: float = 1.0):
@@ -178,7 +185,12 @@ class Trial:
                 "val_macro_f1": macro_f1(pairs.view(k, k))}
 
     def step(self) -> dict:
-        """Train one epoch and evaluate; a diverged epoch returns metrics with ``diverged=True``."""
+        """Train one epoch and evaluate.
+
+        Returns:
+            The epoch's metrics (``epoch``, ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``,
+            ``val_macro_f1``, ``lr``, ...); ``diverged`` is True when the loss became NaN or infinite.
+        """
         start = time.perf_counter()
         lr = self.lr()
         try:
@@ -203,7 +215,11 @@ class Trial:
         return metrics
 
     def run(self) -> Iterator[dict]:
-        """Epochs from the current one to ``epochs``; stops after a diverged epoch."""
+        """Train from the current epoch to ``epochs``, stopping after a diverged epoch.
+
+        Yields:
+            Each epoch's metrics, as ``step`` returns them.
+        """
         while self.epoch < self.max_epochs:
             metrics = self.step()
             yield metrics
@@ -243,7 +259,14 @@ class Trial:
         self.generator.set_state(state["rng"]["loader"])
 
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write the checkpoint atomically (temp file, then rename)."""
+        """Write the checkpoint atomically (temp file, then rename).
+
+        Args:
+            directory: The checkpoint folder; ``checkpoint.pt`` is written inside it.
+
+        Returns:
+            The checkpoint file's path.
+        """
         return save_checkpoint(self.state_dict(), Path(directory) / CHECKPOINT_FILE)
 
     def restore(self, directory: str | os.PathLike) -> None:
@@ -276,10 +299,28 @@ def save_checkpoint(state: dict, path: Path) -> Path:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    """Read a checkpoint file as tensors only (``torch.load(weights_only=True)``: no code is unpickled).
+
+    Args:
+        path: A ``checkpoint.pt``.
+        map_location: Where tensors are loaded (``torch.load``'s ``map_location``).
+
+    Returns:
+        The checkpoint dict: model, optimizer, LR scheduler, epoch, RNG state, history, classes and ``config``
+        (``TrialConfig.to_dict()``).
+    """
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
-def fit(config: TrialConfig | dict, device=None) -> list[dict]:
-    """Run a whole trial and return its per-epoch metrics."""
+def fit(config: TrialConfig, device=None) -> list[dict]:
+    """Run a whole trial without Ray.
+
+    Args:
+        config: The trial's ``TrialConfig``.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``; None takes ``config.device``.
+
+    Returns:
+        The metrics of every epoch trained, as ``Trial.step`` returns them.
+    """
     trial = Trial(config, device)
     return list(trial.run())

@@ -54,12 +54,13 @@ def direct_accuracy(checkpoint: str, shapes_root: Path) -> float:
 
 def direct_correct(checkpoint: str, shapes_root: Path) -> list[bool]:
     """Right or wrong per test image (sorted by class, then file name), without the report package."""
+    from tlsweep.config.sections import ModelConfig
     from tlsweep.data.transforms import build_transform
     from tlsweep.models import build_model
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     classes = state["classes"]
-    model = build_model(state["config"]["model"], len(classes), state["config"]["freeze_depth"])
+    model = build_model(ModelConfig.from_dict(state["config"]["model"]), len(classes), state["config"]["freeze_depth"])
     model.load_state_dict(state["model"])
     model.eval()
     transform = build_transform(32)

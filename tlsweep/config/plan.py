@@ -320,6 +320,7 @@ class TrialConfig(Hyperparameters):
     performance: PerformanceConfig = PerformanceConfig()
     device: str = "auto"
     preprocess: str = "squash"  # resolved data.preprocess / model preprocess (tlsweep.data.preprocess)
+    head_init: str = "default"  # posthoc.head_init (tlsweep.models.heads.reseed_head)
 
     def __post_init__(self):
         if not self.model_label:
@@ -404,6 +405,20 @@ class CheckpointConfig(_Plain):
     frequency: int = 1
 
 
+# -- post-hoc soups, ensemble selection and calibration (tlsweep.posthoc) --------------------------------------------
+HEAD_INITS = ("default", "shared", "per_trial")  # tlsweep.models.heads.reseed_head
+
+
+@dataclass(frozen=True)
+class PosthocConfig(_Plain):
+    enabled: bool = True  # `tlsweep report` builds them (`tlsweep soup` always does)
+    top_k: int = 8  # ensemble selection's candidates: the sweep's K best checkpoints, any model
+    max_steps: int = 20  # ensemble selection's greedy steps (with replacement)
+    head_init: str = "default"  # shared: one seeded head init per model; per_trial: seeded by the trial's values
+    report_budget_s: float = 60.0  # `tlsweep report` skips them (with a note) when the estimate exceeds this
+    bn_images: int = 512  # training images that re-estimate BatchNorm statistics after averaging
+
+
 @dataclass(frozen=True)
 class SweepPlan(_Plain):
     """A validated sweep, typed: what the runner, the trainable and the report read (``Spec.plan()``)."""
@@ -432,6 +447,7 @@ class SweepPlan(_Plain):
     warm_start: tuple[str, ...] = ()  # earlier sweeps' storage folders
     warm_start_top_k: int = 0  # run each group's k best earlier configs first
     warm_start_history: bool = True  # add the earlier trials to each group's study
+    posthoc: PosthocConfig = PosthocConfig()
     version: int = LAYOUT_VERSION
 
     @property
@@ -454,7 +470,8 @@ class SweepPlan(_Plain):
         model = self.models_table[label].with_head(values.get("head"), values.get("head_dropout"), self.heads)
         return TrialConfig(**values, model=model, model_label=label, data=self.data, epochs=self.epochs,
                            seed=self.seed, performance=self.performance,
-                           preprocess=resolve_mode(self.data, self.models_table[label]))
+                           preprocess=resolve_mode(self.data, self.models_table[label]),
+                           head_init=self.posthoc.head_init)
 
     @classmethod
     def from_dict(cls, d: dict) -> SweepPlan:
@@ -484,6 +501,7 @@ class SweepPlan(_Plain):
             "objectives": tuple(ObjectiveConfig(**o) for o in d.get("objectives") or ()),
             "constraints": {k: BoundConfig(**b) for k, b in (d.get("constraints") or {}).items()},
             "warm_start": tuple(d.get("warm_start") or ()),
+            "posthoc": PosthocConfig(**_known(PosthocConfig, d.get("posthoc") or {}, "posthoc")),
             "num_samples": d.get("num_samples") or (1 if searcher.type == "grid" else 4),
             "version": LAYOUT_VERSION,
         }

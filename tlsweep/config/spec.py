@@ -405,6 +405,17 @@ class BoundSpec(Strict):
         return self
 
 
+class PosthocSpec(Strict):
+    """After the sweep (``tlsweep.posthoc``): model soups, post-hoc ensemble selection, temperature scaling."""
+
+    enabled: bool = True  # `tlsweep report` builds them; `tlsweep soup` always does
+    top_k: int = Field(8, ge=1)  # ensemble selection over the sweep's K best checkpoints (any model)
+    max_steps: int = Field(20, ge=1)  # greedy selection steps, with replacement
+    head_init: Literal["default", "shared", "per_trial"] = "default"  # shared: one seeded head init per model
+    report_budget_s: float = Field(60.0, gt=0)  # the report skips them (with a note) when estimated above this
+    bn_images: int = Field(512, ge=1)  # training images that re-estimate BatchNorm statistics in a soup
+
+
 class Spec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     data: DataSpec
@@ -430,6 +441,7 @@ class Spec(Strict):
     warm_start: tuple[str, ...] | None = Field(None, min_length=1)  # earlier sweeps' storage folders
     warm_start_top_k: int = Field(0, ge=0)  # run each group's k best earlier configs first
     warm_start_history: bool = True  # add the earlier trials to each group's study
+    posthoc: PosthocSpec = PosthocSpec()
     _source: str | None = PrivateAttr(None)  # the sweep file, for line numbers in later checks (preflight)
 
     @model_validator(mode="before")
@@ -511,7 +523,8 @@ class Spec(Strict):
             objectives=tuple(C.ObjectiveConfig(o.metric, o.mode) for o in self.objectives or ()),
             constraints={k: C.BoundConfig(b.min, b.max) for k, b in (self.constraints or {}).items()},
             warm_start=tuple(self.warm_start or ()), warm_start_top_k=self.warm_start_top_k,
-            warm_start_history=self.warm_start_history)
+            warm_start_history=self.warm_start_history,
+            posthoc=C.PosthocConfig(**self.posthoc.model_dump()))
 
 
 def _head(head: HeadSpec | None) -> C.HeadConfig | None:

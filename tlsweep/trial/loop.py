@@ -25,6 +25,7 @@ from .fastpath import FastPath
 from .finetune import Recipe, frozen_counts, param_groups, thaw
 from .gpus import device_metrics
 from ..models import build_model
+from ..models.heads import head_seed, reseed_head
 from ..models.transfer import count_parameters
 from .optim import LR_SCHEDULERS, OPTIMIZERS
 from ..results.layout import CHECKPOINT_FILE
@@ -66,8 +67,8 @@ class Trial:
         batch_size = int(config.batch_size)
         self.setup_seconds = {"data_s": time.perf_counter() - clock}
         clock = time.perf_counter()
-        self.model = self.fast.prepare_model(
-            build_model(config.model, len(self.classes), config.freeze_depth).to(self.device))
+        model = reseed_head(build_model(config.model, len(self.classes), config.freeze_depth), head_seed(config))
+        self.model = self.fast.prepare_model(model.to(self.device))
         self.setup_seconds["model_s"], clock = time.perf_counter() - clock, time.perf_counter()
         plan = trial_data(config, self.splits, self.model, self.device, self.fast)  # caches: see tlsweep.data.cache
         self.cache_info, self.forward = plan.info, self.fast.compiled(plan.forward)

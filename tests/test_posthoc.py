@@ -17,15 +17,20 @@ from tlsweep.posthoc.selection import greedy_selection
 from tlsweep.posthoc.soup import average_states, greedy_soup, incompatibility, recompute_batchnorm, uniform_soup
 
 
+_BUILT: dict = {}
+
+
 def _checkpoint(shapes_root, model: dict | None = None, **overrides) -> dict:
+    """A checkpoint dict of an untrained model (one build per architecture; the config varies)."""
     from tlsweep.config.plan import TrialConfig
     from tlsweep.models import build_model
 
     config = TrialConfig.from_dict(trial_config_for(shapes_root, model=model or {"name": "mobilenet_v3_small",
                                                                                 "weights": "none"}, **overrides))
-    torch.manual_seed(len(json.dumps(overrides)))
-    net = build_model(config.model, 3, config.freeze_depth)
-    return {"model": net.state_dict(), "config": config.to_dict(), "classes": ["a", "b", "c"]}
+    key = json.dumps(config.model.to_dict(), sort_keys=True)
+    if key not in _BUILT:
+        _BUILT[key] = build_model(config.model, 3, config.freeze_depth).state_dict()
+    return {"model": _BUILT[key], "config": config.to_dict(), "classes": ["a", "b", "c"]}
 
 
 def test_averaging_two_copies_of_one_model_returns_that_model(shapes_root):
@@ -158,3 +163,122 @@ def test_posthoc_options_validate_and_reach_the_trial_config(spec_dict):
         parse_spec({**spec_dict, "posthoc": {"head_init": "random"}})
     with pytest.raises(SpecError, match="top_k"):
         parse_spec({**spec_dict, "posthoc": {"top_k": 0}})
+
+
+@pytest.fixture(scope="module")
+def soup_sweep(shapes_root, tmp_path_factory):
+    """A real tiny Ray sweep: two one-epoch trials (one shared head init) of each of two heads."""
+    import ray
+
+    from tlsweep.config.spec import parse_spec
+    from tlsweep.sweep.runner import run_sweep
+
+    storage = tmp_path_factory.mktemp("results") / "soup"
+    spec = parse_spec({
+        "name": "soup", "data": {"root": str(shapes_root), "image_size": 32, "augment": "none"}, "weights": "none",
+        "models": ["mobilenet_v3_small", {"name": "mobilenet_v3_small", "id": "mnv3-mlp", "head": {"hidden": [16]}}],
+        "search": {"lr": {"grid": [3e-3, 1e-2]}, "batch_size": 16, "optimizer": "adam", "lr_scheduler": "none"},
+        "epochs": 1, "scheduler": {"type": "fifo"}, "num_samples": 1, "checkpoints": {"num_to_keep": 1},
+        "posthoc": {"top_k": 4, "max_steps": 6, "head_init": "shared", "bn_images": 64},
+        "storage": str(storage)})
+    try:
+        run_sweep(spec)
+    finally:
+        ray.shutdown()
+    return storage
+
+
+@pytest.mark.slow
+def test_soup_command_builds_soups_and_an_ensemble_scored_on_test(soup_sweep, tmp_path):
+    from typer.testing import CliRunner
+
+    from tlsweep.cli import app
+
+    out = tmp_path / "posthoc"
+    run = CliRunner().invoke(app, ["soup", str(soup_sweep), "--out", str(out), "--json"])
+    assert run.exit_code == 0, run.output
+    rows = pd.DataFrame(json.loads(run.output)["rows"]).set_index("model")
+    assert set(rows["kind"]) == {"single", "soup (greedy)", "soup (uniform)", "ensemble (post-hoc)"}
+    info = json.loads((out / "posthoc.json").read_text())
+    greedy = info["results"]["mobilenet_v3_small greedy soup"]
+    assert greedy["ingredients_tried"] == 2 and 1 <= greedy["ingredients_accepted"] <= 2
+    first_val = greedy["trace"][0][1]
+    assert rows.loc["mobilenet_v3_small greedy soup", "val_acc"] >= first_val
+    assert "mobilenet_v3_small greedy soup" in rows.index and "mnv3-mlp greedy soup" in rows.index
+    ens = json.loads((out / "posthoc.json").read_text())["results"]["post-hoc ensemble"]
+    assert sum(ens["weights"]) == pytest.approx(1.0) and len(ens["candidates"]) == 4
+    state = torch.load(out / "ensemble" / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert state["kind"] == "posthoc_ensemble" and sum(state["weights"]) == pytest.approx(1.0)
+    assert (rows["test_acc_ci_low"] <= rows["test_acc"]).all() and (rows["test_acc"] <= rows["test_acc_ci_high"]).all()
+    assert (rows["temperature"] > 0).all() and rows["ece_test"].between(0, 1).all()
+    assert rows.loc["post-hoc ensemble", "total_params"] >= rows["total_params"].min()
+    assert rows["p_vs_best"].drop(rows.index[rows["group"] == "best"]).between(0, 1).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("which", ["soup-mobilenet_v3_small-greedy", "ensemble"])
+def test_predict_and_export_of_soup_and_ensemble_checkpoints_match_pytorch(soup_sweep, shapes_root, which, tmp_path):
+    from importlib.util import find_spec
+
+    from tlsweep.deploy.export import export_predictor
+    from tlsweep.deploy.predict import image_files, load_predictor
+    from tlsweep.posthoc.build import build_posthoc
+
+    out = soup_sweep / "posthoc"
+    if not (out / which / "checkpoint.pt").is_file():
+        build_posthoc(soup_sweep)
+    checkpoint = out / which / "checkpoint.pt"
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    predictor = load_predictor(checkpoint)
+    images = image_files([shapes_root / "test"])[:6]
+    batch = predictor.preprocess(images)
+    with torch.no_grad():
+        logits = predictor.model(batch)
+    t = state["temperature"]
+    assert predictor.temperature == pytest.approx(t)
+    assert torch.allclose(predictor.probabilities(batch), (logits / t).softmax(1), atol=1e-6)
+    raw = load_predictor(checkpoint, raw=True)
+    assert torch.allclose(raw.probabilities(batch), logits.softmax(1), atol=1e-6)
+    preds = predictor.predict(images, top_k=2)
+    assert [p.label for p in preds] == [predictor.classes[i] for i in logits.argmax(1).tolist()]
+    if which == "ensemble":  # the module's output is the log of the weighted mean of its members' probabilities
+        from tlsweep.report.evaluate import rebuild_model
+
+        probs = 0
+        for member, w, info in zip(state["members"], state["weights"], predictor.members):
+            x = (batch - torch.tensor(info["mean"]).view(1, 3, 1, 1)) / torch.tensor(info["std"]).view(1, 3, 1, 1)
+            with torch.no_grad():
+                probs = probs + w * rebuild_model(member)(x).softmax(1)
+        assert torch.allclose(logits.exp(), probs, atol=1e-5)
+    onnx = which == "ensemble" and all(find_spec(m) for m in ("onnx", "onnxruntime"))
+    formats = ["torchscript"] + (["onnx"] if onnx else [])
+    done = export_predictor(predictor, tmp_path / "export", formats, onnx_exporter="legacy")
+    assert [e.format for e in done] == formats and all(e.max_abs_diff <= 1e-3 for e in done)
+    scripted = torch.jit.load(str(tmp_path / "export" / "model.pt"))
+    with torch.no_grad():
+        assert torch.allclose(scripted(batch), logits, atol=1e-4)
+    sidecar = json.loads((tmp_path / "export" / "model.json").read_text())
+    assert sidecar["temperature"] == pytest.approx(t)
+    assert ("ensemble_members" in sidecar) == (which == "ensemble")
+
+
+@pytest.mark.slow
+def test_report_adds_soup_rows_and_calibration_and_can_skip_them(soup_sweep, tmp_path):
+    from tlsweep.posthoc.build import PosthocSkipped, build_posthoc
+    from tlsweep.report import collect, make_report
+    from tlsweep.report.build import _posthoc
+
+    page = make_report(soup_sweep, tmp_path / "report", cam_images=0, hparams=False)
+    board = pd.read_csv(page.parent / "leaderboard.csv")
+    singles = board[board["kind"] == "single"]
+    assert set(singles["model"]) == {"mobilenet_v3_small", "mnv3-mlp"}
+    assert {"soup (greedy)", "soup (uniform)", "ensemble (post-hoc)"} <= set(board["kind"])
+    assert singles["ece_test"].between(0, 1).all() and (singles["temperature"] > 0).all()
+    html = page.read_text()
+    assert "Soups and ensembles" in html and "Calibration" in html and 'id="posthoc"' in html
+    assert (page.parent / "figures" / "reliability_mobilenet_v3_small.png").stat().st_size > 0
+    assert (page.parent / "posthoc" / "ensemble" / "checkpoint.pt").is_file()
+
+    assert _posthoc(collect(soup_sweep), tmp_path / "off", None, {}, enabled=False) == (None, None)
+    with pytest.raises(PosthocSkipped, match="tlsweep soup"):
+        build_posthoc(soup_sweep, tmp_path / "over", budget_s=1e-3)

@@ -15,6 +15,7 @@ import torch
 from . import camfigs
 from . import plots
 from .pareto import pareto_section
+from .posthoc_sections import posthoc_sections
 from .collect import Sweep
 from .cost import TOTAL
 from .evaluate import Evaluation
@@ -158,7 +159,7 @@ def trials_section(ctx: Context) -> list[Section]:
 
 
 SECTIONS: list[Callable[[Context], list[Section]]] = [
-    leaderboard_section, importance_section, cost_section, test_sections, cam_sections, pareto_section,
+    leaderboard_section, posthoc_sections, importance_section, cost_section, test_sections, cam_sections, pareto_section,
     trials_section,
 ]
 

@@ -24,6 +24,7 @@ from .selection import combine, greedy_selection
 from .soup import Soup, greedy_soup, recompute_batchnorm, uniform_soup
 
 SINGLE, GREEDY, UNIFORM, ENSEMBLE = "single", "soup (greedy)", "soup (uniform)", "ensemble (post-hoc)"
+SOUPS = {GREEDY: "greedy", UNIFORM: "uniform"}  # kind → file/row name part
 SLIM_KEYS = ("model", "config", "classes")
 
 
@@ -184,8 +185,8 @@ class Builder:
                 build_s = time.perf_counter() - clock
                 val = sink.get(id(soup.state), ref.val_logits)  # a greedy soup of one is its first ingredient
                 temperature = calibration.fit_temperature(val, self.labels("val", ref))
-                name = f"{label} {kind.split()[1].strip('()')} soup"
-                path = self.out / f"soup-{_slug(label)}-{kind.split()[1].strip('()')}" / "checkpoint.pt"
+                name = f"{label} {SOUPS[kind]} soup"
+                path = self.out / f"soup-{_slug(label)}-{SOUPS[kind]}" / "checkpoint.pt"
                 used = [group[i] for i in soup.ingredients]
                 info = {"ingredients_tried": soup.tried, "ingredients_accepted": soup.accepted,
                         "ingredients": [c.name for c in used],

@@ -416,7 +416,7 @@ class PosthocConfig(_Plain):
     max_steps: int = 20  # ensemble selection's greedy steps (with replacement)
     head_init: str = "default"  # shared: one seeded head init per model; per_trial: seeded by the trial's values
     report_budget_s: float = 60.0  # `tlsweep report` skips them (with a note) when the estimate exceeds this
-    bn_images: int = 512  # training images that re-estimate BatchNorm statistics after averaging
+    bn_images: int = 256  # training images that re-estimate BatchNorm statistics after averaging
 
 
 @dataclass(frozen=True)

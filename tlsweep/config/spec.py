@@ -413,7 +413,7 @@ class PosthocSpec(Strict):
     max_steps: int = Field(20, ge=1)  # greedy selection steps, with replacement
     head_init: Literal["default", "shared", "per_trial"] = "default"  # shared: one seeded head init per model
     report_budget_s: float = Field(60.0, gt=0)  # the report skips them (with a note) when estimated above this
-    bn_images: int = Field(512, ge=1)  # training images that re-estimate BatchNorm statistics in a soup
+    bn_images: int = Field(256, ge=1)  # training images that re-estimate BatchNorm statistics in a soup
 
 
 class Spec(Strict):

@@ -44,6 +44,7 @@ class Candidate:
     size: int = 0
     pre: object = None
     val_logits: np.ndarray | None = None
+    test_logits: np.ndarray | None = None
 
     @property
     def name(self) -> str:
@@ -110,6 +111,7 @@ class Builder:
         self.single_test = single_test or {}  # label → test probabilities the report already has
         self.start = time.perf_counter()
         self.notes: list[str] = []
+        self.picked = {label: pick.checkpoint for label, pick in self.sweep_picks().items()}
 
     # -- helpers ------------------------------------------------------------------------------------------------
     def model(self, state: dict):
@@ -121,6 +123,14 @@ class Builder:
         if c.val_logits is None:
             c.val_logits = logits_of(self.model(c.state), self.inputs.get("val", c.size, c.pre)[0])
         return c.val_logits
+
+    def test_of(self, c: Candidate) -> np.ndarray:
+        """A candidate's test logits (the report's probabilities when it has them), computed once."""
+        if c.test_logits is None:
+            probs = self.single_test.get(c.label) if c.checkpoint == self.picked.get(c.label) else None
+            c.test_logits = np.log(np.clip(probs, 1e-12, None)) if probs is not None else \
+                self.test_logits(self.model(c.state), c.size, c.pre)
+        return c.test_logits
 
     def labels(self, split: str, c: Candidate) -> np.ndarray:
         return self.inputs.get(split, c.size, c.pre)[1]
@@ -148,9 +158,10 @@ class Builder:
         n_val, n_test = len(images), len(self.splits.test)
         n_bn = min(len(self.splits.train), self.config.bn_images)
         top = cands[: self.config.top_k]
-        soup_steps = sum(len(g) for g in groups.values())  # greedy tries + one uniform per group
-        work = ((len(cands) - 1) * n_val + soup_steps * (n_val + n_bn) +
-                (2 * len(groups) + len(top) + len(self.sweep_picks())) * n_test)
+        soup_steps = sum(len(g) for g in groups.values() if len(g) > 1)  # greedy tries + one uniform per group
+        tested = {id(c) for c in top} | {id(c) for c in cands if c.checkpoint in self.picked.values()}
+        soups = sum(2 for g in groups.values() if len(g) > 1)
+        work = (len(cands) - 1) * n_val + soup_steps * (n_val + n_bn) + (soups + len(tested)) * n_test
         estimate = time.perf_counter() - self.start + per_image * work
         if estimate > self.budget_s:
             raise PosthocSkipped(f"soups and ensemble selection skipped: about {estimate:.0f}s estimated, over the "
@@ -158,6 +169,7 @@ class Builder:
                                  f"`tlsweep soup {self.sweep.storage}`")
 
     def sweep_picks(self) -> dict:
+        """The report's picks: each model's best checkpoint by the val metric (constraints applied)."""
         from ..report.leaderboard import pick_best
 
         return pick_best(self.sweep)
@@ -195,7 +207,9 @@ class Builder:
                 save_checkpoint({**ref.state, "model": soup.state, "temperature": temperature,
                                  "soup": {"kind": kind, **info, "val_acc": soup.val_acc}}, path)
                 model = self.model({**ref.state, "model": soup.state})
-                results.append(Result(name, kind, soup.val_acc, self.test_logits(model, ref.size, ref.pre),
+                test = self.test_of(ref) if soup.state is ref.state["model"] else \
+                    self.test_logits(model, ref.size, ref.pre)  # a greedy soup of one is its first ingredient
+                results.append(Result(name, kind, soup.val_acc, test,
                                       self.labels("test", ref), count_parameters(model)[0],
                                       latency_ms(model, ref.size), build_s, temperature, path, info))
         return results
@@ -221,7 +235,7 @@ class Builder:
         state = ensemble_checkpoint([c.state for c in members], sel.weights, temperature, info)
         path = self.out / "ensemble" / "checkpoint.pt"
         save_checkpoint(state, path)
-        test = [calibration.softmax(self.test_logits(self.model(c.state), c.size, c.pre)) for c in members]
+        test = [calibration.softmax(self.test_of(c)) for c in members]
         module, _ = build_ensemble_model(state)
         return Result("post-hoc ensemble", ENSEMBLE, sel.val_acc,
                       np.log(np.clip(combine(test, sel.weights), 1e-12, None)), self.labels("test", members[0]),
@@ -235,16 +249,14 @@ class Builder:
 
         by_path = {c.checkpoint: c for c in cands}
         results = []
-        for label, pick in self.sweep_picks().items():
-            c = by_path.get(pick.checkpoint)
+        for label, checkpoint in self.picked.items():
+            c = by_path.get(checkpoint)
             if c is None:
                 continue
             labels = self.labels("val", c)
             temperature = calibration.fit_temperature(self.val_logits(c), labels)
             model = self.model(c.state)
-            probs = self.single_test.get(label)
-            test = np.log(np.clip(probs, 1e-12, None)) if probs is not None else \
-                self.test_logits(model, c.size, c.pre)
+            test = self.test_of(c)
             path = self.out / "calibrated" / _slug(label) / "checkpoint.pt"
             save_checkpoint({**c.state, "temperature": temperature}, path)
             results.append(Result(label, SINGLE, _accuracy(self.val_logits(c), labels), test,

@@ -60,8 +60,8 @@ def posthoc_sections(ctx) -> list[Section]:
         info = posthoc.info
         notes = "".join(f"<li>{html_lib.escape(n)}</li>" for n in posthoc.notes)
         timing = (f"<p class='note'>Built in {info['soup_seconds']:.1f}s (soups) + {info['ensemble_seconds']:.1f}s "
-                  f"(ensemble selection); all of it, candidates' validation passes included: "
-                  f"{info['total_seconds']:.1f}s. Checkpoints in {html_lib.escape(str(posthoc.out))}.</p>")
+                  f"(ensemble: selection, its members' test passes); all of it, candidates' validation passes "
+                  f"included: {info['total_seconds']:.1f}s. Checkpoints in {html_lib.escape(str(posthoc.out))}.</p>")
         out.append(Section("Soups and ensembles", html=table(_display(frame), "posthoc") + timing +
                            (f"<ul>{notes}</ul>" if notes else ""), intro=(
             "Built from every trial's best kept checkpoint (stopped trials included) and chosen on validation only; "

@@ -64,6 +64,9 @@ def _posthoc(sweep, out: Path, splits, evals, enabled: bool | None) -> tuple[obj
     except PosthocSkipped as err:
         log.warning("%s", err)
         return None, str(err)
+    except Exception as err:  # noqa: BLE001 - the report stands without them; `tlsweep soup` shows the traceback
+        log.warning("soups and ensembles failed: %s: %s", type(err).__name__, err)
+        return None, f"soups and ensemble selection failed ({type(err).__name__}: {err}); run `tlsweep soup`"
 
 
 def _make_report(results_dir, out_dir, cam_images: int, hparams: bool, soups: bool | None = None) -> Path:

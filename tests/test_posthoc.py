@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.conftest import trial_config_for
+from .conftest import trial_config_for
 from tlsweep.posthoc import calibration
 from tlsweep.posthoc.selection import greedy_selection
 from tlsweep.posthoc.soup import average_states, greedy_soup, incompatibility, recompute_batchnorm, uniform_soup

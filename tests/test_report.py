@@ -37,7 +37,8 @@ def sweep_report(shapes_root, tmp_path_factory):
         "search": {"lr": {"loguniform": [1e-3, 1e-2]}, "batch_size": {"choice": [8, 16]},
                    "freeze_depth": {"choice": [0, 0.5]}, "optimizer": "adam", "lr_scheduler": "none"},
         "epochs": 3, "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
-        "searcher": {"type": "optuna", "seed": 0}, "num_samples": 2, "storage": str(storage)})
+        "searcher": {"type": "optuna", "seed": 0}, "num_samples": 2, "storage": str(storage),
+        "posthoc": {"enabled": False}})  # soups and ensembles: tests/test_posthoc.py
     try:
         result = run_sweep(spec)
     finally:

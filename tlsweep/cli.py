@@ -371,13 +371,15 @@ def report(
     threads: Optional[int] = typer.Option(None, min=1, help="Torch threads (default $TLSWEEP_TORCH_THREADS, else "
                                                             "torch's); 1 is fastest on cores other work shares."),
     as_json: bool = typer.Option(False, "--json", help="Print the leaderboard and report path as JSON."),
+    soups: Optional[bool] = typer.Option(None, "--soups/--no-soups", help="Build model soups, the post-hoc "
+                                         "ensemble and temperatures (default: the sweep file's posthoc.enabled)."),
 ) -> None:
     """Leaderboard (picked on val, evaluated once on test), plots, Grad-CAM and report.html."""
     from .report import make_report
     from .results.storage import is_uri, localize, upload
 
     try:
-        page = make_report(localize(results_dir), out, cam_images=cam_images, threads=threads)
+        page = make_report(localize(results_dir), out, cam_images=cam_images, threads=threads, soups=soups)
         if is_uri(results_dir) and out is None:
             err_console.print(f"uploaded → {upload(page.parent, results_dir, 'report')}", highlight=False)
     except FileNotFoundError as err:
@@ -387,11 +389,13 @@ def report(
 
     from .report.leaderboard import display_frame
 
+    board = pd.read_csv(page.parent / "leaderboard.csv")
     if as_json:
-        board = pd.read_csv(page.parent / "leaderboard.csv")
-        _print_json({"report": str(page), "leaderboard": json.loads(board.to_json(orient="records"))})
+        rows = {k: json.loads(board[(board["kind"] == "single") == (k == "leaderboard")].to_json(orient="records"))
+                for k in ("leaderboard", "posthoc")}
+        _print_json({"report": str(page), **rows})
         return
-    shown = display_frame(pd.read_csv(page.parent / "leaderboard.csv"))
+    shown = display_frame(board[board["kind"] == "single"])
     shown = shown[["model", "test acc (95% CI)", *[c for c in shown if c.startswith("vs best")], "val acc",
                    "macro F1 (95% CI)", "lr", "epochs", "trials (stopped)", "train s", "params (trainable)",
                    "latency ms"]]
@@ -399,7 +403,59 @@ def report(
     for row in shown.itertuples(index=False):
         table.add_row(*(escape(str(v)) for v in row))
     console.print(table)
+    _print_posthoc(board[board["kind"] != "single"])
     console.print(f"report: {page}")
+
+
+def _print_posthoc(frame) -> None:
+    if not len(frame):
+        return
+    table = Table("model", "kind", "val acc", "test acc (95% CI)", "p vs best single", "latency ms", "verdict",
+                  title="soups and post-hoc ensemble (picked on val, scored on test)")
+    for r in frame.itertuples(index=False):
+        p = "-" if r.p_vs_best != r.p_vs_best else f"{r.p_vs_best:.3g}"
+        table.add_row(escape(r.model), r.kind, f"{r.val_acc:.3f}",
+                      f"{r.test_acc:.3f} [{r.test_acc_ci_low:.3f}, {r.test_acc_ci_high:.3f}]", p,
+                      f"{r.latency_ms:.1f}", escape(str(r.verdict)))
+    console.print(table)
+
+
+@app.command()
+def soup(
+    results_dir: str = typer.Argument(..., help="The sweep's storage folder or URI."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default RESULTS_DIR/posthoc)."),
+    threads: Optional[int] = typer.Option(None, min=1, help="Torch threads (default $TLSWEEP_TORCH_THREADS, else "
+                                                            "torch's)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the rows and output folder as JSON."),
+) -> None:
+    """Model soups (greedy and uniform, per model), a post-hoc ensemble over the sweep's top-K checkpoints and
+    temperatures, all chosen on val and scored once on test; writes their checkpoints, posthoc.csv/json."""
+    import os
+
+    import torch
+
+    from .data.sources import DataError
+    from .posthoc.build import build_posthoc
+    from .report import ReportError
+    from .results.storage import localize
+
+    threads = threads or int(os.environ.get("TLSWEEP_TORCH_THREADS", 0)) or None
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        result = build_posthoc(localize(results_dir), out)
+    except (FileNotFoundError, ReportError, DataError) as err:
+        err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
+        raise typer.Exit(2) from None
+    if as_json:
+        _print_json({"out": str(result.out), "rows": json.loads(result.frame.to_json(orient="records")),
+                     "notes": result.notes})
+        return
+    _print_posthoc(result.frame)
+    for note in result.notes:
+        console.print(f"note: {escape(note)}")
+    console.print(f"posthoc: {result.out} (soups {result.info['soup_seconds']:.1f}s, ensemble "
+                  f"{result.info['ensemble_seconds']:.1f}s)")
 
 
 @app.command()
@@ -448,11 +504,14 @@ def predict(
     out: Optional[Path] = typer.Option(None, help="Write a CSV (path, predicted, probability, top_k) here."),
     model: Optional[str] = typer.Option(None, help="With a results folder: that model's best checkpoint."),
     device: Literal["cpu", "cuda", "auto"] = typer.Option("cpu", help="auto: cuda when available."),
+    raw: bool = typer.Option(False, "--raw", help="Uncalibrated probabilities (ignore the checkpoint's "
+                                                  "temperature)."),
 ) -> None:
-    """Predict the class (and top-k probabilities) of images with a trained checkpoint."""
+    """Predict the class (and top-k probabilities) of images with a trained, soup or post-hoc ensemble
+    checkpoint; probabilities are calibrated where the checkpoint has a temperature (tlsweep soup/report)."""
     from .deploy.predict import image_files, load_predictor, write_csv
 
-    predictor = load_predictor(_localize(checkpoint), model, device)
+    predictor = load_predictor(_localize(checkpoint), model, device, raw=raw)
     predictions = predictor.predict(image_files(images), top_k)
     err_console.print(f"checkpoint: {predictor.checkpoint.path} ({predictor.checkpoint.how}; "
                       f"{predictor.model_label}, {predictor.image_size} px)", highlight=False)

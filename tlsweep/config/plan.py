@@ -21,12 +21,14 @@ from .sections import (
     DataConfig,
     Frozen,
     HeadConfig,
+    HeadInit,
     Loggers,
     LoggersConfig,
     MetricName,
     ModelConfig,
     ObjectiveConfig,
     PerformanceConfig,
+    PosthocConfig,
     Resources,
     SchedulerConfig,
     SearcherConfig,
@@ -80,6 +82,8 @@ class SweepSettings(Frozen):
     """Run each group's k best earlier configs first."""
     warm_start_history: bool = True
     """Add the earlier trials to each group's study."""
+    posthoc: PosthocConfig = PosthocConfig()
+    """Soups, post-hoc ensemble selection and calibration after the sweep."""
 
     @property
     def searcher_seed(self) -> int:
@@ -97,6 +101,7 @@ class TrialConfig(Hyperparameters):
     performance: PerformanceConfig = PerformanceConfig()
     device: str = "auto"
     preprocess: str = "squash"  # resolved data.preprocess / model preprocess (tlsweep.data.preprocess)
+    head_init: HeadInit = PosthocConfig.model_fields["head_init"].default  # posthoc.head_init (models.heads)
 
     @model_validator(mode="before")
     @classmethod
@@ -144,7 +149,8 @@ class SweepPlan(SweepSettings):
         model = self.models_table[label].with_head(values.get("head"), values.get("head_dropout"), self.heads)
         return TrialConfig(**values, model=model, model_label=label, data=self.data, epochs=self.epochs,
                            seed=self.seed, performance=self.performance,
-                           preprocess=resolve_mode(self.data, self.models_table[label]))
+                           preprocess=resolve_mode(self.data, self.models_table[label]),
+                           head_init=self.posthoc.head_init)
 
     @classmethod
     def from_dict(cls, data: dict) -> SweepPlan:

@@ -561,6 +561,27 @@ class BoundConfig(Frozen):
         return self
 
 
+HeadInit = Literal["default", "shared", "per_trial"]
+
+
+class PosthocConfig(Frozen):
+    """After the sweep (``tlsweep.posthoc``): model soups, post-hoc ensemble selection, temperature scaling."""
+
+    enabled: bool = True
+    """``tlsweep report`` builds them (``tlsweep soup`` always does)."""
+    top_k: int = Field(8, ge=1)
+    """Ensemble selection's candidates: the sweep's K best checkpoints, any model."""
+    max_steps: int = Field(20, ge=1)
+    """Ensemble selection's greedy steps (with replacement)."""
+    head_init: HeadInit = "default"
+    """shared: one seeded head initialisation per model (soups average better); per_trial: seeded by the trial's
+    values; default: torch's."""
+    report_budget_s: float = Field(60.0, gt=0)
+    """``tlsweep report`` skips them (with a note) when its estimate exceeds this many seconds."""
+    bn_images: int = Field(256, ge=1)
+    """Training images that re-estimate BatchNorm statistics after averaging."""
+
+
 def resolve_mode(data: DataConfig, model: ModelConfig) -> str:
     """The model's ``preprocess``, else ``data.preprocess``, else ``weights`` for a pretrained model and
     ``squash`` for one from scratch."""

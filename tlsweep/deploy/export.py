@@ -149,7 +149,10 @@ def write_sidecar(predictor: Predictor, path: Path, exported: Sequence[Exported]
         "image_size": size,
         "input": {"name": "images", "shape": ["batch", 3, size, size], "dtype": "float32", "layout": "NCHW RGB",
                   "expects": "0-1 pixels" if include_normalization else "normalized: (pixels/255 - mean) / std"},
-        "output": {"name": "logits", "shape": ["batch", len(predictor.classes)], "note": "softmax gives probabilities"},
+        "output": {"name": "logits", "shape": ["batch", len(predictor.classes)],
+                   "note": "softmax(logits / temperature) gives calibrated probabilities" if not predictor.members
+                   else "log of the members' weighted mean probability; softmax(logits / temperature) calibrates"},
+        "temperature": predictor.temperature,
         "normalization_included": include_normalization,
         "mean": list(predictor.mean),
         "std": list(predictor.std),
@@ -158,6 +161,7 @@ def write_sidecar(predictor: Predictor, path: Path, exported: Sequence[Exported]
         "max_abs_diff": {e.format: e.max_abs_diff for e in exported},
         "checkpoint": str(predictor.checkpoint.path),
         "model": predictor.config.model.to_dict(),
+        **({"ensemble_members": predictor.members} if predictor.members else {}),
         "tlsweep_version": _version(),
         "torch_version": torch.__version__,
     }

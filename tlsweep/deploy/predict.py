@@ -21,6 +21,7 @@ from ..config.sections import ConfigError
 from ..data.images import open_rgb, to_rgb
 from ..data.transforms import build_transform
 from ..models import IMAGENET, Preprocessing, preprocessing
+from ..posthoc.ensemble import is_ensemble_checkpoint
 from ..results.checkpoints import CheckpointError, Resolved, resolve_checkpoint
 from ..trial.loop import load_checkpoint, resolve_device
 
@@ -52,6 +53,9 @@ class Predictor:
     config: TrialConfig
     device: torch.device = torch.device("cpu")
     pre: Preprocessing = IMAGENET  # the backbone weights' mean/std/interpolation the model was trained with
+    temperature: float = 1.0  # fitted on val by tlsweep.posthoc; probabilities are softmax(logits / temperature)
+    raw: bool = False  # True: ignore the temperature (uncalibrated probabilities)
+    members: list[dict] = field(default_factory=list)  # a post-hoc ensemble's members (label, weight, input)
 
     @property
     def mean(self) -> tuple[float, ...]:
@@ -82,7 +86,9 @@ class Predictor:
 
     @torch.no_grad()
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.model(batch.to(self.device)).softmax(dim=1).cpu()
+        """Calibrated probabilities (``softmax(logits / temperature)``), or raw ones with ``raw``."""
+        logits = self.model(batch.to(self.device))
+        return (logits if self.raw else logits / self.temperature).softmax(dim=1).cpu()
 
     def predict(self, images: Sequence[str | os.PathLike | Image.Image], top_k: int = 1,
                 batch_size: int = 32) -> list[Prediction]:
@@ -121,14 +127,16 @@ def _open(image, max_side: int | None = None) -> Image.Image:
         raise PredictError(f"{image}: cannot read image ({err})") from None
 
 
-def load_predictor(path: str | os.PathLike, model: str | None = None, device: str | None = "cpu") -> Predictor:
-    """Load the model of a checkpoint for prediction.
+def load_predictor(path: str | os.PathLike, model: str | None = None, device: str | None = "cpu",
+                   raw: bool = False) -> Predictor:
+    """Load the model of a checkpoint for prediction: a trial's, a soup or a post-hoc ensemble.
 
     Args:
         path: A ``checkpoint.pt``, a checkpoint folder, a trial folder (its best checkpoint) or a sweep's results
             folder (the best trial overall), local or a URI.
         model: With a results folder, a model label: that model's best checkpoint.
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+        raw: Probabilities without the checkpoint's fitted temperature.
 
     Returns:
         A ``Predictor`` holding the model in eval mode with its classes and preprocessing.
@@ -142,6 +150,8 @@ def load_predictor(path: str | os.PathLike, model: str | None = None, device: st
     resolved = resolve_checkpoint(path, model)
     try:
         state = load_checkpoint(resolved.path)
+        if is_ensemble_checkpoint(state):
+            return _ensemble_predictor(state, resolved, device, raw)
         config, classes = TrialConfig.from_dict(state["config"]), list(state["classes"])
     except (KeyError, TypeError) as err:
         raise PredictError(f"{resolved.path}: not a tlsweep checkpoint (missing {err})") from None
@@ -153,7 +163,25 @@ def load_predictor(path: str | os.PathLike, model: str | None = None, device: st
     dev = resolve_device(device)
     net = rebuild_model(state).to(dev)
     return Predictor(net, classes, config.data.image_size, config.model_label, resolved, config, dev,
-                     preprocessing(config.model, config.preprocess))
+                     preprocessing(config.model, config.preprocess), float(state.get("temperature", 1.0)), raw)
+
+
+def _ensemble_predictor(state: dict, resolved: Resolved, device: str | None, raw: bool) -> Predictor:
+    """A post-hoc ensemble: its module takes 0–1 pixels at the largest member size and normalises (and resizes)
+    for each member itself, so the shared transform only resizes (the first member's resize policy)."""
+    from dataclasses import replace
+
+    from ..posthoc.ensemble import build_ensemble_model
+
+    dev = resolve_device(device)
+    net, pres = build_ensemble_model(state)
+    configs = [TrialConfig.from_dict(m["config"]) for m in state["members"]]
+    members = [{"model_label": c.model_label, "weight": w, "image_size": c.data.image_size, "mean": list(p.mean),
+                "std": list(p.std)} for c, w, p in zip(configs, state["weights"], pres)]
+    pixels = replace(pres[0], mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    label = "post-hoc ensemble of " + ", ".join(c.model_label for c in configs)
+    return Predictor(net.to(dev), list(state["classes"]), net.input_size, label, resolved, configs[0], dev, pixels,
+                     float(state.get("temperature", 1.0)), raw, members)
 
 
 def image_files(paths: Iterable[str | os.PathLike]) -> list[Path]:

@@ -55,3 +55,42 @@ def build_head(
         layers.append(nn.Dropout(rates[-1]))
     layers.append(nn.Linear(width, num_classes))
     return layers[0] if len(layers) == 1 else nn.Sequential(*layers)
+
+
+def head_modules(model: nn.Module) -> list[nn.Module]:
+    """What a transfer model trains from scratch: its head (a two-backbone ensemble: members' heads, projections
+    and combiner)."""
+    if hasattr(model, "members"):
+        return [m.head for m in model.members] + [getattr(model, n) for n in ("projections", "combiner")
+                                                  if hasattr(model, n)]
+    return [model.head]
+
+
+def head_seed(config) -> int | None:
+    """The seed of a trial's head initialisation (``posthoc.head_init``): ``shared`` gives every trial of a model
+    the same one (soups average better from one start), ``per_trial`` one drawn from the trial's values,
+    ``default`` none (the head takes whatever the global RNG gives after the sweep seed)."""
+    import json
+    import zlib
+
+    if config.head_init == "shared":
+        return zlib.crc32(f"{config.seed}:{config.model_label}".encode())
+    if config.head_init == "per_trial":
+        values = json.dumps([config.seed, config.model_label, config.hyperparameters()], sort_keys=True, default=str)
+        return zlib.crc32(values.encode())
+    return None
+
+
+def reseed_head(model: nn.Module, seed: int | None) -> nn.Module:
+    """Re-initialise the head's layers from ``seed`` (the global RNG is left as it was); None: unchanged."""
+    if seed is None:
+        return model
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for head in head_modules(model):
+            for m in head.modules():
+                if hasattr(m, "reset_parameters"):
+                    m.reset_parameters()
+    return model

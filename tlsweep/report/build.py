@@ -35,7 +35,7 @@ def _pre(plan, label: str):
 
 
 def make_report(results_dir: str | Path, out_dir: str | Path | None = None, cam_images: int = 8,
-                hparams: bool = True, threads: int | None = None) -> Path:
+                hparams: bool = True, threads: int | None = None, soups: bool | None = None) -> Path:
     """Write the report of a sweep: each model picked on validation, evaluated once on test, compared, explained.
 
     Args:
@@ -45,6 +45,8 @@ def make_report(results_dir: str | Path, out_dir: str | Path | None = None, cam_
         hparams: Write TensorBoard HParams runs for trials without Tune's event files.
         threads: Torch threads while building (default ``$TLSWEEP_TORCH_THREADS``, else torch's default); 1 is
             much faster on cores other work shares.
+        soups: Build soups, the post-hoc ensemble and temperatures into ``<out_dir>/posthoc`` (default: the
+            sweep file's ``posthoc.enabled``; skipped with a note past ``posthoc.report_budget_s``).
 
     Returns:
         The path of ``report.html``.
@@ -58,12 +60,30 @@ def make_report(results_dir: str | Path, out_dir: str | Path | None = None, cam_
     if threads:
         torch.set_num_threads(threads)
     try:
-        return _make_report(results_dir, out_dir, cam_images, hparams)
+        return _make_report(results_dir, out_dir, cam_images, hparams, soups)
     finally:
         torch.set_num_threads(before)
 
 
-def _make_report(results_dir, out_dir, cam_images: int, hparams: bool) -> Path:
+def _posthoc(sweep, out: Path, splits, evals, enabled: bool | None) -> tuple[object, str | None]:
+    """(``tlsweep.posthoc`` result or None, a note when skipped)."""
+    from ..posthoc.build import PosthocSkipped, build_posthoc
+
+    config = sweep.plan.posthoc
+    if not (config.enabled if enabled is None else enabled):
+        return None, None
+    try:
+        return build_posthoc(sweep.storage, out / "posthoc", splits, {n: e.probs for n, e in evals.items()},
+                             budget_s=config.report_budget_s, config=config), None
+    except PosthocSkipped as err:
+        log.warning("%s", err)
+        return None, str(err)
+    except Exception as err:  # noqa: BLE001 - the report stands without them; `tlsweep soup` shows the traceback
+        log.warning("soups and ensembles failed: %s: %s", type(err).__name__, err)
+        return None, f"soups and ensemble selection failed ({type(err).__name__}: {err}); run `tlsweep soup`"
+
+
+def _make_report(results_dir, out_dir, cam_images: int, hparams: bool, soups: bool | None = None) -> Path:
     start = time.perf_counter()
     sweep = collect(results_dir)
     out = Path(out_dir) if out_dir is not None else sweep.storage / "report"
@@ -86,11 +106,12 @@ def _make_report(results_dir, out_dir, cam_images: int, hparams: bool) -> Path:
     best = next(iter(picks))  # best by validation
     comparisons = compare_to_best({m: e.correct for m, e in evals.items()}, best)
     board = leaderboard(sweep, picks, evals, comparisons)
+    posthoc, posthoc_note = _posthoc(sweep, out, splits, evals, soups)
     importances = {m: model_importance(sweep, m) for m in dict.fromkeys(t.model for t in sweep.trials)}
     costs = cost_table(sweep)
     trials = trials_table(sweep)
 
-    board.to_csv(out / "leaderboard.csv", index=False)
+    with_posthoc(board, posthoc).to_csv(out / "leaderboard.csv", index=False)
     (out / "leaderboard.md").write_text(to_markdown(board))
     trials.to_csv(out / TRIALS_FILE, index=False)
     costs.to_csv(out / "cost.csv", index=False)
@@ -106,7 +127,7 @@ def _make_report(results_dir, out_dir, cam_images: int, hparams: bool) -> Path:
 
     ctx = Context(sweep, out, picks, evals, comparisons, board, trials, importances, costs, classes, size,
                   splits.test, models, cam_images, study=sweep_study(sweep),
-                  preprocess=_pre(plan, best))
+                  preprocess=_pre(plan, best), extra={"posthoc": posthoc, "posthoc_note": posthoc_note})
     sections = build_sections(ctx)
     if hparams:
         try:
@@ -120,3 +141,20 @@ def _make_report(results_dir, out_dir, cam_images: int, hparams: bool) -> Path:
               f"); best by {sweep.metric}: {best}; test split {len(splits.test)} images; "
               f"report built in {time.perf_counter() - start:.1f}s")
     return render(out, f"tlsweep report: {plan.name}", to_html(summary), sections, footer)
+
+
+def with_posthoc(board, posthoc):
+    """The leaderboard with a ``kind`` column (``single``), calibration columns for the single models, and the
+    soups' and ensemble's rows (marked by ``kind``) appended."""
+    import pandas as pd
+
+    board = board.assign(kind="single")
+    if posthoc is None or not len(posthoc.frame):
+        return board
+    frame = posthoc.frame
+    singles = frame[frame["kind"] == "single"].set_index("model")
+    for c in ("temperature", "ece_test", "ece_test_calibrated"):
+        board[c] = board["model"].map(singles[c])
+    extra = frame[frame["kind"] != "single"]
+    return pd.concat([board, extra[[c for c in extra.columns if c in board.columns or c in (
+        "build_s", "ingredients_tried", "ingredients_accepted", "members", "verdict")]]], ignore_index=True)

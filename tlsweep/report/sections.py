@@ -20,6 +20,7 @@ from .html import Section, table
 from .importance import Importance
 from .leaderboard import Pick, display_frame
 from .pareto import pareto_section
+from .posthoc_sections import posthoc_sections
 from .stats import ALPHA, Comparison
 
 
@@ -157,7 +158,7 @@ def trials_section(ctx: Context) -> list[Section]:
 
 
 SECTIONS: list[Callable[[Context], list[Section]]] = [
-    leaderboard_section, importance_section, cost_section, test_sections, cam_sections, pareto_section,
+    leaderboard_section, posthoc_sections, importance_section, cost_section, test_sections, cam_sections, pareto_section,
     trials_section,
 ]
 

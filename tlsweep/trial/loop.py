@@ -22,6 +22,7 @@ from ..data import load_splits
 from ..data.cache.pipeline import train_images, trial_data
 from ..data.transforms import TransformedDataset  # noqa: F401 (re-exported)
 from ..models import build_model
+from ..models.heads import head_seed, reseed_head
 from ..models.transfer import count_parameters
 from ..results.layout import CHECKPOINT_FILE
 from .fastpath import FastPath
@@ -73,8 +74,8 @@ class Trial:
         batch_size = int(config.batch_size)
         self.setup_seconds = {"data_s": time.perf_counter() - clock}
         clock = time.perf_counter()
-        self.model = self.fast.prepare_model(
-            build_model(config.model, len(self.classes), config.freeze_depth).to(self.device))
+        model = reseed_head(build_model(config.model, len(self.classes), config.freeze_depth), head_seed(config))
+        self.model = self.fast.prepare_model(model.to(self.device))
         self.setup_seconds["model_s"], clock = time.perf_counter() - clock, time.perf_counter()
         plan = trial_data(config, self.splits, self.model, self.device, self.fast)  # caches: see tlsweep.data.cache
         self.cache_info, self.forward = plan.info, self.fast.compiled(plan.forward)

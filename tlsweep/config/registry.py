@@ -4,7 +4,7 @@ policies, Tune schedulers, ...), so the spec's allowed values and the code that 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -62,8 +62,3 @@ class Registry(Generic[T]):
 
     def items(self):
         return self._entries.items()
-
-
-def lazy_names(registry_of: Callable[[], Registry]) -> Callable[[], tuple[str, ...]]:
-    """The names of a registry imported on first use (keeps ``import tlsweep.config.spec`` light)."""
-    return lambda: registry_of().names()

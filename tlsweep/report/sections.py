@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -168,7 +167,3 @@ def build_sections(ctx: Context, builders=None) -> list[Section]:
     for builder in SECTIONS if builders is None else builders:
         out += builder(ctx)
     return out
-
-
-def correct_by_model(evals: dict[str, Evaluation]) -> dict[str, np.ndarray]:
-    return {m: e.correct for m, e in evals.items()}

@@ -154,7 +154,3 @@ def add_group(optimizer: torch.optim.Optimizer, scheduler, group: dict) -> None:
     optimizer.add_param_group(group)
     if isinstance(scheduler, S.LRScheduler) and hasattr(scheduler, "_last_lr"):
         scheduler._last_lr.append(group["lr"])
-
-
-def group_lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
-    return {g.get("name", str(i)): float(g["lr"]) for i, g in enumerate(optimizer.param_groups)}

@@ -82,6 +82,12 @@ def test_the_import_graph_has_no_cycle():
     assert find_cycle(graph) is None, " → ".join(find_cycle(graph))
 
 
+def test_module_names_are_unique():
+    """One name, one module: no two files of the package share a name (``__init__`` aside)."""
+    names = [p.name for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
+
+
 def test_the_cycle_finder_finds_one():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None

@@ -225,7 +225,7 @@ def test_predict_and_export_of_soup_and_ensemble_checkpoints_match_pytorch(soup_
 
     from tlsweep.deploy.export import export_predictor
     from tlsweep.deploy.predict import image_files, load_predictor
-    from tlsweep.posthoc.build import build_posthoc
+    from tlsweep.posthoc.combine import build_posthoc
 
     out = soup_sweep / "posthoc"
     if not (out / which / "checkpoint.pt").is_file():
@@ -267,7 +267,7 @@ def test_predict_and_export_of_soup_and_ensemble_checkpoints_match_pytorch(soup_
 
 @pytest.mark.slow
 def test_report_adds_soup_rows_and_calibration_and_can_skip_them(soup_sweep, tmp_path):
-    from tlsweep.posthoc.build import PosthocSkipped, build_posthoc
+    from tlsweep.posthoc.combine import PosthocSkipped, build_posthoc
     from tlsweep.report import collect, make_report
     from tlsweep.report.build import _posthoc
 

@@ -27,7 +27,7 @@ _EXPORTS = {
     "ConfigError": "config.plan",
     "run_sweep": "sweep.runner", "SweepResult": "sweep.runner", "SweepInterrupted": "sweep.runner",
     "Trial": "trial.loop", "fit": "trial.loop", "load_checkpoint": "trial.loop",
-    "make_report": "report.build", "ReportError": "report.collect", "build_posthoc": "posthoc.build",
+    "make_report": "report.build", "ReportError": "report.collect", "build_posthoc": "posthoc.combine",
     "load_predictor": "deploy.predict", "Predictor": "deploy.predict", "Prediction": "deploy.predict",
     "export_checkpoint": "deploy.export", "resolve_checkpoint": "results.checkpoints",
     "list_backbones": "models.backbones", "get_backbone": "models.backbones", "register_backbone": "models.backbones",

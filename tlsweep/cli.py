@@ -435,7 +435,7 @@ def soup(
     import torch
 
     from .data.sources import DataError
-    from .posthoc.build import build_posthoc
+    from .posthoc.combine import build_posthoc
     from .report import ReportError
     from .results.storage import localize
 

@@ -21,7 +21,7 @@ from ..config.sections import ConfigError
 from ..data.images import open_rgb, to_rgb
 from ..data.transforms import build_transform
 from ..models import IMAGENET, Preprocessing, preprocessing
-from ..posthoc.ensemble import is_ensemble_checkpoint
+from ..posthoc.ensemble_checkpoint import is_ensemble_checkpoint
 from ..results.checkpoints import CheckpointError, Resolved, resolve_checkpoint
 from ..trial.loop import load_checkpoint, resolve_device
 
@@ -171,7 +171,7 @@ def _ensemble_predictor(state: dict, resolved: Resolved, device: str | None, raw
     for each member itself, so the shared transform only resizes (the first member's resize policy)."""
     from dataclasses import replace
 
-    from ..posthoc.ensemble import build_ensemble_model
+    from ..posthoc.ensemble_checkpoint import build_ensemble_model
 
     dev = resolve_device(device)
     net, pres = build_ensemble_model(state)

@@ -21,7 +21,7 @@ from .evaluate import evaluate, load_model
 from .html import render
 from .importance import model_importance, sweep_study
 from .leaderboard import leaderboard, pick_best, to_markdown
-from .sections import Context, build_sections
+from .panels import Context, build_sections
 from .stats import compare_to_best, comparison_frame
 from .summary import summarize, to_html
 
@@ -67,7 +67,7 @@ def make_report(results_dir: str | Path, out_dir: str | Path | None = None, cam_
 
 def _posthoc(sweep, out: Path, splits, evals, enabled: bool | None) -> tuple[object, str | None]:
     """(``tlsweep.posthoc`` result or None, a note when skipped)."""
-    from ..posthoc.build import PosthocSkipped, build_posthoc
+    from ..posthoc.combine import PosthocSkipped, build_posthoc
 
     config = sweep.plan.posthoc
     if not (config.enabled if enabled is None else enabled):

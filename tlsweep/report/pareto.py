@@ -67,5 +67,5 @@ def section(trials: pd.DataFrame, plan: SweepPlan, out: Path, figs: Path) -> lis
 
 
 def pareto_section(ctx) -> list[Section]:
-    """``SECTIONS`` entry (``tlsweep.report.sections``): the front of a multi-objective sweep."""
+    """``SECTIONS`` entry (``tlsweep.report.panels``): the front of a multi-objective sweep."""
     return section(ctx.trials, ctx.sweep.plan, ctx.out, ctx.figs)

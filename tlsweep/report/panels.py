@@ -19,7 +19,7 @@ from .html import Section, table
 from .importance import Importance
 from .leaderboard import Pick, display_frame
 from .pareto import pareto_section
-from .posthoc_sections import posthoc_sections
+from .posthoc_panels import posthoc_sections
 from .stats import ALPHA, Comparison
 
 

@@ -18,7 +18,7 @@ from ..models import preprocessing
 from ..results.layout import USABLE
 from ..trial.loop import load_checkpoint, save_checkpoint
 from . import calibration
-from .ensemble import build_ensemble_model, ensemble_checkpoint
+from .ensemble_checkpoint import build_ensemble_model, ensemble_checkpoint
 from .inputs import Inputs, logits_of
 from .selection import combine, greedy_selection
 from .soup import Soup, greedy_soup, recompute_batchnorm, uniform_soup

@@ -368,6 +368,10 @@ class SchedulerConfig(_Plain):
     reduction_factor: float = 3
     metric: str = "val_acc"
     mode: str = "max"  # resolved: min for losses, max otherwise, unless set
+    # noise-aware ASHA (tlsweep.sweep.noise_asha)
+    noise_band: str | float = "binomial"
+    noise_z: float = 2.0
+    rejudge: bool = True
 
     @staticmethod
     def default_mode(metric: str) -> str:

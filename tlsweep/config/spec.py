@@ -221,6 +221,11 @@ class SchedulerSpec(Strict):
     reduction_factor: float = Field(3, gt=1)
     metric: Literal["val_acc", "val_loss", "val_macro_f1", "train_acc", "train_loss"] = "val_acc"
     mode: Literal["max", "min"] | None = None
+    # noise-aware ASHA (tlsweep.sweep.noise_asha): a trial must fall below a rung's cutoff by more than the
+    # band (binomial: noise_z standard errors from the val set's size; a number: a width in metric units)
+    noise_band: Literal["binomial"] | Annotated[float, Field(ge=0)] = "binomial"
+    noise_z: float = Field(2.0, ge=0)
+    rejudge: bool = True  # judge a trial again at lower rungs, against results recorded there since
 
     @field_validator("type")
     @classmethod

@@ -300,6 +300,10 @@ class Hyperparameters(_Plain):
                                      "must be a decay in (0, 1] (1 = one LR for all stages)")
     head_lr_mult: float = hyperparameter(1.0, _number(0, low_open=True))
     unfreeze_every: int | None = hyperparameter(None, lambda v: None if v is None else _number(1, integer=True)(v))
+    # training images that recompute BatchNorm statistics before each evaluation (tlsweep.trial.loop.precise_bn):
+    # auto = 256 for backbones whose BatchNorm momentum is below 0.1 (registry ``bn_momentum``), 0 = never
+    precise_bn: int | str = hyperparameter("auto", lambda v: None if v == "auto" else (
+        _number(0, integer=True)(v) and "must be auto or a whole number of images >= 0"))
 
 
 SEARCH_CHECKS = {f.name: f.metadata["check"] for f in fields(Hyperparameters)}

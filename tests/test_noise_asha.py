@@ -97,11 +97,11 @@ def noisy_curves(seed: int, configs: int = 16, epochs: int = 9, noise: float = 0
 
 
 def test_over_many_orders_noise_costs_ray_the_best_but_not_the_band():
-    """Noisy curves (epoch noise 0.05, configs 0.047 apart) replayed in 100 orders, two trials at a time: Ray's rule
+    """Noisy curves (epoch noise 0.05, configs 0.047 apart) replayed in 50 orders, two trials at a time: Ray's rule
     loses the best config in some orders; with the binomial band none is lost, and most epochs are still saved."""
     curves = noisy_curves(0, noise=0.05)
-    ray_runs = replay_orders(curves, 9, 1, 3, 2, orders=100)
-    ours = replay_orders(curves, 9, 1, 3, 2, orders=100, bracket=noise_bracket(VAL))
+    ray_runs = replay_orders(curves, 9, 1, 3, 2, orders=50)
+    ours = replay_orders(curves, 9, 1, 3, 2, orders=50, bracket=noise_bracket(VAL))
     assert max(g for _, g in ray_runs) > 1.0
     assert max(g for _, g in ours) == 0.0
     assert sum(s for s, _ in ours) / len(ours) < 0.5
@@ -109,8 +109,8 @@ def test_over_many_orders_noise_costs_ray_the_best_but_not_the_band():
 
 def test_rejudging_alone_saves_epochs_over_rays_rule():
     curves = noisy_curves(1, noise=0.01)
-    ray_runs = replay_orders(curves, 9, 1, 3, 2, orders=100)
-    ours = replay_orders(curves, 9, 1, 3, 2, orders=100, bracket=noise_bracket(VAL, band=0.0, rejudge=True))
+    ray_runs = replay_orders(curves, 9, 1, 3, 2, orders=50)
+    ours = replay_orders(curves, 9, 1, 3, 2, orders=50, bracket=noise_bracket(VAL, band=0.0, rejudge=True))
     assert sum(s for s, _ in ours) < sum(s for s, _ in ray_runs)
 
 
@@ -123,3 +123,18 @@ def test_rungs_round_trip_as_resumable_state():
     fresh.set_state(state)
     assert fresh.get_state() == state
     assert type(brackets(fresh)[0]).__name__ == "NoiseBracket"
+
+
+def test_sweep_file_sets_the_band_and_rejects_bad_ones(spec_dict):
+    from tlsweep.config.spec import SpecError, parse_spec
+    from tlsweep.sweep.schedulers import build_scheduler
+
+    spec_dict["scheduler"] = {**spec_dict["scheduler"], "noise_band": 0.05, "rejudge": False}
+    built = build_scheduler(parse_spec(spec_dict).plan())
+    assert isinstance(built, NoiseAwareASHA)
+    assert (brackets(built)[0].band, brackets(built)[0].rejudge) == (0.05, False)
+    default = dict(spec_dict, scheduler={"type": "asha"})
+    assert brackets(build_scheduler(parse_spec(default).plan()))[0].band == "binomial"
+    for bad in (-0.1, "wide"):
+        with pytest.raises(SpecError, match="noise_band"):
+            parse_spec(dict(spec_dict, scheduler={"type": "asha", "noise_band": bad}))

@@ -13,15 +13,16 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.pop("TLSWEEP_TORCH_THREADS", None)  # trials use `resources.cpu` threads, like a real sweep
 
 
-def shapes(name: str, num_classes: int, train: int, val: int, size: int = 32, colour_cue: bool = True) -> Path:
-    """A shapes ImageFolder under ``_work/data/<name>`` (made once; ``train``/``val`` images per class;
+def shapes(name: str, num_classes: int, train: int, val: int, size: int = 32, colour_cue: bool = True,
+           test: int = 1) -> Path:
+    """A shapes ImageFolder under ``_work/data/<name>`` (made once; ``train``/``val``/``test`` images per class;
     without ``colour_cue`` only the shape tells classes apart: harder)."""
     from tlsweep.data.synthetic import make_shapes_dataset
 
     root = WORK / "data" / name
     if not (root / "val").is_dir():
         shutil.rmtree(root, ignore_errors=True)
-        make_shapes_dataset(root, num_classes=num_classes, per_class={"train": train, "val": val, "test": 1},
+        make_shapes_dataset(root, num_classes=num_classes, per_class={"train": train, "val": val, "test": test},
                             size=size, seed=0, colour_cue=colour_cue)
     return root
 

@@ -1,6 +1,7 @@
 """Replay Ray's ASHA rule (``ray.tune.schedulers.async_hyperband._Bracket``) on learning curves recorded by a FIFO
 sweep: which epochs ASHA would have run for a given trial order and number of concurrent trials. Averaging over
-many orders shows ASHA's typical saving without one order's luck (the first trial at each rung always goes on)."""
+many orders shows ASHA's typical saving without one order's luck (the first trial at each rung always goes on).
+``bracket`` replays another rule with Ray's bracket interface, e.g. tlsweep's ``NoiseBracket`` (``noise_bracket``)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,25 @@ import random
 from types import SimpleNamespace
 
 
+def noise_bracket(val_images: int, band="binomial", z: float = 2.0, rejudge: bool = True):
+    """A ``bracket`` factory for ``replay``: tlsweep's noise-aware rule for a val set of ``val_images``."""
+    from tlsweep.sweep.noise_asha import NoiseBracket
+
+    def make(grace, max_t, rf):
+        bracket = NoiseBracket(grace, max_t, rf, 0, band=band, z=z, rejudge=rejudge)
+        bracket.val_images = val_images
+        return bracket
+
+    return make
+
+
 def replay(curves: list[list[tuple[float, float]]], order: list[int], max_t: int, grace: int, rf: float,
-           slots: int, mode: str = "max") -> dict[int, int]:
-    """Epochs each trial runs under ASHA. ``curves[i]``: per epoch (metric, seconds) of config ``i``."""
+           slots: int, mode: str = "max", bracket=None) -> dict[int, int]:
+    """Epochs each trial runs under ASHA. ``curves[i]``: per epoch (metric, seconds) of config ``i``;
+    ``bracket(grace, max_t, rf)`` makes the rule (default Ray's ``_Bracket``)."""
     from ray.tune.schedulers.async_hyperband import _Bracket
 
-    bracket = _Bracket(min_t=grace, max_t=max_t, reduction_factor=rf, s=0)
+    bracket = (bracket or (lambda g, m, r: _Bracket(min_t=g, max_t=m, reduction_factor=r, s=0)))(grace, max_t, rf)
     sign = 1.0 if mode == "max" else -1.0
     queue, events, epochs = list(order), [], {}
 
@@ -38,13 +52,13 @@ def replay(curves: list[list[tuple[float, float]]], order: list[int], max_t: int
 
 
 def replay_orders(curves, max_t: int, grace: int, rf: float, slots: int, orders: int = 200, seed: int = 0,
-                  mode: str = "max") -> list[tuple[float, float]]:
+                  mode: str = "max", bracket=None) -> list[tuple[float, float]]:
     """(share of the FIFO epochs, points of best metric lost) for ``orders`` random trial orders."""
     n, out = len(curves), []
     best = max(max(m for m, _ in c) for c in curves)
     for k in range(orders):
         order = random.Random(seed + k).sample(range(n), n)
-        epochs = replay(curves, order, max_t, grace, rf, slots, mode)
+        epochs = replay(curves, order, max_t, grace, rf, slots, mode, bracket)
         got = max(max(m for m, _ in curves[i][:e]) for i, e in epochs.items())
         out.append((sum(epochs.values()) / (n * max_t), 100 * (best - got)))
     return out

@@ -25,10 +25,13 @@ def test_every_epoch_by_default(tmp_path):
 def test_every_n_epochs_plus_last_and_asha_rungs(tmp_path):
     fifo = plain(tmp_path, epochs=10, scheduler={"type": "fifo"}, checkpoints={"frequency": 4})
     assert saved(fifo, 10) == [4, 8, 10]
-    asha = plain(tmp_path, epochs=10, scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 3},
-                 checkpoints={"frequency": 4})
+    asha = plain(tmp_path, epochs=10, scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 3,
+                                                 "rejudge": False}, checkpoints={"frequency": 4})
     assert asha_rung_epochs(asha) == {1, 3, 9}
     assert saved(asha, 10) == [1, 3, 4, 8, 9, 10]  # a trial stopped at a rung keeps that epoch
+    rejudged = plain(tmp_path, epochs=10, scheduler={"type": "asha", "grace_period": 2, "reduction_factor": 3},
+                     checkpoints={"frequency": 4})
+    assert saved(rejudged, 10) == list(range(2, 11))  # re-judging may stop a trial at any epoch after grace
     seconds = plain(tmp_path, epochs=10, checkpoints={"frequency": 5},
                     scheduler={"type": "asha", "budget": "seconds", "max_seconds": 60})
     assert asha_rung_epochs(seconds) == set() and saved(seconds, 10) == [5, 10]

@@ -71,6 +71,10 @@ def _head(v):
     return None if v is None or isinstance(v, str) else "must be a head name from `heads` or 'linear'"
 
 
+def _precise_bn(v):
+    return None if v == "auto" else (_number(0, integer=True)(v) and "must be auto or a whole number of images >= 0")
+
+
 def _decay(v):
     return _number(0, 1, low_open=True)(v) and "must be a decay in (0, 1] (1 = one LR for all stages)"
 
@@ -121,6 +125,9 @@ class Hyperparameters(Frozen):
     """The head trains at lr × head_lr_mult."""
     unfreeze_every: Annotated[int | None, Domain(_optional(_number(1, integer=True)))] = None
     """Thaw one more frozen stage every this many epochs; unset: never."""
+    precise_bn: Annotated[int | str, Domain(_precise_bn)] = "auto"
+    """Training images that recompute BatchNorm statistics before each evaluation (``tlsweep.trial.loop``): auto =
+    256 for backbones whose BatchNorm momentum is below 0.1 (registry ``bn_momentum``), 0 = never."""
 
     def hyperparameters(self) -> dict[str, Any]:
         """Name → value of every searchable field."""

@@ -391,6 +391,14 @@ class SchedulerConfig(Frozen):
     """The metric trials are compared on."""
     mode: Literal["max", "min"] = None
     """Default: min for losses, max otherwise."""
+    noise_band: Literal["binomial"] | Annotated[float, Field(ge=0)] = "binomial"
+    """Noise-aware ASHA (``tlsweep.sweep.noise_asha``): a trial must fall below a rung's cutoff by more than this
+    band to stop. binomial: noise_z standard errors of val accuracy from the val set's size; a number: a width in
+    metric units."""
+    noise_z: float = Field(2.0, ge=0)
+    """Standard errors in the binomial noise band."""
+    rejudge: bool = True
+    """Judge a trial again at lower rungs against results recorded there since (small sweeps prune too)."""
 
     @model_validator(mode="before")
     @classmethod

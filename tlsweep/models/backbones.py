@@ -81,6 +81,9 @@ class Backbone:
     after_pretrained: Callable | None = None  # fix-up of a model built with pretrained weights
     source: str = "torchvision"  # or "timm" (entries made on first use, see tlsweep.models.timm_models)
     gpu_share: float = 1.0  # the GPU share a trial gets under ``resources.gpu: auto`` (small models share one)
+    # torchvision's BatchNorm momentum: below 0.1 eval-mode statistics lag the weights for the first epochs
+    # (``precise_bn: auto`` recomputes them before each evaluation, see tlsweep.trial.loop)
+    bn_momentum: float | None = 0.1
 
     @property
     def num_stages(self) -> int:
@@ -278,11 +281,14 @@ for _entry in (
         after_pretrained=_googlenet_main_head_only, gpu_share=0.5,
     ),
     _features_net("mobilenet_v2", "MobileNet_V2_Weights", "classifier.1", "mobilenet", 19, gpu_share=0.25),
-    _features_net("mobilenet_v3_small", "MobileNet_V3_Small_Weights", "classifier.3", "mobilenet", 13, gpu_share=0.25),
-    _features_net("mobilenet_v3_large", "MobileNet_V3_Large_Weights", "classifier.3", "mobilenet", 17, gpu_share=0.25),
+    _features_net("mobilenet_v3_small", "MobileNet_V3_Small_Weights", "classifier.3", "mobilenet", 13, gpu_share=0.25,
+                  bn_momentum=0.01),
+    _features_net("mobilenet_v3_large", "MobileNet_V3_Large_Weights", "classifier.3", "mobilenet", 17, gpu_share=0.25,
+                  bn_momentum=0.01),
     Backbone(
         "mnasnet0_75", "MNASNet0_75_Weights", head="classifier.1",
         stages=tuple(f"layers.{i}" for i in range(17)), cam_layer="layers.16", family="mnasnet", gpu_share=0.25,
+        bn_momentum=0.0003,
     ),
     Backbone(
         "shufflenet_v2_x2_0", "ShuffleNet_V2_X2_0_Weights", head="fc",
@@ -290,17 +296,18 @@ for _entry in (
         cam_layer="conv5", family="shufflenet", gpu_share=0.25,
     ),
     _features_net("efficientnet_b0", "EfficientNet_B0_Weights", "classifier.1", "efficientnet", 9, gpu_share=0.25),
-    _features_net("convnext_tiny", "ConvNeXt_Tiny_Weights", "classifier.2", "convnext", 8),
+    _features_net("convnext_tiny", "ConvNeXt_Tiny_Weights", "classifier.2", "convnext", 8, bn_momentum=None),
     Backbone(
         "swin_t", "Swin_T_Weights", head="head",
         stages=tuple(f"features.{i}" for i in range(8)) + ("norm",),
-        cam_layer="norm", family="swin", reshape="swin",
+        cam_layer="norm", family="swin", reshape="swin", bn_momentum=None,
     ),
     Backbone(
         "vit_b_16", "ViT_B_16_Weights", head="heads.head",
         stages=("conv_proj+class_token+encoder.pos_embedding", *(f"encoder.layers.encoder_layer_{i}" for i in range(12)),
                 "encoder.ln"),
         cam_layer="encoder.layers.encoder_layer_11.ln_1", family="vit", fixed_input_size=True, reshape="vit",
+        bn_momentum=None,
     ),
 ):
     register_backbone(_entry)

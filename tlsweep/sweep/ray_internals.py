@@ -2,11 +2,16 @@
 
 - ASHA's rungs are not restored by ``Tuner.restore`` (ray-project/ray#30838): ``asha_state``/``set_asha_state``
   read and write ``ASHAScheduler._brackets[i]._rungs`` and ``_num_stopped``.
+- Noise-aware ASHA (``noise_asha``) subclasses ASHA's private ``_Bracket`` (``AshaBracket``) and swaps a
+  scheduler's brackets (``set_brackets``); its rule reads the scheduler's ``_metric`` and the bracket's ``_rungs`` (``rungs``: highest milestone
+  first, each a milestone and its {trial id: signed metric}) and ``_stop_last_trials``.
 - A ``ResultGrid`` does not say whether ``fit()`` returned early on Ctrl-C: ``grid_trials`` reads its
   ``_experiment_analysis.trials`` (each with ``.status``).
 """
 
 from __future__ import annotations
+
+from ray.tune.schedulers.async_hyperband import _Bracket as AshaBracket  # noqa: F401 (re-exported)
 
 
 def asha_state(scheduler) -> dict:
@@ -28,3 +33,23 @@ def set_asha_state(scheduler, state: dict) -> None:
 def grid_trials(grid) -> list:
     """The Tune ``Trial`` objects behind a ``ResultGrid`` (with ``status``: TERMINATED, ERROR, PENDING, ...)."""
     return list(grid._experiment_analysis.trials)
+
+
+def rungs(bracket) -> list[tuple[float, dict]]:
+    return bracket._rungs
+
+
+def stops_last_trials(bracket) -> bool:
+    return bracket._stop_last_trials
+
+
+def metric_of(scheduler) -> str | None:
+    return scheduler._metric
+
+
+def brackets(scheduler) -> list:
+    return scheduler._brackets
+
+
+def set_brackets(scheduler, new: list) -> None:
+    scheduler._brackets = new

@@ -46,6 +46,12 @@ def asha_kwargs(plan: SweepPlan) -> dict:
             "grace_period": getattr(cfg, grace_key), "reduction_factor": cfg.reduction_factor}
 
 
+def noise_kwargs(plan: SweepPlan) -> dict:
+    """``NoiseAwareASHA``'s own arguments: the noise band below a rung's cutoff, and re-judging of lower rungs."""
+    cfg = plan.scheduler
+    return {"noise_band": cfg.noise_band, "noise_z": cfg.noise_z, "rejudge": cfg.rejudge}
+
+
 def asha_rung_epochs(plan: SweepPlan) -> set[int]:
     """Epochs at which Ray's ASHA judges a trial (first epoch ≥ each milestone grace·rf^k ≤ max_t)."""
     if plan.scheduler.budget != "epochs":
@@ -56,10 +62,20 @@ def asha_rung_epochs(plan: SweepPlan) -> set[int]:
     return {math.ceil(grace * rf ** k) for k in range(rungs)}
 
 
-def _asha(plan: SweepPlan):
-    from .scheduler_state import ResumableASHA  # ASHA whose rungs survive a resume
+def asha_decision_epochs(plan: SweepPlan) -> set[int]:
+    """The rung epochs, or with ``rejudge`` every epoch from the first rung (a re-judged trial stops at any)."""
+    rungs = asha_rung_epochs(plan)
+    if rungs and plan.scheduler.rejudge:
+        return set(range(min(rungs), plan.epochs + 1))
+    return rungs
 
-    return ResumableASHA(**asha_kwargs(plan))
+
+def _asha(plan: SweepPlan):
+    from .noise_asha import (
+        NoiseAwareASHA,  # Ray's ASHA, resumable, stopping on signal (noise band, re-judging)
+    )
+
+    return NoiseAwareASHA(**asha_kwargs(plan), **noise_kwargs(plan))
 
 
 def _asha_state(scheduler, plan: SweepPlan):
@@ -74,7 +90,7 @@ def _fifo(plan: SweepPlan):
     return FIFOScheduler()
 
 
-SCHEDULERS.register("asha", SchedulerEntry(_asha, asha_rung_epochs, _asha_state))
+SCHEDULERS.register("asha", SchedulerEntry(_asha, asha_decision_epochs, _asha_state))
 SCHEDULERS.register("fifo", SchedulerEntry(_fifo))
 
 

@@ -54,6 +54,7 @@ def train_trial(config: dict, spec: dict) -> None:
             "cpus": demand["CPU"], "gpus": demand.get("GPU", 0.0),  # what Ray gave the trial (report: cost)
             "gpu_ids": ",".join(gpu_ids), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "started_at": started_at, "setup_s": time.perf_counter() - start,
+            "val_images": len(trial.splits.val),  # the noise band of ASHA's comparisons (tlsweep.sweep.noise_asha)
             "import_s": IMPORT_SECONDS if _trials_in_this_process == 1 else 0.0,  # 0: a reused worker
             **{f"setup_{k}": v for k, v in trial.setup_seconds.items()},
             **{f"cache_{k}": v for k, v in trial.cache_info.items()}}

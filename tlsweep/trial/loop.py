@@ -93,6 +93,7 @@ class Trial:
         self.loss_fn = nn.CrossEntropyLoss(weight=self._class_weights() if config.class_weighted_loss else None,
                                            label_smoothing=float(config.label_smoothing))
         self.total_params, self.trainable_params = count_parameters(self.model)
+        self.precise_bn_images = precise_bn_images(config)
 
     def _batches(self, dataset: Dataset, batch_size: int, shuffle: bool, generator, collate):
         """A loader on the CPU path, or batches augmented on the device (``tlsweep.data.cache.device``)."""
@@ -167,6 +168,33 @@ class Trial:
                 "trainable_params": self.trainable_params, "param_groups": len(self.optimizer.param_groups)}
 
     @torch.no_grad()
+    def precise_bn(self) -> int:
+        """"Precise BN" (pycls, Detectron2): recompute the running statistics of the BatchNorm layers that train as
+        a plain average over ``precise_bn_images`` training images, so that eval-mode statistics match the weights
+        instead of lagging them (momentum 0.01 and below). Returns the images used (0: nothing to do)."""
+        if not self.precise_bn_images or self.train_size is None:  # off, or the head trains on cached features
+            return 0
+        self.model.train()  # frozen stages keep their BatchNorm in eval mode: those are left alone
+        norms = [m for m in self.model.modules()
+                 if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats]
+        if not norms:
+            return 0
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average
+        seen = 0
+        for images, _ in self.train_loader:
+            with self.fast.autocast():
+                self.forward(self.fast.inputs(images))
+            seen += images.size(0)
+            if seen >= self.precise_bn_images:
+                break
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        return seen
+
+    @torch.no_grad()
     def evaluate(self, loader: DataLoader | None = None) -> dict:
         self.model.eval()
         total, correct, loss_sum = 0, 0, 0.0
@@ -203,6 +231,7 @@ class Trial:
                        "epoch_seconds": time.perf_counter() - start}
             self.history.append(metrics)
             return metrics
+        metrics["precise_bn_images"] = self.precise_bn()
         metrics.update(self.evaluate())
         if self.scheduler is not None:
             if self.sched_step == "metric":
@@ -272,6 +301,19 @@ class Trial:
 
     def restore(self, directory: str | os.PathLike) -> None:
         self.load_state_dict(load_checkpoint(Path(directory) / CHECKPOINT_FILE))
+
+
+PRECISE_BN_AUTO = 256  # images: what pycls and Detectron2 use per GPU is of this order (they default to ~1k-8k)
+
+
+def precise_bn_images(config: TrialConfig) -> int:
+    """``precise_bn`` resolved: ``auto`` is ``PRECISE_BN_AUTO`` when a backbone's BatchNorm momentum is below 0.1."""
+    if config.precise_bn != "auto":
+        return int(config.precise_bn)
+    from ..models.backbones import get_backbone
+
+    momenta = [get_backbone(name).bn_momentum for name in config.model.backbones]
+    return PRECISE_BN_AUTO if any(m is not None and m < 0.1 for m in momenta) else 0
 
 
 def macro_f1(confusion: torch.Tensor) -> float:

@@ -380,6 +380,7 @@ class SearcherConfig(_Plain):
     seed: int | None = None  # None: the sweep's seed
     per_model: bool = True
     population_size: int | None = None  # nsga2's generation size (None: Optuna's default)
+    storage: str = "file"  # the studies' Optuna storage: file (a journal in the results), memory, or an RDB URL
 
 
 @dataclass(frozen=True)

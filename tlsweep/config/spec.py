@@ -255,6 +255,15 @@ class SearcherSpec(Strict):
     seed: int | None = None
     per_model: bool = True
     population_size: int | None = Field(None, ge=2)  # nsga2's generation size (default: Optuna's 50)
+    storage: str = "file"  # where the studies live (tlsweep.sweep.studies): file, memory or an RDB URL
+
+    @field_validator("storage")
+    @classmethod
+    def _study_storage(cls, value: str) -> str:
+        from ..results.studies import check_url
+
+        check_url(value)
+        return value
 
 
 def _gpu_fraction(v):

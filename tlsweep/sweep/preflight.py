@@ -43,7 +43,7 @@ def preflight(spec: Spec, data: bool = True, address: str | None = None, local_r
         node = _node_at(root_node, tuple(int(p) if p.isdigit() else p for p in path.split(".")))
         result.problems.append((path, node.start_mark.line + 1 if node is not None else None, message))
 
-    for check in (_freeze_depth, _storage, _loggers):
+    for check in (_freeze_depth, _storage, _study_storage, _loggers):
         check(spec, problem, address)
     _gpus(spec, problem, result, address, local_run)
     _gpu_memory(spec, problem, local_run and not address and not os.environ.get("RAY_ADDRESS"))
@@ -115,6 +115,18 @@ def _remote_storage(spec: Spec, problem) -> None:
                 problem(key, f"cannot store results in {spec.storage_dir}: bucket {bucket!r} does not exist")
     except (OSError, ValueError) as err:
         problem(key, f"cannot reach {spec.storage_dir}: {err}")
+
+
+def _study_storage(spec: Spec, problem, address) -> None:
+    """A database for the studies answers and lets us in (``tlsweep.results.studies.probe``)."""
+    from ..results.studies import FILE, MEMORY, StudyStorageError, probe
+
+    if spec.searcher.storage in (FILE, MEMORY):
+        return
+    try:
+        probe(spec.searcher.storage)
+    except StudyStorageError as err:
+        problem("searcher.storage", str(err))
 
 
 def _loggers(spec: Spec, problem, address) -> None:

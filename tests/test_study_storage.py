@@ -24,7 +24,7 @@ import pytest
 
 from tlsweep.results.studies import load_studies, open_storage
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+PG_BIN = max(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name), default=Path("/missing"))
 STATES = {"finished": "COMPLETE", "stopped": "COMPLETE", "diverged": "FAIL", "error": "FAIL"}
 ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PYTHONUNBUFFERED": "1"}
 
@@ -160,10 +160,11 @@ def test_resumed_searcher_reads_the_storage_and_adds_no_trial_twice(tmp_path):
 
     resumed = pickle.loads(pickle.dumps(GroupedSearcher.__new__(GroupedSearcher)))
     resumed.restore(str(checkpoint))
+    assert resumed.suggest("t5")  # the first call fails t4, which Tune does not know
     resumed.on_trial_result("t2", {"val_acc": 0.4, "training_iteration": 1})  # Tune reruns it: already told
     resumed.on_trial_complete("t2", {"val_acc": 0.4, "training_iteration": 1})
     resumed.on_trial_complete("t3", {"val_acc": 0.7, "training_iteration": 2})
-    assert resumed.suggest("t5") and sum(resumed.assigned.values()) == 4
+    assert sum(resumed.assigned.values()) == 4
 
     study = optuna.load_study(study_name="s/m", storage=open_storage(journal))
     trials = {t.user_attrs["ray_trial_id"]: t for t in study.trials}
@@ -276,3 +277,34 @@ def test_two_sweeps_share_one_postgres_without_mixing(postgres, ray_session, sha
         run(sweep_dict(shapes_root, tmp_path / "again", "pga", epochs=1, num_samples=1,
                        searcher={"storage": postgres}))
     assert pd.read_csv(tmp_path / "pga" / "summary.csv").shape[0] == 2
+
+
+# --- warm start from a study storage ---------------------------------------------------------------------------
+
+def test_warm_start_reads_a_journal_file(shapes_root, tmp_path):
+    from tlsweep.config.spec import parse_spec
+    from tlsweep.sweep import warmstart
+    from tlsweep.sweep.searcher import GroupedSearcher, study_names
+    from tlsweep.sweep.space import build_groups
+
+    earlier = parse_spec(sweep_dict(shapes_root, tmp_path / "a", "a")).plan()
+    groups = build_groups(earlier)
+    journal = str(tmp_path / "a.log")
+    searcher = GroupedSearcher(groups, 3, "val_acc", "max", seed=0, storage_url=journal, epochs=2,
+                               names=study_names("a", groups, earlier.search_params()))
+    told = {}
+    for i, value in enumerate([0.5, 0.9, 0.7, 0.6]):
+        config = searcher.suggest(f"t{i}")
+        searcher.on_trial_complete(f"t{i}", {"val_acc": value, "training_iteration": 2})
+        told[f"t{i}"] = (config, value)
+    searcher.suggest("t9")  # still running: not taken
+    later = parse_spec(sweep_dict(shapes_root, tmp_path / "b", "b", warm_start=[journal],
+                                  warm_start_top_k=1)).plan()
+    warm = warmstart.plan(later, build_groups(later))
+    assert warm.added == 4
+    for group, history, first in zip(build_groups(later), warm.history, warm.first):
+        mine = {t: (c, v) for t, (c, v) in told.items() if c["lr"] == group.fixed["lr"]}
+        assert sorted(t.value for t in history) == sorted(v for _, v in mine.values())
+        best = max(mine.values(), key=lambda cv: cv[1])[0]
+        assert first == [{"momentum": best["momentum"]}]
+    assert "1 × state RUNNING" in warm.notes[0]

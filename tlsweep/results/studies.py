@@ -41,8 +41,9 @@ def check_url(value: str) -> None:
 
 
 def journal_path(results: str) -> Path:
-    """The journal file of a results folder; for a URI, the driver's local mirror of it."""
-    return (cache_dir(results) if is_uri(results) else Path(results)) / STUDY_FILE
+    """The journal file of a results folder; for a URI, the driver's local copy of it (beside the readers' mirror
+    of the results, which a refresh rewrites: never in it)."""
+    return (cache_dir(results).parent / ".driver" if is_uri(results) else Path(results)) / STUDY_FILE
 
 
 def storage_url(setting: str, results: str) -> str | None:

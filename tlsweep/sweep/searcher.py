@@ -78,21 +78,25 @@ class GroupStudy(OptunaSearch):
             for key, value in attrs.items():
                 trial.set_user_attr(key, value)
 
-    def reattach(self, known: set[str]) -> None:
-        """After a resume: map Ray trial ids to the storage's trials; fail running ones not in ``known``."""
+    def reattach(self) -> None:
+        """After a resume: map Ray trial ids to the storage's trials; those it has ended are not told again."""
         import optuna
 
-        running = optuna.trial.TrialState.RUNNING
         for frozen in self._ot_study.get_trials(deepcopy=False):
             trial_id = frozen.user_attrs.get(TRIAL_ID_ATTR)
-            if trial_id is None:
-                continue
-            if frozen.state == running and trial_id not in known:
-                self._ot_study._storage.set_trial_user_attr(frozen._trial_id, STATUS_ATTR, "lost")
-                self._ot_study.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
-                continue
-            self._ot_trials[trial_id] = optuna.Trial(self._ot_study, frozen._trial_id)
-            if frozen.state != running:
+            if trial_id is not None:
+                self._ot_trials[trial_id] = optuna.Trial(self._ot_study, frozen._trial_id)
+                if frozen.state.is_finished():
+                    self._completed_trials.add(trial_id)
+
+    def fail_lost(self, known: set[str]) -> None:
+        """Fail the running trials that Tune does not know (created after the checkpoint a resume started from)."""
+        import optuna
+
+        for trial_id, trial in list(self._ot_trials.items()):
+            if trial_id not in known and trial_id not in self._completed_trials:
+                trial.set_user_attr(STATUS_ATTR, "lost")
+                self._ot_study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 self._completed_trials.add(trial_id)
 
     def constrain(self, trial_id: str, values: dict[str, float]) -> None:
@@ -127,6 +131,7 @@ class GroupedSearcher(Searcher):
     epochs: int | None = None
     curves: dict = {}
     steps: dict = {}
+    lost_checked: bool = True
 
     def __init__(self, groups: list[Group], samples_per_group: int, metric: str, mode: str,
                  sampler: str = "optuna", seed: int | None = 0, *,
@@ -156,6 +161,12 @@ class GroupedSearcher(Searcher):
         samplers = [SAMPLERS[sampler](None if seed is None else seed + i, population_size) if g.sampled else None
                     for i, g in enumerate(groups)]
         self.studies = self._open(samplers)
+        if storage_url is not None:
+            from .warmstart import FIXED_ATTR
+
+            for study, g in zip(self.studies, groups):
+                if study is not None:
+                    study.study.set_user_attr(FIXED_ATTR, g.fixed)
         self.assigned: Counter[int] = Counter()
         self.trial_group: dict[str, int] = {}
         self.best: dict[str, dict] = {}  # trial id → its best result row so far (by the ranking metric)
@@ -184,6 +195,12 @@ class GroupedSearcher(Searcher):
                 study.study.enqueue_trial(params)  # not skip_if_exists: the same params are in the history
 
     def suggest(self, trial_id: str):
+        studies = self.studies
+        if not self.lost_checked:  # the first call of a resumed run (reading a checkpoint changes nothing)
+            for study in studies:
+                if study is not None:
+                    study.fail_lost(set(self.trial_group))
+            self.lost_checked = True
         if trial_id in self.trial_group:  # asked again for the same trial
             index = self.trial_group[trial_id]
         else:
@@ -276,7 +293,8 @@ class GroupedSearcher(Searcher):
             self._studies = self._open(self.__dict__.pop("_samplers", None) or [None] * len(self.groups))
             for study in self._studies:
                 if study is not None:
-                    study.reattach(set(self.trial_group))
+                    study.reattach()
+            self.lost_checked = False
         return self._studies
 
     @studies.setter

@@ -61,11 +61,38 @@ def open_storage(url: str):
     if kind in RDB_SCHEMES:
         engine = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}} if kind in ("postgresql", "mysql") else {}
         return optuna.storages.RDBStorage(url, engine_kwargs=engine)
-    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+    from optuna.storages.journal import JournalFileOpenLock
 
     path = Path(url)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+    return optuna.storages.JournalStorage(_journal_backend()(str(path), lock_obj=JournalFileOpenLock(str(path))))
+
+
+def _journal_backend():
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.storages.journal._file import get_lock_file
+
+    class FlushedJournal(JournalFileBackend):
+        """Optuna's file journal whose appends are written through to the kernel under the lock (other processes
+        and a restarted driver read them at once) but not fsynced one by one: an fsync per write (a dozen per
+        trial, ~3 ms each on a busy disk) slowed the controller; ``fsync_journal`` runs at each experiment
+        checkpoint instead."""
+
+        def append_logs(self, logs: list[dict]) -> None:
+            data = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs).encode()
+            with get_lock_file(self._lock), open(self._file_path, "ab") as f:
+                f.write(data)
+
+    return FlushedJournal
+
+
+def fsync_journal(path: str | Path) -> None:
+    """Make a journal's appends durable (a power loss keeps them)."""
+    import os
+
+    if Path(path).is_file():
+        with open(path, "rb+") as f:
+            os.fsync(f.fileno())
 
 
 def redacted(url: str) -> str:

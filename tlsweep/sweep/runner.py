@@ -112,10 +112,10 @@ def build_tuner(plan: SweepPlan, callbacks: list | None = None, study_url: str |
     entry = SCHEDULERS[plan.scheduler.type]
     scheduler = entry.build(plan)
     callbacks = [*(callbacks or []), StateBackup(plan.storage), *logger_callbacks(plan)]
-    if study_url is not None and is_uri(plan.storage) and plan.searcher.storage == "file":
-        from .study_storage import JournalUpload
+    if study_url is not None and plan.searcher.storage == "file":
+        from .study_storage import JournalCheckpoint
 
-        callbacks.append(JournalUpload(plan.storage))
+        callbacks.append(JournalCheckpoint(plan.storage))
     if entry.state is not None:
         callbacks.append(entry.state(scheduler, plan))
     groups = build_groups(plan)

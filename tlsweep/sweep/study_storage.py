@@ -1,5 +1,5 @@
-"""The driver's side of a sweep's study storage (``tlsweep.results.studies``): make it ready before a run, and
-upload a remote sweep's journal with the other driver files."""
+"""The driver's side of a sweep's study storage (``tlsweep.results.studies``): make it ready before a run; fsync the
+journal at each experiment checkpoint and upload a remote sweep's journal with the other driver files."""
 
 from __future__ import annotations
 
@@ -49,24 +49,28 @@ def _refuse_existing(url: str, sweep: str) -> None:
                            f"another `name`, resume it (--resume), or warm-start from it (warm_start: [URL])")
 
 
-class JournalUpload(Callback):
-    """At each experiment checkpoint and at the end, uploads a remote sweep's journal next to its results."""
+class JournalCheckpoint(Callback):
+    """At each experiment checkpoint and at the end: fsyncs the journal (its appends are not fsynced one by one)
+    and uploads a remote sweep's journal next to its results."""
 
     def __init__(self, storage: str):
         self.storage = storage
 
-    def _push(self) -> None:
+    def _save(self) -> None:
+        studies.fsync_journal(studies.journal_path(self.storage))
+        if not is_uri(self.storage):
+            return
         try:
             studies.push(self.storage)
         except OSError as err:  # the next checkpoint tries again
             log.warning("could not upload the study journal to %s: %s", self.storage, err)
 
     def get_state(self) -> None:
-        self._push()
+        self._save()
         return None
 
     def set_state(self, state) -> None:
         pass
 
     def on_experiment_end(self, trials, **info) -> None:
-        self._push()
+        self._save()

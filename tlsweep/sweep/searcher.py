@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import warnings
 from collections import Counter
 
 from ray.tune.search import Searcher
@@ -164,9 +165,13 @@ class GroupedSearcher(Searcher):
         if storage_url is not None:
             from .warmstart import FIXED_ATTR
 
+            metrics = self.study_metric if isinstance(self.study_metric, list) else [self.study_metric]
             for study, g in zip(self.studies, groups):
                 if study is not None:
                     study.study.set_user_attr(FIXED_ATTR, g.fixed)
+                    with warnings.catch_warnings():  # experimental in Optuna 5; the dashboard labels axes with it
+                        warnings.simplefilter("ignore")
+                        study.study.set_metric_names(metrics)
         self.assigned: Counter[int] = Counter()
         self.trial_group: dict[str, int] = {}
         self.best: dict[str, dict] = {}  # trial id → its best result row so far (by the ranking metric)

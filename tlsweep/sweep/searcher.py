@@ -120,7 +120,9 @@ def study_names(sweep: str, groups: list[Group], search: dict) -> list[str]:
     from ..config.distributions import Distribution
 
     grid = tuple(k for k, v in search.items() if isinstance(v, Distribution))
-    return [study_name(sweep, g.fixed, grid) for g in groups]
+    names = [study_name(sweep, g.fixed, grid) for g in groups]
+    seen = Counter(names)
+    return [f"{n}#{i}" if seen[n] > 1 else n for i, n in enumerate(names)]  # values that print alike
 
 
 class GroupedSearcher(Searcher):

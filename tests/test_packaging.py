@@ -35,7 +35,7 @@ def _requirements(metadata, extra: str | None) -> list[Requirement]:
 def test_dependencies_are_ranges_with_floor_and_ceiling(metadata):
     deps = _requirements(metadata, None)
     assert {canonicalize_name(r.name) for r in deps} >= {"torch", "torchvision", "ray", "optuna", "pandas"}
-    for extra in ("export", "mlflow", "wandb", "dev"):
+    for extra in ("export", "mlflow", "wandb", "postgres", "dashboard", "dev"):
         deps += [r for r in _requirements(metadata, extra) if canonicalize_name(r.name) != "tlsweep"]
     for req in deps:
         ops = {s.operator for s in req.specifier}
@@ -46,7 +46,7 @@ def test_dependencies_are_ranges_with_floor_and_ceiling(metadata):
 def test_dev_extra_pulls_in_every_other_extra(metadata):
     dev = _requirements(metadata, "dev")
     self_ref = [r for r in dev if canonicalize_name(r.name) == "tlsweep"]
-    assert self_ref and set(self_ref[0].extras) == {"export", "timm", "mlflow", "wandb"}
+    assert self_ref and set(self_ref[0].extras) == {"export", "timm", "mlflow", "wandb", "postgres", "dashboard"}
 
 
 def test_constraints_pin_every_dependency_inside_its_range(metadata):
@@ -56,7 +56,7 @@ def test_constraints_pin_every_dependency_inside_its_range(metadata):
             name, _, version = line.partition("==")
             pins[canonicalize_name(name)] = Version(version)
     reqs = _requirements(metadata, None)
-    for extra in ("export", "mlflow", "wandb", "dev"):
+    for extra in ("export", "mlflow", "wandb", "postgres", "dashboard", "dev"):
         reqs += [r for r in _requirements(metadata, extra) if canonicalize_name(r.name) != "tlsweep"]
     for req in reqs:
         name = canonicalize_name(req.name)

@@ -100,7 +100,8 @@ def test_sweep_on_s3_survives_a_driver_kill_and_serves_every_command(s3, shapes_
     spec = {
         "name": "shapes", "data": {"root": str(shapes_root), "image_size": 32}, "weights": "none",
         "models": ["mobilenet_v3_small"],
-        "search": {"lr": {"grid": [1e-3, 3e-3]}, "batch_size": 16, "optimizer": "adam", "lr_scheduler": "none"},
+        "search": {"lr": {"grid": [1e-3, 3e-3]}, "weight_decay": {"uniform": [0.0, 1e-4]}, "batch_size": 16,
+                   "optimizer": "adam", "lr_scheduler": "none"},
         "epochs": 3, "scheduler": {"type": "fifo"}, "num_samples": 1, "max_concurrent": 1,
         "checkpoints": {"num_to_keep": 1}, "storage": uri,
     }
@@ -129,6 +130,15 @@ def test_sweep_on_s3_survives_a_driver_kill_and_serves_every_command(s3, shapes_
 
     summary = pd.read_csv(io.StringIO(read_text(locate(uri), "summary.csv")))
     assert list(summary["status"]) == ["finished", "finished"] and list(summary["epochs"]) == [3, 3]
+
+    # the studies' journal travelled with the results: each trial once, told complete, after the kill too
+    from tlsweep.results.studies import load_studies
+
+    journal = tmp_path / "optuna_journal.log"
+    journal.write_text(read_text(locate(uri), "optuna_journal.log"))
+    stored = [t for study in load_studies(str(journal)) for t in study.trials]
+    assert sorted(t.user_attrs["ray_trial_id"] for t in stored) == sorted(summary["trial_id"])
+    assert {t.state.name for t in stored} == {"COMPLETE"}
 
     def cli(*args):
         out = subprocess.run([sys.executable, "-m", "tlsweep.cli", *map(str, args)], capture_output=True, text=True,

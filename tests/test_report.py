@@ -190,14 +190,15 @@ def test_cam_maps_vary_galleries_exist_and_intervals_have_width(sweep_report, sh
     assert all(m.max() - m.min() > 0.1 for m in maps)  # a map, not a constant
 
 
-def rendered_dom(page: Path, tmp_path: Path, budget_ms: int) -> str:
-    """The DOM of ``page`` after headless Chromium ran its scripts for ``budget_ms`` of virtual time."""
+def rendered_dom(page: Path | str, tmp_path: Path, budget_ms: int) -> str:
+    """The DOM of ``page`` (a file or a URL) after headless Chromium ran its scripts for ``budget_ms`` of virtual
+    time."""
     chromium = shutil.which("chromium")
     assert chromium, "chromium missing: bash scripts/setup.sh test"
     return subprocess.run(
         [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-         f"--virtual-time-budget={budget_ms}", "--dump-dom", page.as_uri()],
+         f"--virtual-time-budget={budget_ms}", "--dump-dom", page if isinstance(page, str) else page.as_uri()],
         capture_output=True, text=True, timeout=120).stdout
 
 

@@ -496,6 +496,35 @@ def status(
 
 
 @app.command()
+def dashboard(
+    target: str = typer.Argument(..., metavar="RESULTS_DIR|STORAGE_URL",
+                                 help="A sweep's storage (local folder or URI), a study journal file, or a "
+                                      "database URL (postgresql://…, sqlite:///…)."),
+    port: int = typer.Option(8080, min=0, max=65535, help="Port to listen on (0: a free one)."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind. Keep the loopback default and forward the port "
+                                               "on a cluster (ssh -L 8080:127.0.0.1:8080 HEAD)."),
+) -> None:
+    """optuna-dashboard over a sweep's Optuna studies, live during a run and after it; Ctrl-C stops it."""
+    from .results.studies import StudyStorageError, redacted
+
+    try:
+        from .results.dashboard import dashboard as serve
+
+        board = serve(target, port, host)
+    except ImportError:
+        err_console.print("[red]error:[/] optuna-dashboard is not installed: pip install 'tlsweep[dashboard]'",
+                          highlight=False)
+        raise typer.Exit(2) from None
+    except (StudyStorageError, OSError) as err:
+        err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
+        raise typer.Exit(2) from None
+    console.print(f"optuna-dashboard on {board.url} (studies in {redacted(board.storage_url)}); Ctrl-C stops it",
+                  highlight=False)
+    board.serve_forever()
+    console.print("dashboard stopped", highlight=False)
+
+
+@app.command()
 def predict(
     checkpoint: str = typer.Argument(..., help="checkpoint.pt, a checkpoint or trial folder, or a sweep's "
                                                "results folder (its best trial by val metric); local or a URI."),

@@ -441,6 +441,9 @@ class SearcherConfig(Frozen):
     """One study (and num_samples trials) per model."""
     population_size: int | None = Field(None, ge=2)
     """nsga2's generation size (default: Optuna's 50)."""
+    storage: str = "file"
+    """Where the Optuna studies live (``tlsweep.results.studies``): file (a journal in the results folder), memory,
+    or a database URL (postgresql://, mysql://, sqlite:///) for a team or a cluster."""
 
 
 class TensorBoardLogger(Frozen):

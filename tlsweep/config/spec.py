@@ -74,6 +74,7 @@ class Spec(SweepSettings):
         names = [o.metric for o in self.objectives]
         if len(set(names)) < len(names):
             raise ValueError(f"objectives list a metric twice: {', '.join(names)}")
+        _check_study_storage(self.searcher.storage)
         for key in ("objectives", "warm_start"):
             if key in self.model_fields_set and not getattr(self, key):
                 raise ValueError(f"{key}: an empty list (leave it out instead)")
@@ -112,6 +113,15 @@ class Spec(SweepSettings):
                                        for m in self.models},
                          model_resources=resources,
                          num_samples=self.num_samples or default_num_samples(self.searcher.type))
+
+
+def _check_study_storage(url: str) -> None:
+    from ..results.studies import check_url
+
+    try:
+        check_url(url)
+    except ValueError as err:
+        raise ValueError(f"searcher.storage: {err}") from None
 
 
 def _check_heads_and_data(spec: Spec) -> None:

@@ -4,6 +4,7 @@ trial status, best epoch, per-epoch history and the one per-trial table (``summa
 
     <storage>/tlsweep_spec.json           the SweepPlan (``SweepPlan.to_dict()``)
     <storage>/summary.csv                 one row per trial (TRIAL_COLUMNS + hyperparameters), after a run
+    <storage>/optuna_journal.log          the sweep's Optuna studies (``searcher.storage: file``, the default)
     <storage>/<trial id>_<model>/         params.json (sampled values), result.json / progress.csv (one row per
                                           epoch), error.txt, checkpoint_*/checkpoint.pt
 """
@@ -31,6 +32,7 @@ PARAMS_FILE = "params.json"
 RESULT_FILE = "result.json"
 PROGRESS_FILE = "progress.csv"
 ERROR_FILE = "error.txt"
+STUDY_FILE = "optuna_journal.log"  # Optuna's JournalStorage: one line per study/trial change
 CHECKPOINT_FILE = "checkpoint.pt"
 METRICS = ("val_acc", "val_loss", "train_acc", "train_loss")
 TRIAL_COLUMNS = ("trial_id", "model", "status", "epochs", "best_epoch", *METRICS, "wall_s", "nodes", "error",

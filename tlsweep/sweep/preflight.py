@@ -54,6 +54,7 @@ def preflight(spec: Spec, data: bool = True, address: str | None = None, local_r
 
     _freeze_depth(plan, problem)
     _storage(plan, problem, "storage" if spec.storage else "name")
+    _study_storage(plan, problem)
     _loggers(plan, problem)
     _gpus(plan, problem, result, address, local_run)
     _gpu_memory(plan, problem, local_run and not address and not os.environ.get("RAY_ADDRESS"))
@@ -109,6 +110,18 @@ def _remote_storage(storage: str, problem: Report) -> None:
                 problem("storage", f"cannot store results in {storage}: bucket {bucket!r} does not exist")
     except (OSError, ValueError) as err:
         problem("storage", f"cannot reach {storage}: {err}")
+
+
+def _study_storage(plan: SweepPlan, problem: Report) -> None:
+    """A database for the studies answers and lets us in (``tlsweep.results.studies.probe``)."""
+    from ..results.studies import FILE, MEMORY, StudyStorageError, probe
+
+    if plan.searcher.storage in (FILE, MEMORY):
+        return
+    try:
+        probe(plan.searcher.storage)
+    except StudyStorageError as err:
+        problem("searcher.storage", str(err))
 
 
 def _loggers(plan: SweepPlan, problem: Report) -> None:

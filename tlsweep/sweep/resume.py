@@ -1,5 +1,6 @@
 """Resuming interrupted sweeps. ``Tuner.restore`` brings back trials and the searcher (our ``GroupedSearcher``
-pickles its Optuna studies) but not the scheduler: Ray pickles the ASHA object as it was before ``fit`` and
+reads its Optuna studies back from their storage, or unpickles them with ``searcher.storage: memory``) but not the
+scheduler: Ray pickles the ASHA object as it was before ``fit`` and
 its rungs start empty again (ray-project/ray#30838). ``SchedulerState`` is a stateful Tune callback that
 checkpoints the rungs with the experiment state and puts them back on restore; it also writes them as
 ``scheduler_state.yaml`` next to the experiment state for people and tests (not ``.json``: on restore Tune

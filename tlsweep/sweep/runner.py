@@ -126,20 +126,24 @@ def trial_dirname(trial) -> str:
     return _dirname(trial.trial_id, model_label(trial.config))
 
 
-def build_tuner(plan: SweepPlan, callbacks: list | None = None):
-    """The Ray Tune ``Tuner`` of a sweep plan."""
+def build_tuner(plan: SweepPlan, callbacks: list | None = None, study_url: str | None = None):
+    """The Ray Tune ``Tuner`` of a sweep plan; ``study_url``: its studies' Optuna storage (None: in memory)."""
     from ray import tune
 
     from .loggers import logger_callbacks
     from .resume import StateBackup
     from .schedulers import SCHEDULERS
-    from .searcher import GroupedSearcher
+    from .searcher import GroupedSearcher, study_names
     from .trainable import make_trainable
 
     metric, mode = plan.scheduler.metric, plan.scheduler.mode
     entry = SCHEDULERS[plan.scheduler.type]
     scheduler = entry.build(plan)
     callbacks = [*(callbacks or []), StateBackup(plan.storage), *logger_callbacks(plan)]
+    if study_url is not None and plan.searcher.storage == "file":
+        from .study_storage import JournalCheckpoint
+
+        callbacks.append(JournalCheckpoint(plan.storage))
     if entry.state is not None:
         callbacks.append(entry.state(scheduler, plan))
     groups = build_groups(plan)
@@ -151,7 +155,8 @@ def build_tuner(plan: SweepPlan, callbacks: list | None = None):
         warmstart.report(warm, plan.storage)
     searcher = GroupedSearcher(groups, plan.num_samples, metric, mode, plan.searcher.type, plan.searcher_seed,
                                objectives=objectives(plan), constraints=constraints(plan),
-                               population_size=plan.searcher.population_size, warm=warm)
+                               population_size=plan.searcher.population_size, warm=warm, storage_url=study_url,
+                               names=study_names(plan.name, groups, plan.search.params()), epochs=plan.epochs)
     return tune.Tuner(
         make_trainable(plan),
         tune_config=tune.TuneConfig(metric=metric, mode=mode, search_alg=searcher, scheduler=scheduler,
@@ -244,11 +249,15 @@ def run_sweep(spec: Spec, address: str | None = None, num_samples: int | None = 
     prebuild_caches(run_plan, nodes)  # decoded images and frozen features, once per node, before any trial
     launches = TrialLaunches()
     loc = locate(storage)
-    if resume and tune.Tuner.can_restore(loc.path, storage_filesystem=loc.fs):
+    restoring = resume and tune.Tuner.can_restore(loc.path, storage_filesystem=loc.fs)
+    from .study_storage import prepare
+
+    study_url = prepare(plan, restoring)
+    if restoring:
         tuner = tune.Tuner.restore(loc.path, make_trainable(run_plan), resume_unfinished=True, resume_errored=True,
                                    storage_filesystem=loc.fs)
     else:
-        tuner = build_tuner(run_plan, [*(callbacks or []), ProgressCallback(), launches])
+        tuner = build_tuner(run_plan, [*(callbacks or []), ProgressCallback(), launches], study_url)
     previous = _stop_on_sigterm()
     try:
         with showing(*_progress_view(progress, plan, resume)):

@@ -5,6 +5,10 @@ values (model, grid point, constants), and a value inside every current distribu
 parameter; it was finished or stopped by ASHA and recorded every objective. Its values are read at its best
 epoch by this sweep's ranking metric, as this sweep's own trials are told. What is dropped is counted by reason
 in one message per earlier sweep (logged, and kept in ``warm_start.yaml`` in the new sweep's storage).
+
+A source may also be an Optuna storage (a database URL or a journal file, ``tlsweep.results.studies``): every
+study's complete trials join with the values they were told, their params completed by a tlsweep study's fixed
+values (its ``tlsweep_fixed`` user attribute) and their ``model`` user attribute.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ import numpy as np
 import yaml
 
 from ..config.distributions import Choice, Distribution, IntRange, _Range
-from ..config.plan import SweepPlan, model_label
+from ..config.plan import MODEL_KEY, SweepPlan, model_label
 from ..config.space import Group
 from ..results.layout import USABLE
+from ..results.storage import is_uri
+from ..results.studies import redacted
 from ..trial.objectives import (
     constraints,
     objectives,
@@ -33,6 +39,7 @@ from ..trial.objectives import (
 from .cluster import StorageError
 
 NOTES_FILE = "warm_start.yaml"
+FIXED_ATTR = "tlsweep_fixed"  # a tlsweep study's user attribute: its group's fixed values
 log = logging.getLogger(__name__)
 
 
@@ -124,8 +131,6 @@ def _order(entries: list[dict], modes: list[str]) -> list[dict]:
 
 def plan(sweep: SweepPlan, groups: list[Group]) -> WarmStart:
     """The warm start of a sweep's ``warm_start`` folders for ``groups`` (empty without one)."""
-    from ..report.collect import ReportError, collect
-
     warm = WarmStart([[] for _ in groups], [[] for _ in groups])
     sources = sweep.warm_start
     if not sources:
@@ -139,32 +144,19 @@ def plan(sweep: SweepPlan, groups: list[Group]) -> WarmStart:
     top_k = sweep.warm_start_top_k
     candidates: list[list[dict]] = [[] for _ in groups]
     for source in sources:
-        try:
-            past = collect(source)
-        except ReportError as err:
-            raise WarmStartError(f"warm_start: {err}") from None
+        earlier = list(_from_studies(source, keys, list(bounds)) if is_study_storage(source)
+                       else _from_folder(source, sweep, keys, rank_key, rank_mode, bounds))
         dropped: Counter[str] = Counter()
         examples: dict[str, list[str]] = {}
         taken = 0
-        for t in past.trials:
-            if t.status not in USABLE:
-                dropped[f"status {t.status}"] += 1
+        for t in earlier:
+            if t.dropped:
+                dropped[t.dropped] += 1
                 continue
-            best = t.best_row(rank_key, rank_mode, with_checkpoint=False)
-            if best is None:
-                dropped[f"no {rank_key} recorded"] += 1
-                continue
-            row = best.to_dict()
-            values = [_value(row, k) for k in keys]
-            missing = [k for k, v in zip(keys, values) if math.isnan(v)]
-            if missing:
-                dropped[f"no {', '.join(missing)} recorded"] += 1
-                continue
+            values, cons = t.values, t.cons
             index, why = _match(t.config, groups)
-            label = model_label(t.config)
-            earlier_model = past.plan.models_table.get(label)
-            if index is not None and _json(sweep.models_table.get(label)) != _json(earlier_model):
-                index, why = None, f"model {label!r} is configured differently"
+            if index is not None and not t.same_model:
+                index, why = None, f"model {model_label(t.config)!r} is configured differently"
             if index is None:
                 why, _, example = why.partition("|")  # values outside a range are counted together
                 dropped[why] += 1
@@ -173,13 +165,12 @@ def plan(sweep: SweepPlan, groups: list[Group]) -> WarmStart:
                 continue
             group = groups[index]
             params = {k: t.config[k] for k in group.sampled}
-            cons = violations(values_of(row, list(bounds)), bounds)
             feasible = all(c <= 0 for c in cons.values())
             candidates[index].append({"params": params, "values": values, "feasible": feasible,
                                       "trial": _frozen(params, {k: d.to_optuna() for k, d in group.sampled.items()},
                                                        values, cons, str(source), t.trial_id)})
             taken += 1
-        note = f"warm start from {source}: {len(past.trials)} earlier trials, {taken} fit this sweep's search space"
+        note = f"warm start from {redacted(source)}: {len(earlier)} earlier trials, {taken} fit this sweep's search space"
         if dropped:
             note += "; dropped " + "; ".join(
                 f"{n} × {why}" + (f" (got {', '.join(examples[why][:3])}{', …' if n > 3 else ''})"
@@ -206,6 +197,83 @@ def plan(sweep: SweepPlan, groups: list[Group]) -> WarmStart:
         summary = "warm start: no earlier trial fits this sweep; it starts cold"
     warm.notes.append(summary)
     return warm
+
+
+@dataclass
+class Earlier:
+    """An earlier trial as a warm start reads it: its config, values (this sweep's objectives) and constraint
+    violations, or why it is dropped."""
+
+    trial_id: str
+    config: dict = field(default_factory=dict)
+    values: list[float] = field(default_factory=list)
+    cons: dict[str, float] = field(default_factory=dict)
+    same_model: bool = True
+    dropped: str | None = None
+
+
+def is_study_storage(source: str) -> bool:
+    """A database URL or a journal file (else: a sweep's results folder)."""
+    from ..results.studies import RDB_SCHEMES, scheme
+
+    return scheme(source) in RDB_SCHEMES or (not is_uri(source) and Path(source).is_file())
+
+
+def _from_folder(source: str, sweep: SweepPlan, keys, rank_key, rank_mode, bounds):
+    """Trials of a results folder, their values at the best epoch by this sweep's ranking metric."""
+    from ..report.collect import ReportError, collect
+
+    try:
+        past = collect(source)
+    except ReportError as err:
+        raise WarmStartError(f"warm_start: {err}") from None
+    for t in past.trials:
+        if t.status not in USABLE:
+            yield Earlier(t.trial_id, dropped=f"status {t.status}")
+            continue
+        best = t.best_row(rank_key, rank_mode, with_checkpoint=False)
+        if best is None:
+            yield Earlier(t.trial_id, dropped=f"no {rank_key} recorded")
+            continue
+        row = best.to_dict()
+        values = [_value(row, k) for k in keys]
+        missing = [k for k, v in zip(keys, values) if math.isnan(v)]
+        if missing:
+            yield Earlier(t.trial_id, dropped=f"no {', '.join(missing)} recorded")
+            continue
+        label = model_label(t.config)
+        yield Earlier(t.trial_id, t.config, values, violations(values_of(row, list(bounds)), bounds),
+                      _json(sweep.models_table.get(label)) == _json(past.plan.models_table.get(label)))
+
+
+def _from_studies(source: str, keys: list[str], bounds: list[str]):
+    """Complete trials of every study in an Optuna storage, with the values they were told; a tlsweep study adds
+    its group's fixed values (model, grid point, constants) to each trial's params."""
+    from ..results.studies import StudyStorageError, load_studies, probe
+
+    try:
+        if not Path(source).is_file():
+            probe(source)
+        studies = load_studies(source)
+    except StudyStorageError as err:
+        raise WarmStartError(f"warm_start: {err}") from None
+    for study in studies:
+        fixed = study.user_attrs.get(FIXED_ATTR) or {}
+        for t in study.get_trials(deepcopy=False):
+            trial_id = t.user_attrs.get("ray_trial_id") or f"{study.study_name}#{t.number}"
+            if t.state.name != "COMPLETE":
+                yield Earlier(trial_id, dropped=f"state {t.state.name}")
+                continue
+            if len(t.values) != len(keys):
+                yield Earlier(trial_id, dropped=f"{len(t.values)} objective value(s), here {len(keys)}")
+                continue
+            told = t.system_attrs.get("constraints") or []
+            if bounds and len(told) != len(bounds):
+                yield Earlier(trial_id, dropped="no constraint values")
+                continue
+            model = {MODEL_KEY: t.user_attrs["model"]} if "model" in t.user_attrs else {}
+            yield Earlier(trial_id, {**model, **fixed, **t.params}, [float(v) for v in t.values],
+                          dict(zip(bounds, map(float, told))))
 
 
 def _json(value):

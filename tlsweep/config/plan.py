@@ -218,10 +218,11 @@ class DataConfig(_Plain):
 @dataclass(frozen=True)
 class PerformanceConfig(_Plain):
     precision: str = "fp32"
-    channels_last: bool = False
+    channels_last: str | bool = "auto"  # auto: on CUDA when cuda_tuning is on
     pin_memory: str | bool = "auto"
     compile: bool = False
     input: str = "auto"  # where cached images are augmented: auto (the device on a GPU), device or cpu
+    cuda_tuning: bool = True  # on CUDA: cudnn.benchmark, TF32 matmuls, channels_last (auto)
 
     @classmethod
     def from_dict(cls, d: dict | None) -> PerformanceConfig:

@@ -296,10 +296,11 @@ class PerformanceSpec(Strict):
     """Fast paths (see ``tlsweep.trial.fastpath``); ``pin_memory: auto`` pins on CUDA only."""
 
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    channels_last: bool = False
+    channels_last: Literal["auto"] | bool = "auto"  # auto: on CUDA when cuda_tuning is on
     pin_memory: Literal["auto"] | bool = "auto"
     compile: bool = False
     input: Literal["auto", "cpu", "device"] = "auto"  # where cached uint8 images are augmented (tlsweep.data.cache.device)
+    cuda_tuning: bool = True  # on CUDA: cudnn.benchmark and TF32 matmuls (off: deterministic-friendly, full fp32)
 
 
 class CheckpointSpec(Strict):

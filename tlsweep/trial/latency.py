@@ -71,7 +71,7 @@ def cache_file(model_config: dict, num_classes: int, image_size: int, device: to
     from ..data.cache.store import cache_root, content_key
 
     perf = _plain(performance) or {}
-    perf = {k: perf.get(k) for k in ("precision", "channels_last")}
+    perf = {k: perf.get(k) for k in ("precision", "channels_last", "cuda_tuning")}
     key = content_key("latency", _plain(model_config), num_classes, image_size, device_name(device), perf)
     return cache_root(data) / "latency" / f"{key}.json"
 

@@ -116,6 +116,7 @@ def test_the_counter_sees_every_kind_of_sync():
         "torch.as_tensor(host data, device)"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("augment", ["flip", "basic"])
 def test_device_input_path_makes_no_sync_per_step(shapes_root, tmp_path, monkeypatch, augment):
     torch.set_num_threads(1)
@@ -140,6 +141,7 @@ def test_the_finite_check_runs_every_n_steps(shapes_root, tmp_path, monkeypatch)
     assert base - len(epoch_calls(trial, 1)[0]) == 3
 
 
+@pytest.mark.slow
 def test_feature_cache_epochs_make_no_sync_per_step(shapes_root, tmp_path, monkeypatch):
     torch.set_num_threads(1)
     monkeypatch.setattr(loop, "FINITE_EVERY", 10_000)

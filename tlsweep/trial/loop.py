@@ -133,7 +133,9 @@ class Trial:
             return
         self.total_params, self.trainable_params = count_parameters(self.model)
         if self.train_size is None:  # the plan served cached features: no longer valid
-            plan = trial_data(self.config, self.splits, self.model, self.device, self.fast)
+            _release(self.train_loader)
+            _release(self.val_loader)
+            plan = trial_data(self.config, self.splits, self.model, self.device, self.fast, self.memory.budget)
             self.forward, self._plan, self.train_size = self.fast.compiled(plan.forward), plan, plan.train_size
             self.cache_info = {**plan.info, "feature_cache": f"until epoch {epoch}"}
             self._pin = self.fast.pin_memory and plan.pin_memory

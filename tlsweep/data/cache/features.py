@@ -137,7 +137,8 @@ class FeatureSet(Dataset):
         self.targets = labels.tolist()
         self.device = torch.device(device)
         cuda = self.device.type == "cuda"
-        self.resident = not cuda or budget is None or budget.take(features.nbytes + labels.nbytes)
+        self.budget, self.nbytes = budget, features.nbytes + labels.nbytes
+        self.resident = not cuda or budget is None or budget.take(self.nbytes)
         if self.resident:
             self.features, self.labels = features.to(self.device), labels.to(self.device)
         else:
@@ -163,6 +164,13 @@ class FeatureBatches:
 
     def __len__(self) -> int:
         return -(-len(self.data) // self.batch_size)
+
+    def release(self) -> None:
+        """Give the features' GPU bytes back to the trial's budget (the trial has left the feature cache)."""
+        data = self.data
+        if data.resident and data.budget is not None and data.device.type == "cuda":
+            data.budget.give(data.nbytes)
+            data.resident, data.budget = False, None
 
     def __iter__(self):
         from .device import epoch_order, to_device

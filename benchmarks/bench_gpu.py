@@ -1,12 +1,17 @@
-"""GPU benchmark (issue 13), measured side by side in one run on one GPU:
+"""GPU benchmark (issues 13 and 22), measured side by side in one run on one GPU:
 
-1. The trial loop, resnet50 and mobilenet_v2 at 224 px, batch 64, bf16 + channels_last, Adam: ``tlsweep.trial.loop.Trial``
-   (decoded-image cache, input on the device, flip augmentation) vs the GPU-resident ceiling (random tensors
-   already on the GPU: no input pipeline) vs an expert hand loop (ImageFolder + PIL, 8 loader workers, pinned
-   memory, bf16 + channels_last). Each warmed up, then epochs interleaved; medians. Target: Trial ≥ 0.90× ceiling.
-2. A real Ray sweep, 4 mobilenet_v2 trials × 3 epochs × 3,000 images: whole GPU per trial vs a quarter GPU per
-   trial vs the sum of the trials' training time. Targets: whole-GPU sweep wall ≤ 1.15× the sum of its trials'
-   training time; quarter-GPU sweep ≥ 1.8× faster than the whole-GPU one.
+1. The trial loop, resnet50 and mobilenet_v2 at 224 px, batch 64, bf16 + channels_last, Adam:
+   ``tlsweep.trial.loop.Trial`` (decoded-image cache, input on the device) with the ``flip`` and the ``basic``
+   policy (random-resized crop, flip, colour jitter), the split resident on the GPU and (``flip``) streamed
+   (the loader's resident copy released: side stream, pinned buffers, gather thread) vs the GPU-resident
+   ceiling (random tensors already on the GPU, every image of the epoch, the last partial batch too) vs an
+   expert hand loop reading the same decoded uint8 cache through a pinned ``DataLoader`` (flip and normalise on
+   the GPU). Each warmed up, then epochs interleaved; medians. Target: Trial ≥ 0.90× ceiling.
+2. A resnet50 linear probe (frozen backbone), one epoch: the frozen-feature cache hit vs uncached. Target ≥ 20×.
+3. A real Ray sweep, 4 mobilenet_v2 trials × 4 epochs × 2,000 images: whole GPU per trial vs a quarter GPU per
+   trial, two rounds in alternating order (warm actors: Tune reuses them within a sweep); medians. Targets:
+   whole-GPU sweep wall ≤ 1.15× the sum of its trials' time; quarter-GPU sweep ≥ 1.8× faster than the whole-GPU
+   one.
 
 Without a GPU the rows say so and count as skipped (not failed). ``--quick`` without a GPU is a CPU smoke run of
 the same code paths, tiny (32 px, Ray with one fake GPU for the sweep rows); its rows are not GPU figures.
@@ -14,6 +19,7 @@ the same code paths, tiny (32 px, Ray with one fake GPU for the sweep rows); its
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from pathlib import Path
@@ -28,11 +34,11 @@ SMOKE = "CPU smoke run (no GPU found), not a GPU figure"
 def _settings(quick: bool, gpu: bool) -> dict:
     if gpu:
         return {"size": 224, "batch": 64, "per_class": 500, "side": 256, "rounds": 2 if quick else 3,
-                "workers": 8, "sweep_images": 500, "sweep_epochs": 3, "whole": {"cpu": 3, "gpu": 1},
-                "quarter": {"cpu": 3, "gpu": 0.25}, "precision": "bf16"}
+                "workers": 8, "sweep_images": 333, "sweep_epochs": 4, "sweep_rounds": 1 if quick else 2,
+                "whole": {"cpu": 3, "gpu": 1}, "quarter": {"cpu": 3, "gpu": 0.25}, "precision": "bf16"}
     return {"size": 32, "batch": 8, "per_class": 4, "side": 40, "rounds": 1, "workers": 0, "sweep_images": 4,
-            "sweep_epochs": 1, "whole": {"cpu": 0.5, "gpu": 1}, "quarter": {"cpu": 0.5, "gpu": 0.25},
-            "precision": "bf16"}
+            "sweep_epochs": 1, "sweep_rounds": 1, "whole": {"cpu": 0.5, "gpu": 1},
+            "quarter": {"cpu": 0.5, "gpu": 0.25}, "precision": "bf16"}
 
 
 def _data(s: dict, per_class: int) -> Path:
@@ -70,30 +76,38 @@ def _ceiling(arch: str, s: dict, n: int, device):
     crit = nn.CrossEntropyLoss()
     x = torch.randn(s["batch"], 3, s["size"], s["size"], device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 6, (s["batch"],), device=device)
-    steps = max(1, n // s["batch"])
+    sizes = [s["batch"]] * (n // s["batch"]) + ([n % s["batch"]] if n % s["batch"] else [])  # the last batch too
 
     def epoch() -> int:
         model.train()
-        for _ in range(steps):
+        for b in sizes:
             opt.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=torch.bfloat16):
-                loss = crit(model(x), y)
+                loss = crit(model(x[:b]), y[:b])
             loss.backward()
             opt.step()
-        return steps * s["batch"]
+        return n
     return epoch
 
 
-def _expert(arch: str, s: dict, root: Path, device):
+def _expert(arch: str, s: dict, cached, device):
+    """A hand loop over the decoded uint8 cache entry (``CachedImages``): pinned DataLoader, flip + normalise on
+    the GPU, bf16 + channels_last."""
     import torch
     from torch import nn
-    from torchvision import datasets, models, transforms
+    from torchvision import models
 
-    tf = transforms.Compose([transforms.Resize((s["size"], s["size"])), transforms.RandomHorizontalFlip(),
-                             transforms.ToTensor(), transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
-    data = datasets.ImageFolder(str(root / "train"), transform=tf)
-    loader = torch.utils.data.DataLoader(data, batch_size=s["batch"], shuffle=True, num_workers=s["workers"],
+    class Rows(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(cached.targets)
+
+        def __getitem__(self, i):
+            return torch.from_numpy(cached.images[i].copy()), cached.targets[i]
+
+    loader = torch.utils.data.DataLoader(Rows(), batch_size=s["batch"], shuffle=True, num_workers=s["workers"],
                                          pin_memory=device.type == "cuda", persistent_workers=s["workers"] > 0)
+    mean = torch.tensor((0.485, 0.456, 0.406), device=device).view(1, 3, 1, 1)
+    std = torch.tensor((0.229, 0.224, 0.225), device=device).view(1, 3, 1, 1)
     torch.manual_seed(0)
     model = getattr(models, arch)(weights=None, num_classes=6).to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -102,26 +116,31 @@ def _expert(arch: str, s: dict, root: Path, device):
     def epoch() -> int:
         model.train()
         for x, y in loader:
-            x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            x = x.to(device, non_blocking=True).float().div_(255)
+            flip = torch.rand(len(x), device=device) < 0.5
+            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+            x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)
             y = y.to(device, non_blocking=True)
             opt.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=torch.bfloat16):
                 loss = crit(model(x), y)
             loss.backward()
             opt.step()
-        return len(data)
+        return len(cached.targets)
     return epoch
 
 
-def _trial(arch: str, s: dict, root: Path, device):
+def _trial(arch: str, s: dict, root: Path, device, augment: str = "flip", streamed: bool = False, **fields):
     from tlsweep.trial.loop import Trial
 
     trial = Trial({"model": {"name": arch, "weights": "none"}, "model_label": arch,
-                   "data": {"root": str(root), "image_size": s["size"], "augment": "flip", "num_workers": s["workers"],
+                   "data": {"root": str(root), "image_size": s["size"], "augment": augment, "num_workers": s["workers"],
                             "cache": {"images": "on", "features": "off"}, "cache_dir": str(WORK / "gpu_cache")},
                    "epochs": 1000, "seed": 0, "lr": 1e-3, "batch_size": s["batch"], "optimizer": "adam",
                    "lr_scheduler": "none", "performance": {"precision": "bf16", "channels_last": True,
-                                                           "input": "device"}}, device=device)
+                                                           "input": "device"}, **fields}, device=device)
+    if streamed:  # the side-stream copy of pinned batches gathered on a thread, not the resident split
+        trial.train_loader.release()
 
     def epoch() -> int:
         trial.train_epoch()
@@ -129,7 +148,7 @@ def _trial(arch: str, s: dict, root: Path, device):
     return epoch, trial
 
 
-def loop_rows(quick: bool, gpu: bool) -> list[dict]:
+def loop_rows(quick: bool, gpu: bool, models=MODELS) -> list[dict]:
     import torch
 
     device = torch.device("cuda" if gpu else "cpu")
@@ -138,10 +157,11 @@ def loop_rows(quick: bool, gpu: bool) -> list[dict]:
     n = 6 * s["per_class"]
     clock = _Clock(device)
     rows = []
-    for arch in MODELS:
+    for arch in models:
         trial_epoch, trial = _trial(arch, s, root, device)
-        cases = {"ceiling": _ceiling(arch, s, n, device), "expert": _expert(arch, s, root, device),
-                 "trial": trial_epoch}
+        cases = {"ceiling": _ceiling(arch, s, n, device), "expert": _expert(arch, s, trial.train_loader.source, device),
+                 "trial": trial_epoch, "trial_streamed": _trial(arch, s, root, device, streamed=True)[0],
+                 "trial_basic": _trial(arch, s, root, device, "basic")[0]}
         for epoch in cases.values():  # warm-up: cudnn autotune, loader workers, cache pages
             clock.images_per_s(epoch)
         speeds: dict[str, list[float]] = {k: [] for k in cases}
@@ -150,20 +170,62 @@ def loop_rows(quick: bool, gpu: bool) -> list[dict]:
             for name in names:
                 speeds[name].append(clock.images_per_s(cases[name]))
         med = {k: statistics.median(v) for k, v in speeds.items()}
-        ratio = med["trial"] / med["ceiling"]
         name = torch.cuda.get_device_name() if gpu else "CPU"
-        rows.append({
-            "benchmark": f"gpu: Trial vs GPU-resident ceiling, {arch}",
-            "baseline": f"ceiling: {med['ceiling']:.0f} img/s", "candidate": f"Trial: {med['trial']:.0f} img/s",
-            "ratio": ratio, "target": "≥ 0.90×", "met": ratio >= 0.90 if gpu else None,
-            "notes": (f"device {name}; expert hand loop {med['expert']:.0f} img/s (Trial/expert "
-                      f"{med['trial'] / med['expert']:.2f}×); {s['size']} px, batch {s['batch']}, bf16 + "
-                      f"channels_last, {n} images, input {trial.cache_info['input']}, median of {s['rounds']} "
-                      f"interleaved epochs after a warm-up" + ("" if gpu else f"; {SMOKE}"))})
+        for case, what in zip(("trial", "trial_streamed", "trial_basic"), LOOP_CASES):
+            ratio = med[case] / med["ceiling"]
+            rows.append({
+                "benchmark": f"gpu: Trial vs GPU-resident ceiling, {arch}, {what}",
+                "baseline": f"ceiling: {med['ceiling']:.0f} img/s", "candidate": f"Trial: {med[case]:.0f} img/s",
+                "ratio": ratio, "target": "≥ 0.90×", "met": ratio >= 0.90 if gpu else None,
+                "notes": (f"device {name}; expert hand loop on the uint8 cache {med['expert']:.0f} img/s "
+                          f"(Trial/expert {med[case] / med['expert']:.2f}×); {s['size']} px, batch {s['batch']}, "
+                          f"bf16 + channels_last, {n} images, input {trial.cache_info['input']}, median of "
+                          f"{s['rounds']} interleaved epochs after a warm-up" + ("" if gpu else f"; {SMOKE}"))})
         del cases, trial
         if gpu:
             torch.cuda.empty_cache()
     return rows
+
+
+def feature_rows(quick: bool, gpu: bool) -> list[dict]:
+    """A resnet50 linear probe: one epoch reading cached features vs one uncached (backbone forward each step)."""
+    import torch
+
+    device = torch.device("cuda" if gpu else "cpu")
+    s = _settings(quick, gpu)
+    root = _data(s, s["per_class"])
+    clock = _Clock(device)
+    arch = "resnet50" if gpu else "mobilenet_v3_small"
+    uncached_epoch, _ = _trial(arch, s, root, device, "none", freeze_depth="all")  # feature cache off
+    hit_epoch, hit = _feature_trial(arch, s, root, device)
+    trials = {"uncached": uncached_epoch, "hit": hit_epoch}
+    for epoch in trials.values():
+        clock.images_per_s(epoch)
+    speeds = {k: statistics.median([clock.images_per_s(e) for _ in range(s["rounds"])]) for k, e in trials.items()}
+    ratio = speeds["hit"] / speeds["uncached"]
+    return [{"benchmark": f"gpu: linear probe epoch, feature-cache hit vs uncached, {arch}",
+             "baseline": f"uncached: {speeds['uncached']:.0f} img/s", "candidate": f"hit: {speeds['hit']:.0f} img/s",
+             "ratio": ratio, "target": "≥ 20×", "met": ratio >= 20 if gpu else None,
+             "notes": f"feature cache {hit.cache_info['feature_cache']}; {s['size']} px, batch {s['batch']}, bf16"
+                      + ("" if gpu else f"; {SMOKE}")}]
+
+
+def _feature_trial(arch: str, s: dict, root: Path, device):
+    from tlsweep.trial.loop import Trial
+
+    config = {"model": {"name": arch, "weights": "none"}, "model_label": arch,
+              "data": {"root": str(root), "image_size": s["size"], "augment": "none", "num_workers": s["workers"],
+                       "cache": {"images": "on", "features": "on"}, "cache_dir": str(WORK / "gpu_cache")},
+              "epochs": 1000, "seed": 0, "lr": 1e-3, "batch_size": s["batch"], "optimizer": "adam",
+              "lr_scheduler": "none", "freeze_depth": "all",
+              "performance": {"precision": "bf16", "channels_last": True, "input": "device"}}
+    Trial(config, device=device)  # builds the entry (or finds it)
+    trial = Trial(config, device=device)
+
+    def epoch() -> int:
+        trial.train_epoch()
+        return len(trial.splits.train)
+    return epoch, trial
 
 
 def _sweep(name: str, root: Path, s: dict, resources: dict):
@@ -197,6 +259,10 @@ def sweep_rows(quick: bool, gpu: bool) -> list[dict]:
     root = _data(s, s["sweep_images"])
     if ray.is_initialized():  # a Ray of its own: one real GPU, or (smoke) one fake GPU
         ray.shutdown()
+    if not gpu:
+        from tlsweep.trial.gpus import ALLOW_CPU_FALLBACK_ENV
+
+        os.environ[ALLOW_CPU_FALLBACK_ENV] = "1"  # the fake GPU has no CUDA behind it: its trials use the CPU
     init_ray(None, num_gpus=None if gpu else 1)
     try:
         from tlsweep.config.spec import parse_spec
@@ -205,14 +271,23 @@ def sweep_rows(quick: bool, gpu: bool) -> list[dict]:
                                                     "cache": {"images": "on"}, "cache_dir": str(WORK / "gpu_cache")},
                            "models": ["mobilenet_v2"], "weights": "none", "epochs": s["sweep_epochs"]})
         build_caches(warm.plan())  # both sweeps find the image cache built: the same work in each
-        whole, whole_sum, whole_trials = _sweep("whole", root, s, s["whole"])
-        quarter, quarter_sum, _ = _sweep("quarter", root, s, s["quarter"])
+        runs: dict[str, list] = {"whole": [], "quarter": []}
+        for i in range(s["sweep_rounds"]):  # alternating order: whole, quarter; quarter, whole; ...
+            for name in ("whole", "quarter") if i % 2 == 0 else ("quarter", "whole"):
+                runs[name].append(_sweep(name, root, s, s[name]))
     finally:
         ray.shutdown()  # the other benchmarks start a CPU-only Ray of their own
+
+    def median_run(name):
+        return sorted(runs[name], key=lambda r: r[0])[len(runs[name]) // 2]
+
+    whole, whole_sum, whole_trials = median_run("whole")
+    quarter, quarter_sum, _ = median_run("quarter")
     overhead, speedup = whole / whole_sum, whole / quarter
     device = whole_trials["device"].iloc[0] if "device" in whole_trials else "?"
     gpu_name = whole_trials["gpu_name"].iloc[0] if "gpu_name" in whole_trials else None
-    common = (f"device {gpu_name or device}; 4 mobilenet_v2 trials × {s['sweep_epochs']} epochs × "
+    common = (f"device {gpu_name or device}; median of {s['sweep_rounds']} alternating rounds; 4 mobilenet_v2 "
+              f"trials × {s['sweep_epochs']} epochs × "
               f"{6 * s['sweep_images']} images, {s['size']} px, batch {s['batch']}, bf16, FIFO; mean setup_s "
               f"{whole_trials['setup_s'].mean():.1f} s, start_s {whole_trials['start_s'].mean():.1f} s per trial"
               + ("" if gpu else f"; {SMOKE}"))
@@ -229,12 +304,16 @@ def sweep_rows(quick: bool, gpu: bool) -> list[dict]:
     ]
 
 
+LOOP_CASES = ("flip, resident", "flip, streamed", "basic, resident")
+
+
 def skipped_rows() -> list[dict]:
-    names = [f"gpu: Trial vs GPU-resident ceiling, {m}" for m in MODELS] + [
-        "gpu sweep: whole-GPU sweep wall vs its trials' training time", "gpu sweep: quarter-GPU vs whole-GPU trials"]
-    targets = ["≥ 0.90×", "≥ 0.90×", "≤ 1.15×", "≥ 1.8× faster"]
+    names = [(f"gpu: Trial vs GPU-resident ceiling, {m}, {c}", "≥ 0.90×") for m in MODELS for c in LOOP_CASES] + [
+        ("gpu: linear probe epoch, feature-cache hit vs uncached, resnet50", "≥ 20×"),
+        ("gpu sweep: whole-GPU sweep wall vs its trials' training time", "≤ 1.15×"),
+        ("gpu sweep: quarter-GPU vs whole-GPU trials", "≥ 1.8× faster")]
     return [{"benchmark": n, "baseline": "", "candidate": "", "ratio": float("nan"), "target": t, "met": None,
-             "notes": NO_GPU} for n, t in zip(names, targets)]
+             "notes": NO_GPU} for n, t in names]
 
 
 def run(quick: bool = False) -> list[dict]:
@@ -245,7 +324,7 @@ def run(quick: bool = False) -> list[dict]:
         return skipped_rows()
     if not gpu:
         torch.set_num_threads(1)
-    return loop_rows(quick, gpu) + sweep_rows(quick, gpu)
+    return loop_rows(quick, gpu) + feature_rows(quick, gpu) + sweep_rows(quick, gpu)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,13 @@ def trial_config_for(shapes_root, **overrides):
     return TrialConfig.from_dict(config)
 
 
+def with_data(config, **changes):
+    """``config`` (a ``TrialConfig``) with its ``data`` section changed (plain values, validated)."""
+    from tlsweep.config.sections import DataConfig
+
+    return config.replace(data=DataConfig.model_validate({**config.data.model_dump(), **changes}))
+
+
 def failing_sweep_file(shapes_root, folder, name: str, **overrides):
     """A sweep whose four trials end four ways: resnet18 at lr 1e-3 finishes, at lr 1e12 diverges; both
     mobilenet_v3_small trials fail (their weights file loads, then does not fit the model). → (file, storage)."""

@@ -68,6 +68,8 @@ def test_gpu_benchmark_without_a_gpu_says_so():
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     rows = bench_gpu.run(quick=False)
-    assert len(rows) == 4 and all(r["met"] is None and "no GPU found" in r["notes"] for r in rows)
-    assert {r["benchmark"] for r in rows} >= {"gpu: Trial vs GPU-resident ceiling, resnet50",
+    assert len(rows) == 9 and all(r["met"] is None and "no GPU found" in r["notes"] for r in rows)
+    assert {r["benchmark"] for r in rows} >= {"gpu: Trial vs GPU-resident ceiling, resnet50, basic, resident",
+                                              "gpu: Trial vs GPU-resident ceiling, mobilenet_v2, flip, streamed",
+                                              "gpu: linear probe epoch, feature-cache hit vs uncached, resnet50",
                                               "gpu sweep: quarter-GPU vs whole-GPU trials"}

@@ -196,7 +196,7 @@ def test_spec_cache_and_performance_sections(spec_dict):
     config = parse_spec(spec_dict).plan().trial_config({"model": "resnet18"})
     assert config.data.cache.to_dict() == {"images": "off", "features": "on"} and config.data.cache_dir == "/tmp/c"
     assert config.performance.to_dict() == {"precision": "bf16", "channels_last": True, "pin_memory": "auto",
-                                            "compile": False, "input": "auto"}
+                                            "compile": False, "input": "auto", "cuda_tuning": True}
     spec_dict["performance"] = {"precision": "fp8"}
     spec_dict["data"]["cache"] = {"image": "on"}
     with pytest.raises(SpecError) as err:

@@ -12,7 +12,7 @@ from tlsweep.data.cache.device import BatchTransform, DeviceBatches, batched
 from tlsweep.data.transforms import build_transform, tensor_steps
 from tlsweep.trial.loop import Trial, make_loader
 
-from .conftest import trial_config_for
+from .conftest import trial_config_for, with_data
 
 
 @pytest.fixture(scope="module")
@@ -132,3 +132,22 @@ def test_batches_gathered_ahead_on_a_thread_stop_cleanly_and_pass_errors_on(cach
     loader._host_batches = broken
     with pytest.raises(Broken, match="unreadable"):
         list(loader)
+
+
+def test_resume_on_the_device_path_repeats_augmentation_and_losses(shapes_root, tmp_path):
+    from tlsweep.trial.loop import rng_state
+
+    torch.set_num_threads(1)
+    config = trial_config_for(shapes_root, epochs=2, model={"name": "resnet18"},
+                              performance={"input": "device"})
+    config = with_data(config, augment="basic", cache={"images": "on", "features": "off"},
+                      cache_dir=str(tmp_path / "cache"))
+    straight = [m["train_loss"] for m in Trial(config, device="cpu").run()]
+    first = Trial(config, device="cpu")
+    losses = [first.step()["train_loss"]]
+    first.save(tmp_path / "ckpt")
+    resumed = Trial(config, device="cpu")
+    resumed.restore(tmp_path / "ckpt")
+    losses.append(resumed.step()["train_loss"])
+    assert losses == straight
+    assert set(rng_state(torch.device("cpu"), torch.Generator())) == {"torch", "loader"}  # + "cuda" on a GPU

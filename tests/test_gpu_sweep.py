@@ -14,15 +14,24 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def fake_gpu_ray():
+    import os
+
     import ray
 
     from tlsweep.sweep.runner import init_ray
+    from tlsweep.trial.gpus import ALLOW_CPU_FALLBACK_ENV
 
     if ray.is_initialized():
         ray.shutdown()
+    before = os.environ.get(ALLOW_CPU_FALLBACK_ENV)
+    os.environ[ALLOW_CPU_FALLBACK_ENV] = "1"  # Ray's fake GPUs have no CUDA behind them: train on the CPU
     init_ray(None, num_cpus=2, num_gpus=2)
     yield
     ray.shutdown()
+    if before is None:
+        os.environ.pop(ALLOW_CPU_FALLBACK_ENV, None)
+    else:
+        os.environ[ALLOW_CPU_FALLBACK_ENV] = before
 
 
 def test_trials_see_the_gpus_ray_gave_them_and_read_prebuilt_caches(fake_gpu_ray, shapes_root, tmp_path):

@@ -113,13 +113,19 @@ def test_trial_given_no_gpu_hides_them_and_uses_the_cpu(monkeypatch):
 
     assert os.environ["CUDA_VISIBLE_DEVICES"] == ""
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
-    expected = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
-    assert gpus.trial_device(["1"], wants_gpu=True) == expected
+    if torch.cuda.is_available():
+        assert gpus.trial_device(["1"], wants_gpu=True) == torch.device("cuda", 0)
+    else:  # a GPU share without CUDA is an error, unless a test allows the CPU
+        with pytest.raises(RuntimeError, match="sees no CUDA device"):
+            gpus.trial_device(["1"], wants_gpu=True)
+        monkeypatch.setenv(gpus.ALLOW_CPU_FALLBACK_ENV, "1")
+        assert gpus.trial_device(["1"], wants_gpu=True) == torch.device("cpu")
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "1"
 
 
 def test_device_metrics_on_the_cpu():
-    assert gpus.device_metrics(torch.device("cpu")) == {"device": "cpu", "gpu_name": None, "peak_gpu_mem_gb": None}
+    assert gpus.device_metrics(torch.device("cpu")) == {"device": "cpu", "gpu_name": None, "peak_gpu_mem_gb": None,
+                                                        "peak_gpu_reserved_gb": None}
 
 
 def test_trial_records_its_device_each_epoch(shapes_root):

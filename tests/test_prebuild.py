@@ -37,3 +37,28 @@ def test_built_before_then_every_trial_hits(spec_dict, tmp_path):
     assert Trial(plan.trial_config(sampled), device="cpu").cache_info["feature_cache"] == "hit"
     unfrozen = plan.trial_config({**sampled, "freeze_depth": 0.0})
     assert Trial(unfrozen, device="cpu").cache_info["images"] == "hit"
+
+
+def test_latency_is_measured_before_the_trials_and_read_by_them(spec_dict, tmp_path):
+    import json
+
+    from tlsweep.sweep.trainable import trial_latency
+    from tlsweep.trial import latency
+
+    torch.set_num_threads(1)
+    spec_dict["models"] = ["mobilenet_v3_small"]
+    spec_dict["objectives"] = [{"metric": "val_acc", "mode": "max"}, "latency_ms"]
+    spec_dict["searcher"] = {"type": "optuna", "seed": 0}
+    spec_dict["data"].update(cache_dir=str(tmp_path / "cache"), cache={"images": "off", "features": "off"})
+    plan = parse_spec(spec_dict).plan()
+    entries = build_caches(plan)["entries"]
+    assert entries["latency:mobilenet_v3_small"].endswith("ms")
+    assert len(list((tmp_path / "cache" / "latency").glob("*.json"))) == 1
+    threads = int(plan.resources_of("mobilenet_v3_small").cpu)
+    torch.set_num_threads(threads)  # what the trial's worker sets
+    trial = Trial(plan.trial_config({"model": "mobilenet_v3_small", "lr": 1e-3, "batch_size": 8,
+                                     "freeze_depth": 0.0}), device="cpu")
+    path = latency.cache_file(trial.config.model, len(trial.classes), trial.config.data.image_size,
+                              trial.device, trial.config.performance, trial.config.data)
+    stored = json.loads(path.read_text())["latency_ms"]  # the trial's key is the one the prebuild measured
+    assert trial_latency(trial) == stored

@@ -142,8 +142,8 @@ def test_dashboard_of_a_folder_without_studies_exits_2(tmp_path):
 
 def test_resumed_searcher_reads_the_storage_and_adds_no_trial_twice(tmp_path):
     from tlsweep.config.distributions import parse_param
-    from tlsweep.sweep.searcher import GroupedSearcher
     from tlsweep.config.space import Group
+    from tlsweep.sweep.searcher import GroupedSearcher
 
     groups = [Group({"model": "m"}, {"lr": parse_param({"loguniform": [1e-4, 1e-1]})})]
     journal = str(tmp_path / "optuna_journal.log")
@@ -177,8 +177,8 @@ def test_resumed_searcher_reads_the_storage_and_adds_no_trial_twice(tmp_path):
 
 def test_in_memory_studies_keep_no_storage(tmp_path):
     from tlsweep.config.distributions import parse_param
-    from tlsweep.sweep.searcher import GroupedSearcher
     from tlsweep.config.space import Group
+    from tlsweep.sweep.searcher import GroupedSearcher
 
     groups = [Group({"model": "m"}, {"lr": parse_param({"loguniform": [1e-4, 1e-1]})})]
     searcher = GroupedSearcher(groups, 2, "val_acc", "max", seed=0)
@@ -282,10 +282,10 @@ def test_two_sweeps_share_one_postgres_without_mixing(postgres, ray_session, sha
 # --- warm start from a study storage ---------------------------------------------------------------------------
 
 def test_warm_start_reads_a_journal_file(shapes_root, tmp_path):
+    from tlsweep.config.space import build_groups
     from tlsweep.config.spec import parse_spec
     from tlsweep.sweep import warmstart
     from tlsweep.sweep.searcher import GroupedSearcher, study_names
-    from tlsweep.config.space import build_groups
 
     earlier = parse_spec(sweep_dict(shapes_root, tmp_path / "a", "a")).plan()
     groups = build_groups(earlier)

@@ -344,8 +344,10 @@ class PerformanceConfig(Frozen):
 
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     """Autocast precision on CUDA (fp32: none)."""
-    channels_last: bool = False
-    """NHWC memory format for the model and inputs."""
+    channels_last: Literal["auto"] | bool = "auto"
+    """NHWC memory format for the model and inputs; auto: on CUDA when cuda_tuning is on."""
+    cuda_tuning: bool = True
+    """On CUDA: cudnn.benchmark and TF32 matmuls (off: deterministic-friendly, full fp32)."""
     pin_memory: Literal["auto"] | bool = "auto"
     """Pinned host memory for batches; auto: on CUDA only."""
     compile: bool = False

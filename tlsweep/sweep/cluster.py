@@ -109,6 +109,42 @@ def cluster_gpus(nodes: list[dict]) -> float:
     return float(sum(n.get("Resources", {}).get("GPU", 0) for n in nodes))
 
 
+def _node_gpu_memory_gb() -> float | None:
+    """The smallest GPU memory on this node in GiB, from ``nvidia-smi`` (no CUDA context), or None."""
+    import shutil
+    import subprocess
+
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run([smi, "--query-gpu=memory.total", "--format=csv,noheader,nounits"], capture_output=True,
+                             text=True, timeout=30, check=True).stdout
+        return min(float(line) for line in out.split()) / 1024
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+
+
+def cluster_gpu_memory_gb(nodes: list[dict], timeout: float = 60.0) -> float | None:
+    """The smallest GPU memory (GiB) over the cluster's nodes with GPUs, asked on each node by a task that takes
+    no CPU and no GPU; None when no node has a GPU or none could tell."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    with_gpus = [n for n in nodes if n.get("Resources", {}).get("GPU", 0) > 0]
+    if not with_gpus:
+        return None
+    remote = ray.remote(_node_gpu_memory_gb)
+    refs = [remote.options(num_cpus=0, num_gpus=0, max_retries=0,
+                           scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote()
+            for n in with_gpus]
+    try:
+        found = [v for v in ray.get(refs, timeout=timeout) if v]
+    except Exception:  # noqa: BLE001 - the memory check then uses this machine's GPU, or the assumed size
+        return None
+    return min(found, default=None)
+
+
 def unplaceable(demands: dict[str, dict], nodes: list[dict]) -> dict[str, dict]:
     """Models whose per-trial demand no single node can ever satisfy."""
     def fits(need, node):

@@ -221,10 +221,12 @@ def run_sweep(spec: Spec, address: str | None = None, num_samples: int | None = 
     ensure_weights(plan)  # fetch each weights file once here, not in every trial at once
     init_ray(address)
     from ..trial.gpus import resolve_resources
-    from .cluster import cluster_gpus
+    from .cluster import cluster_gpu_memory_gb, cluster_gpus
 
     nodes = alive_nodes()
-    run_plan = resolve_resources(plan, cluster_gpus(nodes))  # `gpu: auto` → a number for this cluster
+    gpus_here = cluster_gpus(nodes)
+    cluster_gb = cluster_gpu_memory_gb(nodes) if gpus_here and not plan.resources.gpu_memory_gb else None
+    run_plan = resolve_resources(plan, gpus_here, cluster_gb=cluster_gb)  # `gpu: auto` → a number for this cluster
     check_cluster(run_plan)
     from ray import tune
 
@@ -371,8 +373,9 @@ def summary_frame(grid, plan: SweepPlan, running: set[str] = frozenset()) -> pd.
                         result.path, tuple(tracked(plan)))
         if len(history):  # the trial's device and fixed costs (first epoch), peak GPU memory
             row.update({k: history.iloc[0][k] for k in SETUP_COLUMNS if k in history})
-            if "peak_gpu_mem_gb" in history:
-                row["peak_gpu_mem_gb"] = history["peak_gpu_mem_gb"].max()
+            for peak in ("peak_gpu_mem_gb", "peak_gpu_reserved_gb"):
+                if peak in history:
+                    row[peak] = history[peak].max()
         rows.append(row)
     return trials_frame(rows, plan)
 

@@ -1,5 +1,7 @@
 """Fast paths switched by the sweep's ``performance`` section: mixed precision (autocast bf16/fp16, with a
-GradScaler for fp16), channels_last, pinned memory and optional ``torch.compile``."""
+GradScaler for fp16), channels_last, pinned memory and optional ``torch.compile``. On CUDA, ``cuda_tuning`` (on
+by default) sets ``cudnn.benchmark`` and TF32 matmuls for the process and makes ``channels_last: auto`` on;
+``cuda_tuning: false`` sets both off (full fp32, no autotuned kernels: what a bitwise resume check wants)."""
 
 from __future__ import annotations
 
@@ -20,7 +22,11 @@ class FastPath:
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; allowed: {', '.join(PRECISIONS)}")
         self.dtype = PRECISIONS[self.precision]
-        self.channels_last = bool(p.channels_last)
+        cuda = self.device.type == "cuda"
+        self.cuda_tuning = bool(p.cuda_tuning) and cuda
+        self.channels_last = self.cuda_tuning if p.channels_last in ("auto", None) else bool(p.channels_last)
+        if cuda:
+            tune_cuda(self.cuda_tuning)
         self.compile = bool(p.compile)
         pin = p.pin_memory
         self.pin_memory = self.device.type == "cuda" if pin in ("auto", None) else bool(pin)
@@ -47,3 +53,9 @@ class FastPath:
         self.scaler.scale(loss).backward()
         self.scaler.step(optimizer)
         self.scaler.update()
+
+
+def tune_cuda(on: bool) -> None:
+    """cudnn.benchmark and TF32 matmuls (cuDNN convolutions use TF32 by default), for this process."""
+    torch.backends.cudnn.benchmark = on
+    torch.set_float32_matmul_precision("high" if on else "highest")

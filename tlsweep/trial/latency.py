@@ -67,7 +67,8 @@ def cache_file(model_config: ModelConfig, num_classes: int, image_size: int, dev
                performance: PerformanceConfig, data: DataConfig | None = None) -> Path:
     from ..data.cache.store import cache_root, content_key
 
-    perf = {"precision": performance.precision, "channels_last": performance.channels_last}
+    perf = {"precision": performance.precision, "channels_last": performance.channels_last,
+            "cuda_tuning": performance.cuda_tuning}
     key = content_key("latency", model_config.to_dict(), num_classes, image_size, device_name(device), perf)
     return cache_root(data) / "latency" / f"{key}.json"
 

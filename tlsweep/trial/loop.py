@@ -28,7 +28,10 @@ from ..results.layout import CHECKPOINT_FILE
 from .fastpath import FastPath
 from .finetune import Recipe, frozen_counts, param_groups, thaw
 from .gpus import device_metrics
+from .memory import TrialMemory
 from .optim import LR_SCHEDULERS, OPTIMIZERS
+
+FINITE_EVERY = 32  # steps between checks that the training loss is finite (each check waits for the GPU)
 
 
 class Diverged(RuntimeError):
@@ -63,6 +66,7 @@ class Trial:
         self.config = config
         self.gpu_share = gpu_share  # of the GPU it trains on (Ray's), for the device input path
         self.device = resolve_device(device if device is not None else config.device)
+        self.memory = TrialMemory.for_trial(config, self.device, gpu_share)  # estimate, allocator cap, budget
         self.epoch = 0
         self.history: list[dict] = []
         torch.manual_seed(config.seed)
@@ -77,7 +81,8 @@ class Trial:
         model = reseed_head(build_model(config.model, len(self.classes), config.freeze_depth), head_seed(config))
         self.model = self.fast.prepare_model(model.to(self.device))
         self.setup_seconds["model_s"], clock = time.perf_counter() - clock, time.perf_counter()
-        plan = trial_data(config, self.splits, self.model, self.device, self.fast)  # caches: see tlsweep.data.cache
+        plan = trial_data(config, self.splits, self.model, self.device, self.fast,  # caches: see tlsweep.data.cache
+                          self.memory.budget)
         self.cache_info, self.forward = plan.info, self.fast.compiled(plan.forward)
         pin = self._pin = self.fast.pin_memory and plan.pin_memory
         self._plan, self.train_size = plan, plan.train_size
@@ -98,12 +103,14 @@ class Trial:
     def _batches(self, dataset: Dataset, batch_size: int, shuffle: bool, generator, collate):
         """A loader on the CPU path, or batches augmented on the device (``tlsweep.data.cache.device``)."""
         from ..data.cache.decoded import CachedImages
+        from ..data.cache.features import FeatureBatches, FeatureSet
 
+        if isinstance(dataset, FeatureSet):
+            return FeatureBatches(dataset, batch_size, shuffle, generator)
         if self._plan.device_input and isinstance(dataset, CachedImages):
             from ..data.cache.device import DeviceBatches
 
-            return DeviceBatches(dataset, batch_size, shuffle, self.device, generator,
-                                 gpu_share=self.gpu_share or 1.0)
+            return DeviceBatches(dataset, batch_size, shuffle, self.device, generator, budget=self.memory.budget)
         return make_loader(dataset, batch_size, shuffle, self._plan.workers, generator, self._pin, collate)
 
     def _class_weights(self) -> torch.Tensor:
@@ -117,6 +124,7 @@ class Trial:
         if self.train_size is None or size == self.train_size:
             return
         dataset, collate = train_images(self.config, self.splits, size)
+        _release(self.train_loader)
         self.train_loader = self._batches(dataset, int(self.config.batch_size), True, self.generator, collate)
         self.train_size = size
 
@@ -133,39 +141,65 @@ class Trial:
             return
         self.total_params, self.trainable_params = count_parameters(self.model)
         if self.train_size is None:  # the plan served cached features: no longer valid
-            plan = trial_data(self.config, self.splits, self.model, self.device, self.fast)
+            _release(self.train_loader)
+            _release(self.val_loader)
+            plan = trial_data(self.config, self.splits, self.model, self.device, self.fast, self.memory.budget)
             self.forward, self._plan, self.train_size = self.fast.compiled(plan.forward), plan, plan.train_size
             self.cache_info = {**plan.info, "feature_cache": f"until epoch {epoch}"}
+            self._pin = self.fast.pin_memory and plan.pin_memory
             batch_size = int(self.config.batch_size)
             self.train_loader = self._batches(plan.train, batch_size, True, self.generator, plan.collate)
             self.val_loader = self._batches(plan.val, max(batch_size, 64), False, None, plan.collate)
 
     def train_epoch(self) -> dict:
+        """One epoch. Nothing per step waits for the GPU: sums stay on the device and are read once at the end;
+        the loss is checked to be finite every ``FINITE_EVERY`` steps and at the end."""
         self._thaw(self.epoch)
         self._resize_train()
         self.model.train()
-        total, correct, loss_sum = 0, 0, 0.0
+        total, step = 0, 0
+        loss_sum, correct = self._zeros()
         start = time.perf_counter()
-        for images, labels in self.train_loader:
-            images = self.fast.inputs(images)
-            labels = labels.to(self.device, non_blocking=True)
-            with self.fast.autocast():
-                logits = self.forward(images)
-                loss = self.loss_fn(logits, labels)
-            if not torch.isfinite(loss):
-                raise Diverged(f"training loss became {loss.item()} at epoch {self.epoch + 1}")
-            self.optimizer.zero_grad(set_to_none=True)
-            self.fast.backward_step(loss, self.optimizer)
-            if self.scheduler is not None and self.sched_step == "batch":
-                self.scheduler.step()
-            n = labels.size(0)
-            total += n
-            loss_sum += loss.item() * n
-            correct += (logits.argmax(1) == labels).sum().item()
+        with self.memory.explained(self.config):
+            for step, (images, labels) in enumerate(self.train_loader, 1):
+                images = self.fast.inputs(images)
+                labels = labels.to(self.device, non_blocking=True)
+                with self.fast.autocast():
+                    logits = self.forward(images)
+                    loss = self.loss_fn(logits, labels)
+                self.optimizer.zero_grad(set_to_none=True)
+                self.fast.backward_step(loss, self.optimizer)
+                if self.scheduler is not None and self.sched_step == "batch":
+                    self.scheduler.step()
+                n = labels.size(0)
+                total += n
+                loss_sum += loss.detach().to(loss_sum.dtype) * n
+                correct += (logits.argmax(1) == labels).sum()
+                if step % FINITE_EVERY == 0:
+                    self._check_finite(loss_sum, step)
+            loss_sum, correct = self._read(loss_sum, correct)
+        if not math.isfinite(loss_sum):
+            raise Diverged(f"training loss became {loss_sum} by step {step} of epoch {self.epoch + 1}")
         seconds = time.perf_counter() - start
         return {"train_loss": loss_sum / total, "train_acc": correct / total,
                 "train_seconds": seconds, "images_per_s": total / seconds, "train_size": self.train_size,
                 "trainable_params": self.trainable_params, "param_groups": len(self.optimizer.param_groups)}
+
+    def _zeros(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A loss sum (float64 where the device has it: the same figures as Python floats) and a count."""
+        dtype = torch.float32 if self.device.type == "mps" else torch.float64
+        return (torch.zeros((), dtype=dtype, device=self.device),
+                torch.zeros((), dtype=torch.int64, device=self.device))
+
+    @staticmethod
+    def _read(loss_sum: torch.Tensor, count: torch.Tensor) -> tuple[float, int]:
+        """Both sums in one read from the device."""
+        loss, n = torch.stack([loss_sum.double(), count.double()]).tolist()
+        return loss, int(n)
+
+    def _check_finite(self, loss_sum: torch.Tensor, step: int) -> None:
+        if not bool(torch.isfinite(loss_sum)):
+            raise Diverged(f"training loss became {loss_sum.item()} by step {step} of epoch {self.epoch + 1}")
 
     @torch.no_grad()
     def precise_bn(self) -> int:
@@ -197,21 +231,25 @@ class Trial:
     @torch.no_grad()
     def evaluate(self, loader: DataLoader | None = None) -> dict:
         self.model.eval()
-        total, correct, loss_sum = 0, 0, 0.0
+        total = 0
+        loss_sum, correct = self._zeros()
         k = len(self.classes)
-        pairs = torch.zeros(k * k, dtype=torch.long)  # confusion counts, true * k + predicted
+        pairs = torch.zeros(k * k, dtype=torch.long, device=self.device)  # confusion counts, true * k + predicted
         forward = self.forward if loader is None else self.model
         for images, labels in loader or self.val_loader:
-            images, labels = self.fast.inputs(images), labels.to(self.device)
+            images, labels = self.fast.inputs(images), labels.to(self.device, non_blocking=True)
             with self.fast.autocast():
                 logits = forward(images).float()
-            loss_sum += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
+            loss_sum += nn.functional.cross_entropy(logits, labels, reduction="sum").to(loss_sum.dtype)
             preds = logits.argmax(1)
-            correct += (preds == labels).sum().item()
+            correct += (preds == labels).sum()
             total += labels.size(0)
-            pairs += torch.bincount((labels * k + preds).cpu(), minlength=k * k)
+            cells = labels * k + preds
+            pairs.scatter_add_(0, cells, torch.ones_like(cells))
+        sums = torch.cat([loss_sum.double().view(1), correct.double().view(1), pairs.double()]).tolist()  # one read
+        loss_sum, correct = sums[0], int(sums[1])
         return {"val_loss": loss_sum / max(total, 1), "val_acc": correct / max(total, 1),
-                "val_macro_f1": macro_f1(pairs.view(k, k))}
+                "val_macro_f1": macro_f1(torch.tensor(sums[2:], dtype=torch.float64).view(k, k))}
 
     def step(self) -> dict:
         """Train one epoch and evaluate.
@@ -264,7 +302,7 @@ class Trial:
             "scaler": self.fast.scaler.state_dict() if self.fast.scaler.is_enabled() else None,
             "epoch": self.epoch,
             "frozen_stages": frozen_counts(self.model),
-            "rng": {"torch": torch.get_rng_state(), "loader": self.generator.get_state()},
+            "rng": rng_state(self.device, self.generator),
             "history": self.history,
             "classes": self.classes,
             "config": self.config.to_dict(),
@@ -285,8 +323,7 @@ class Trial:
             self.fast.scaler.load_state_dict(state["scaler"])
         self.epoch = int(state["epoch"])
         self.history = list(state.get("history", []))
-        torch.set_rng_state(state["rng"]["torch"])
-        self.generator.set_state(state["rng"]["loader"])
+        set_rng_state(state["rng"], self.device, self.generator)
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the checkpoint atomically (temp file, then rename).
@@ -314,6 +351,29 @@ def precise_bn_images(config: TrialConfig) -> int:
 
     momenta = [get_backbone(name).bn_momentum for name in config.model.backbones]
     return PRECISE_BN_AUTO if any(m is not None and m < 0.1 for m in momenta) else 0
+
+
+def _release(loader) -> None:
+    release = getattr(loader, "release", None)
+    if release is not None:
+        release()
+
+
+def rng_state(device: torch.device, loader: torch.Generator) -> dict:
+    """Every generator a trial draws from: torch's CPU RNG (init, dropout on the CPU, CPU-path augmentation), the
+    loader's (sample order) and, on a GPU, every CUDA generator (dropout, device-path augmentation)."""
+    state = {"torch": torch.get_rng_state(), "loader": loader.get_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict, device: torch.device, loader: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    loader.set_state(state["loader"])
+    if device.type == "cuda" and state.get("cuda") is not None:
+        cuda = list(state["cuda"])
+        torch.cuda.set_rng_state_all(cuda[:torch.cuda.device_count()])
 
 
 def macro_f1(confusion: torch.Tensor) -> float:

@@ -4,10 +4,15 @@ and normalisation run there on the whole batch. The next batch is gathered on a 
 stream while the current one trains.
 
 Ops with a batched form (``BATCHED``: flips, random-resized crop, colour jitter, grayscale) draw their random
-parameters per image from torch's global RNG (checkpointed with the trial) and apply them in one go; any other
-torchvision v2 op runs per image on the device. ``ToDtype`` and ``Normalize`` are torchvision's own functions on
-the batch, so a policy without random ops gives exactly what the CPU path gives; the order of the batches is the
-one a ``DataLoader`` with the same generator gives.
+parameters per image on the device, from the device's default generator (torch's global RNG on the CPU, the
+CUDA generator on a GPU: both checkpointed with the trial), and apply them in one go; any other torchvision v2 op
+runs per image (``unbatched`` names them: ``auto`` input keeps such policies on the CPU path). ``ToDtype`` and
+``Normalize`` compute what torchvision's functions do, with constants built once per device, so a policy without
+random ops gives exactly what the CPU path gives; the order of the batches is the one a ``DataLoader`` with the
+same generator gives.
+
+Nothing per batch waits for the GPU: the epoch's permutation is copied to the device once (pinned, asynchronous),
+indices and labels stay there, and host batches are pinned before their asynchronous copy.
 """
 
 from __future__ import annotations
@@ -25,13 +30,22 @@ from torchvision.transforms.v2 import functional as TF
 
 from .decoded import CachedImages
 
-RESIDENT_FRACTION = 0.25  # a split stays on the GPU when its uint8 images take at most this part of the trial's
-# GPU share (and half of the memory free at the time)
 GRAY = (0.2989, 0.587, 0.114)
+_CONSTANTS: dict[tuple, torch.Tensor] = {}
+
+
+def constant(values, like: torch.Tensor) -> torch.Tensor:
+    """``values`` as a ``1×C×1×1`` tensor on ``like``'s device and dtype, built once per process."""
+    key = (tuple(float(v) for v in values), like.device, like.dtype)
+    t = _CONSTANTS.get(key)
+    if t is None:
+        t = _CONSTANTS[key] = torch.tensor(key[0], dtype=like.dtype).view(1, -1, 1, 1).to(like.device)
+    return t
 
 
 def _rand(n: int, device, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
-    return (torch.rand(n) * (high - low) + low).to(device)
+    """``n`` uniform draws in [low, high) made on ``device`` by its default generator."""
+    return torch.rand(n, device=device) * (high - low) + low
 
 
 def _where(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -39,8 +53,12 @@ def _where(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
-    w = torch.tensor(GRAY, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x * w).sum(1, keepdim=True)
+    return (x * constant(GRAY, x)).sum(1, keepdim=True)
+
+
+def _normalize(op: v2.Normalize, x: torch.Tensor) -> torch.Tensor:
+    """``TF.normalize`` without its per-call constants and its zero-std check (done once, in ``batched``)."""
+    return x.sub(constant(op.mean, x)).div_(constant(op.std, x))
 
 
 def _flip(dim: int):
@@ -105,16 +123,29 @@ BATCHED: dict[type, Callable] = {
     v2.RandomGrayscale: _grayscale,
     v2.RandomApply: _random_apply,
     v2.ToDtype: lambda op, x: x,  # the batch is float from the start
-    v2.Normalize: lambda op, x: TF.normalize(x, op.mean, op.std),
+    v2.Normalize: _normalize,
 }
 
 
 def batched(op) -> Callable[[torch.Tensor], torch.Tensor]:
     """``op`` on a float batch in [0, 1]: its batched form, else torchvision's op image by image."""
     form = BATCHED.get(type(op))
+    if isinstance(op, v2.Normalize) and any(float(s) == 0 for s in op.std):
+        raise ValueError(f"std evaluated to zero in {op!r}, leading to division by zero")
     if form is not None:
         return lambda x: form(op, x)
     return lambda x: torch.stack([op(image).as_subclass(torch.Tensor) for image in x])
+
+
+def unbatched(compose: v2.Compose) -> list[str]:
+    """Names of the ops in ``compose`` (and in its ``RandomApply``) that would run image by image."""
+    out = []
+    for op in compose.transforms:
+        if isinstance(op, v2.RandomApply):
+            out += unbatched(v2.Compose(list(op.transforms)))
+        elif type(op) not in BATCHED:
+            out.append(type(op).__name__)
+    return out
 
 
 class BatchTransform:
@@ -122,6 +153,7 @@ class BatchTransform:
 
     def __init__(self, compose: v2.Compose):
         self.steps = [batched(op) for op in compose.transforms]
+        self.unbatched = unbatched(compose)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = TF.to_dtype(x, torch.float32, scale=True)
@@ -130,53 +162,67 @@ class BatchTransform:
         return x
 
 
+def epoch_order(n: int, shuffle: bool, generator: torch.Generator | None) -> torch.Tensor:
+    """The sample order of one epoch, drawn from ``generator`` exactly as a ``DataLoader`` (``RandomSampler`` or
+    ``SequentialSampler``) draws it, so either gives the same batches and leaves the generators alike."""
+    torch.empty((), dtype=torch.int64).random_(generator=generator)  # a DataLoader's per-epoch seed
+    if not shuffle:
+        return torch.arange(n)
+    order = torch.randperm(n, generator=generator)
+    torch.randperm(n, generator=generator)  # RandomSampler draws one more (empty) permutation at the end
+    return order
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` on ``device`` without waiting for it: through pinned memory, asynchronously, to a GPU."""
+    if device.type == "cuda" and t.device.type == "cpu" and not t.is_pinned():
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
+
+
 class DeviceBatches:
     """``(images, labels)`` batches of a ``CachedImages`` split, augmented on ``device``; a drop-in for the
-    ``DataLoader`` the CPU path uses (same batch order for the same generator)."""
+    ``DataLoader`` the CPU path uses (same batch order for the same generator). The split stays on the GPU when
+    ``resident`` says so, else (``None``) when its uint8 images fit in what is left of ``budget`` (a
+    ``tlsweep.trial.budget.ResidentBudget``; without one it is streamed)."""
 
     def __init__(self, images: CachedImages, batch_size: int, shuffle: bool, device: torch.device,
-                 generator: torch.Generator | None = None, resident: bool | None = None, gpu_share: float = 1.0):
+                 generator: torch.Generator | None = None, resident: bool | None = None, budget=None):
         self.source, self.batch_size, self.shuffle = images, int(batch_size), shuffle
-        self.gpu_share = gpu_share
         self.device, self.generator = torch.device(device), generator
         self.transform = BatchTransform(images.transform)
         self.labels = torch.as_tensor(images.targets, dtype=torch.int64)
         self.cuda = self.device.type == "cuda"
+        self.budget, self.nbytes = budget, int(images.images.nbytes)
         self.resident = self._fits() if resident is None else resident
         self._on_device = None
 
     def _fits(self) -> bool:
-        if not self.cuda:
-            return False
-        free, total = torch.cuda.mem_get_info(self.device)
-        return self.source.images.nbytes <= min(RESIDENT_FRACTION * self.gpu_share * total, free / 2)
+        return self.cuda and self.budget is not None and self.budget.take(self.nbytes)
+
+    def release(self) -> None:
+        """Free the resident copy and give its bytes back to the budget (the loader streams from then on)."""
+        if self.resident and self.budget is not None:
+            self.budget.give(self.nbytes)
+        self.resident, self._on_device = False, None
 
     def __len__(self) -> int:
         return math.ceil(len(self.labels) / self.batch_size)
 
-    def _order(self) -> list[torch.Tensor]:
-        n = len(self.labels)
-        torch.empty((), dtype=torch.int64).random_(generator=self.generator)  # a DataLoader's per-epoch seed
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        if self.shuffle:  # RandomSampler draws one more (empty) permutation at the end of an epoch
-            torch.randperm(n, generator=self.generator)
-        return list(order.split(self.batch_size))
-
     def _host_batches(self, order: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for idx in order:
-            rows = torch.from_numpy(self.source.images[idx.numpy()])
-            yield (rows.pin_memory() if self.cuda else rows), self.labels[idx]
+            rows, labels = torch.from_numpy(self.source.images[idx.numpy()]), self.labels[idx]
+            yield (rows.pin_memory(), labels.pin_memory()) if self.cuda else (rows, labels)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = self._order()
+        order = epoch_order(len(self.labels), self.shuffle, self.generator)
         if self.resident:
             if self._on_device is None:
-                self._on_device, self._labels_on_device = self._upload(), self.labels.to(self.device)
-            for idx in order:
-                idx = idx.to(self.device)
+                self._on_device, self._labels_on_device = self._upload(), to_device(self.labels, self.device)
+            for idx in to_device(order, self.device).split(self.batch_size):
                 yield self.transform(self._on_device[idx]), self._labels_on_device[idx]
             return
-        host = self._host_ahead(order)
+        host = self._host_ahead(list(order.split(self.batch_size)))
         if not self.cuda:
             for rows, labels in host:
                 yield self.transform(rows), labels

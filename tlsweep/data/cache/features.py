@@ -127,13 +127,22 @@ def build_features(path: Path, split: FeatureSplit, dataset: Dataset, device: to
 
 
 class FeatureSet(Dataset):
-    """Cached features held as one tensor (on the training device); ``__getitems__`` serves whole batches,
-    so use it with ``collate_fn=passthrough``."""
+    """Cached features held as one tensor: on the training device when they fit in ``budget`` (a
+    ``tlsweep.trial.budget.ResidentBudget``; without one, always), else in (pinned) host memory. ``__getitems__``
+    serves whole batches (use it with ``collate_fn=passthrough``); ``FeatureBatches`` serves epochs without a sync."""
 
-    def __init__(self, path: Path, device: torch.device | str = "cpu"):
-        self.features = torch.from_numpy(np.array(open_array(Path(path) / "features.npy"))).to(device)
-        self.labels = torch.from_numpy(np.array(open_array(Path(path) / "labels.npy"))).to(device)
-        self.targets = self.labels.tolist()
+    def __init__(self, path: Path, device: torch.device | str = "cpu", budget=None):
+        features = torch.from_numpy(np.array(open_array(Path(path) / "features.npy")))
+        labels = torch.from_numpy(np.array(open_array(Path(path) / "labels.npy")))
+        self.targets = labels.tolist()
+        self.device = torch.device(device)
+        cuda = self.device.type == "cuda"
+        self.budget, self.nbytes = budget, features.nbytes + labels.nbytes
+        self.resident = not cuda or budget is None or budget.take(self.nbytes)
+        if self.resident:
+            self.features, self.labels = features.to(self.device), labels.to(self.device)
+        else:
+            self.features, self.labels = features.pin_memory(), labels.pin_memory()
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -144,3 +153,33 @@ class FeatureSet(Dataset):
     def __getitems__(self, indices: list[int]):
         idx = torch.as_tensor(indices, device=self.features.device)
         return self.features[idx], self.labels[idx]
+
+
+class FeatureBatches:
+    """Batches of a ``FeatureSet`` on its training device, in a ``DataLoader``'s order for the same generator:
+    the epoch's permutation goes to the device once; host-held features are gathered and copied asynchronously."""
+
+    def __init__(self, features: FeatureSet, batch_size: int, shuffle: bool, generator=None):
+        self.data, self.batch_size, self.shuffle, self.generator = features, int(batch_size), shuffle, generator
+
+    def __len__(self) -> int:
+        return -(-len(self.data) // self.batch_size)
+
+    def release(self) -> None:
+        """Give the features' GPU bytes back to the trial's budget (the trial has left the feature cache)."""
+        data = self.data
+        if data.resident and data.budget is not None and data.device.type == "cuda":
+            data.budget.give(data.nbytes)
+            data.resident, data.budget = False, None
+
+    def __iter__(self):
+        from .device import epoch_order, to_device
+
+        data = self.data
+        order = epoch_order(len(data), self.shuffle, self.generator)
+        if data.resident:
+            for idx in to_device(order, data.device).split(self.batch_size):
+                yield data.features[idx], data.labels[idx]
+            return
+        for idx in order.split(self.batch_size):
+            yield to_device(data.features[idx], data.device), to_device(data.labels[idx], data.device)

@@ -66,7 +66,9 @@ def train_images(config: TrialConfig, splits, size: int) -> tuple[Dataset, Calla
                          preprocessing(config.model, config.preprocess))
 
 
-def trial_data(config: TrialConfig, splits, model: nn.Module, device: torch.device, fast=None) -> TrialData:
+def trial_data(config: TrialConfig, splits, model: nn.Module, device: torch.device, fast=None,
+               budget=None) -> TrialData:
+    """``budget``: the trial's ``tlsweep.trial.budget.ResidentBudget`` for cached features kept on its GPU."""
     data = config.data
     size = data.image_size
     pre = preprocessing(config.model, config.preprocess)
@@ -88,7 +90,7 @@ def trial_data(config: TrialConfig, splits, model: nn.Module, device: torch.devi
                 images, collate = image_dataset(getattr(splits, name), data, False, "none", pre=pre)
                 F.build_features(path, split, images, device, collate=collate,
                                  autocast=fast.autocast if fast else None, prepare=fast.inputs if fast else None)
-            entries[name] = F.FeatureSet(path, device)
+            entries[name] = F.FeatureSet(path, device, budget)
         return TrialData(entries["train"], entries["val"], split.head, I.passthrough, 0, False,
                          {"feature_cache": status, "image_cache": "unused"})
     first = data.train_size(0)
@@ -103,8 +105,14 @@ def trial_data(config: TrialConfig, splits, model: nn.Module, device: torch.devi
 
 def device_input(config: TrialConfig, device: torch.device, train: Dataset) -> bool:
     """``performance.input``: ``device`` augments cached images on the training device, ``cpu`` in loaders,
-    ``auto`` on the device when it is a GPU. Images not in the decoded-image cache always take the CPU path."""
+    ``auto`` on the device when it is a GPU and every op of the policy has a batched form (else the ops without
+    one would run image by image on the GPU: slower than loader workers). Images not in the decoded-image cache
+    always take the CPU path."""
     mode = config.performance.input
     if not isinstance(train, I.CachedImages) or mode == "cpu":
         return False
-    return mode == "device" or torch.device(device).type == "cuda"
+    if mode == "device":
+        return True
+    from .device import unbatched
+
+    return torch.device(device).type == "cuda" and not unbatched(train.transform)

@@ -33,6 +33,7 @@ def test_cli_sweep_runs_asha_optuna_and_keeps_everything(spec_dict, tmp_path):
     # One trial at a time: trials reach ASHA's rungs in the order they were created, so which trials ASHA
     # stops is decided by its rule alone and is checked against that rule replayed on the recorded curves.
     spec_dict.update(num_samples=3, epochs=4, max_concurrent=1)
+    spec_dict["scheduler"].update(noise_band=0.0, rejudge=False)  # Ray's own ASHA rule, which the replay runs
     spec_dict["search"]["lr"] = {"loguniform": [1e-4, 3e-2]}
     sweep = tmp_path / "tiny.yaml"
     sweep.write_text(yaml.safe_dump(spec_dict))

@@ -164,6 +164,7 @@ def models(pattern: str = typer.Argument("*", help="Glob over backbone names, e.
 
 @app.command()
 def run(
+    ctx: typer.Context,
     file: Path = typer.Argument(..., help="Sweep file (YAML)."),
     address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", show_envvar=True,
                                           help="Ray cluster to attach to (HOST:PORT or 'auto'); else a local Ray."),
@@ -176,6 +177,7 @@ def run(
 ) -> None:
     """Run a sweep on Ray Tune (Optuna proposes, ASHA stops weak trials)."""
     spec = _load(file, sets)
+    hooks = (ctx.obj or {}).get("trial_hooks")  # a Python caller's seam: app(args, obj={"trial_hooks": ...})
     from .data.sources import DataError
     from .sweep.resume import sweep_state
     from .sweep.runner import ClusterError, ResourceError, StorageError, SweepInterrupted, run_sweep
@@ -195,7 +197,7 @@ def run(
             probe_cluster(address)
         checked = _preflight(spec, data=True, address=address)
         result = run_sweep(spec, address=address, num_samples=num_samples, resume=resume, checked=checked,
-                           progress=_view(progress, quiet))
+                           progress=_view(progress, quiet), hooks=hooks)
     except (ClusterError, DataError, ResourceError, StorageError, WeightsError) as err:
         err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False)
         raise typer.Exit(2) from None

@@ -23,6 +23,7 @@ from ..config.spec import Spec
 from ..results.storage import locate, mirror, split_uri, without_checkpoints, write_text
 from .cluster import (ClusterError, ResourceError, StorageError, alive_nodes, check_cluster,  # noqa: F401
                       probe_cluster)
+from .hooks import TrialHooks
 from .progress_callback import ProgressCallback, TrialLaunches, showing
 from .space import build_groups, total_trials
 
@@ -98,7 +99,7 @@ def trial_dirname(trial) -> str:
     return _dirname(trial.trial_id, (trial.config or {}).get("model"))
 
 
-def build_tuner(plan: SweepPlan, callbacks: list | None = None):
+def build_tuner(plan: SweepPlan, callbacks: list | None = None, hooks: TrialHooks | None = None):
     """The Ray Tune ``Tuner`` of a sweep plan."""
     from ray import tune
 
@@ -125,7 +126,7 @@ def build_tuner(plan: SweepPlan, callbacks: list | None = None):
                                objectives=objectives(plan), constraints=constraints(plan),
                                population_size=plan.searcher.population_size, warm=warm)
     return tune.Tuner(
-        make_trainable(plan),
+        make_trainable(plan, hooks),
         tune_config=tune.TuneConfig(metric=metric, mode=mode, search_alg=searcher, scheduler=scheduler,
                                     num_samples=total_trials(plan), max_concurrent_trials=plan.max_concurrent,
                                     trial_name_creator=trial_dirname, trial_dirname_creator=trial_dirname,
@@ -149,12 +150,13 @@ class SweepInterrupted(KeyboardInterrupt):
 
 
 def run_sweep(spec: Spec, address: str | None = None, num_samples: int | None = None, resume: bool = False,
-              callbacks: list | None = None, checked=None, progress="auto") -> SweepResult:
+              callbacks: list | None = None, checked=None, progress="auto",
+              hooks: TrialHooks | None = None) -> SweepResult:
     """Check the sweep against its data and machine (``checked``: a ``tlsweep.sweep.preflight.Preflight`` already
     made), start or attach to Ray, and run (or resume) the sweep to the end. ``progress``: ``auto`` (a live
     view in a terminal or notebook, else a line per trial event), ``live``, ``plain``, ``none``, or a
-    ``tlsweep.results.progress.View``. Raises ``SpecError`` for preflight problems and ``SweepInterrupted`` when Ctrl-C
-    stopped it early."""
+    ``tlsweep.results.progress.View``. ``hooks``: code run beside every trial (``tlsweep.sweep.hooks``). Raises
+    ``SpecError`` for preflight problems and ``SweepInterrupted`` when Ctrl-C stopped it early."""
     from .preflight import check_or_raise
 
     if num_samples is not None:
@@ -175,7 +177,7 @@ def run_sweep(spec: Spec, address: str | None = None, num_samples: int | None = 
 
     nodes = alive_nodes()
     run_plan = resolve_resources(plan, cluster_gpus(nodes))  # `gpu: auto` → a number for this cluster
-    check_cluster(run_plan)
+    check_cluster(run_plan, hooks)
     from ray import tune
 
     from .resume import changed_since, repair_state, sweep_state, unfinished_trials
@@ -200,10 +202,10 @@ def run_sweep(spec: Spec, address: str | None = None, num_samples: int | None = 
     launches = TrialLaunches()
     loc = locate(storage)
     if resume and tune.Tuner.can_restore(loc.path, storage_filesystem=loc.fs):
-        tuner = tune.Tuner.restore(loc.path, make_trainable(run_plan), resume_unfinished=True, resume_errored=True,
-                                   storage_filesystem=loc.fs)
+        tuner = tune.Tuner.restore(loc.path, make_trainable(run_plan, hooks), resume_unfinished=True,
+                                   resume_errored=True, storage_filesystem=loc.fs)
     else:
-        tuner = build_tuner(run_plan, [*(callbacks or []), ProgressCallback(), launches])
+        tuner = build_tuner(run_plan, [*(callbacks or []), ProgressCallback(), launches], hooks)
     previous = _stop_on_sigterm()
     try:
         with showing(*_progress_view(progress, plan, resume)):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -90,8 +91,34 @@ def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | N
             raise ClusterError(f"could not attach to the Ray cluster at {address}: {err}") from None
     else:  # a local Ray's workers inherit this process's environment
         os.environ.update(hidden_gpus_env())
-        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
+        with private_local_ray():
+            ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
+                     log_to_driver=False, configure_logging=False, _node_ip_address="127.0.0.1")
+
+
+@contextlib.contextmanager
+def private_local_ray():
+    """Around ``ray.init(address="local", _node_ip_address="127.0.0.1")``: keep the local Ray to this machine.
+    Token authentication on (a fresh token unless one is set), and the loopback node IP kept as given, so that
+    every server of the Ray listens on 127.0.0.1 (Ray turns a loopback node IP into the machine's address unless
+    it runs single-node, its setting for Windows and macOS)."""
+    import secrets
+
+    from ray._private import ray_constants
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    if not os.environ.get("RAY_AUTH_MODE"):
+        os.environ["RAY_AUTH_MODE"] = "token"
+    if os.environ["RAY_AUTH_MODE"] == "token" and not (os.environ.get("RAY_AUTH_TOKEN")
+                                                       or os.environ.get("RAY_AUTH_TOKEN_PATH")):
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    Config.initialize("")  # this process read the auth settings when it imported Ray: read them again
+    AuthenticationTokenLoader.instance().reset_cache()
+    saved, ray_constants.ENABLE_RAY_CLUSTER = ray_constants.ENABLE_RAY_CLUSTER, False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
 def trial_dirname(trial) -> str:

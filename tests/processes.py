@@ -112,7 +112,7 @@ class Processes:
         self.started.append(proc)
         return proc
 
-    def run(self, args, timeout: float = 600, input=None, **kw) -> subprocess.CompletedProcess:
+    def run(self, args, timeout: float = 600, input=None, check: bool = False, **kw) -> subprocess.CompletedProcess:
         """``subprocess.run`` whose timeout ends the whole process tree and fails the test with its output."""
         proc = self.popen(args, **({"stdin": subprocess.PIPE} if input is not None else {}), **kw)
         try:
@@ -122,6 +122,8 @@ class Processes:
             out, err = proc.communicate()
             raise AssertionError(f"{args} still running after {timeout}s:\n{str(out)[-3000:]}\n{str(err)[-3000:]}") \
                 from None
+        if check and proc.returncode:
+            raise subprocess.CalledProcessError(proc.returncode, args, out, err)
         return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
     def tree(self, proc: subprocess.Popen) -> list[int]:
@@ -178,9 +180,8 @@ def wait_for(predicate, timeout: float = 240, what: str = "the condition", proc:
         if value:
             return value
         if proc is not None and proc.poll() is not None:
-            out, err = proc.communicate()
-            raise AssertionError(f"the process ended (exit {proc.returncode}) before {what}:\n"
-                                 f"{str(out)[-3000:]}\n{str(err)[-3000:]}")
+            output = "\n".join(str(o)[-3000:] for o in proc.communicate() if o)
+            raise AssertionError(f"the process ended (exit {proc.returncode}) before {what}:\n{output}")
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
@@ -218,3 +219,11 @@ def listening_sockets(pids) -> list[tuple[str, int, int]]:
             ip = ipaddress.ip_address(raw)
             out.append((str(getattr(ip, "ipv4_mapped", None) or ip), int(hex_port, 16), inodes[fields[9]]))
     return out
+
+
+def size(path: Path) -> int:
+    """Bytes in ``path``; 0 while it is missing (for ``wait_for`` predicates)."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0

@@ -169,3 +169,36 @@ def test_any_yaml_sweep_file_exits_0_or_2_with_a_message(tmp_path, text):
     assert code in (0, 2), out
     if code == 2:
         assert "error" in out.lower() and len(out.strip()) > 10, out
+
+
+# ---- valid but unusual ------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_class_folders_with_spaces_and_non_ascii_letters_train_report_and_predict(tmp_path):
+    import pandas as pd
+    import ray
+
+    from tlsweep.config.spec import load_spec
+    from tlsweep.sweep.runner import run_sweep
+
+    root = make_shapes_dataset(tmp_path / "data", num_classes=2, per_class={"train": 8, "val": 4, "test": 4},
+                               size=16, seed=0)
+    names = ["red circle", "carré ü"]
+    for split in ("train", "val", "test"):
+        for old, new in zip(sorted((root / split).iterdir()), names):
+            old.rename(old.with_name(new))
+    sweep = sweep_file(tmp_path, root, epochs=1, num_samples=1, scheduler={"type": "fifo"})
+    try:
+        result = run_sweep(load_spec(sweep), progress="none")
+    finally:
+        ray.shutdown()
+    assert list(result.trials["status"]) == ["finished"]
+    storage = tmp_path / "results" / "hostile"
+    code, out = invoke("report", storage, "--cam-images", "1")
+    assert code == 0, out
+    assert (storage / "report" / "trials.csv").is_file()
+    code, out = invoke("predict", storage, root / "test" / names[1], "--out", tmp_path / "p.csv")
+    assert code == 0, out
+    predictions = pd.read_csv(tmp_path / "p.csv")
+    assert len(predictions) == 4 and set(predictions["predicted"]) <= set(names)
+    assert all(names[1] in p for p in predictions["path"])

@@ -1,4 +1,6 @@
-"""Shared fixtures: a generated learnable ImageFolder and a small sweep spec over it (weights=none)."""
+"""Shared fixtures: a generated learnable ImageFolder and a small sweep spec over it (weights=none); ``procs``,
+the one way tests start subprocesses (each in its own process group, ended in a ``finally``); ``wait_for``; and
+the end-of-run check that no process the tests started is left alive."""
 
 from __future__ import annotations
 
@@ -7,9 +9,48 @@ import tempfile
 
 import pytest
 
+from .processes import Processes, leftovers, make_subreaper, stop_all, wait_for  # noqa: F401
+
 os.environ.setdefault("TLSWEEP_TORCH_THREADS", "1")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("TLSWEEP_CACHE", tempfile.mkdtemp(prefix="tlsweep-cache-"))  # keep tests out of ~/.cache
+# Each pytest process's local Rays live under a temp dir of its own (short: Ray's socket paths stay < 108 bytes),
+# so the leak check can tell them from other programs' Ray processes and a plain ray.init finds no stranger's.
+RAY_TMPDIR = os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="tlr", dir="/tmp")
+make_subreaper()  # orphans of the tests' processes (a killed driver's Ray) stay our descendants
+
+
+@pytest.fixture()
+def procs():
+    """Start subprocesses with ``procs.popen``/``procs.run``; all are ended, with their process groups and
+    descendants, when the test ends, pass or fail."""
+    with Processes() as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def module_procs():
+    """``procs`` for module-scoped fixtures (a cluster, a server)."""
+    with Processes() as p:
+        yield p
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left():
+    """Fail the run when a process the tests started outlives them: a descendant of this pytest process or a
+    process of its own Ray temp dir. Leftovers are killed after being reported."""
+    yield
+    import sys
+
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+    left = leftovers(RAY_TMPDIR, grace=20)
+    if left:
+        stop_all(left)
+        raise AssertionError("processes left by the tests:\n" + "\n".join(f"{pid}: {cmd}" for pid, cmd in left.items()))
 
 
 @pytest.fixture(scope="session")

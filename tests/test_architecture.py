@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ast
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -128,10 +127,10 @@ def test_private_ray_attributes_are_read_in_one_module():
     assert readers == ["ray_internals.py"]
 
 
-def test_import_tlsweep_is_light_and_lists_its_api():
+def test_import_tlsweep_is_light_and_lists_its_api(procs):
     code = ("import sys, tlsweep; assert tlsweep.__version__; "
             "print(sorted(m for m in ('torch', 'ray', 'pandas', 'torchvision') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = procs.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
     for name in ("load_spec", "parse_spec", "Spec", "SpecError", "run_sweep", "SweepResult", "make_report", "Trial",
                  "fit", "TrialConfig", "SweepPlan", "load_predictor", "export_checkpoint", "list_backbones"):

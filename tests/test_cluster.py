@@ -4,7 +4,7 @@ subprocesses. Nothing asserted depends on a choice Ray or the clock makes:
 
 - the head has no CPUs and each worker one CPU plus its own custom resource (``node_a``, ``node_b``), so two
   trials at once run one per worker, and a model label pinned to ``node_a`` runs there only (per-label resources
-  through the test-only ``TLSWEEP_TEST_FAULTS`` rules, see ``tlsweep/sweep/faults.py``);
+  through the fault rules of ``tests/faults.py``, given to ``tlsweep run`` by ``python -m tests.launch``);
 - a trial acted upon is *held* by a test-only rule (after reporting epoch 1, or in epoch 1 before reporting it)
   until the test releases it, so it provably has epochs left when its node, worker process or driver is killed.
 
@@ -38,6 +38,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+
+from .faults import write_rules
+from .processes import Processes, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -89,34 +92,25 @@ def gone(pid: int) -> bool:
         return True
 
 
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
 @dataclass
 class LocalCluster:
     address: str
     env: dict
     temp: Path
+    processes: Processes
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     seen: set[int] = field(default_factory=set)  # every PID of ours, for teardown
 
     @property
     def faults(self) -> Path:
-        return Path(self.env["TLSWEEP_TEST_FAULTS"])
+        return self.temp / "faults"
 
     def spawn(self, role: str, args: list[str]) -> subprocess.Popen:
         """``ray start ... --block`` for node ``role``, not waiting for it (see ``started``)."""
         log = open(self.temp / f"{role}.log", "w")
-        proc = subprocess.Popen([RAY, "start", *args, "--num-gpus=0", "--disable-usage-stats",
-                                 f"--dashboard-agent-listen-port={free_port()}", "--block"],
-                                stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+        proc = self.processes.popen([RAY, "start", *args, "--num-gpus=0", "--disable-usage-stats",
+                                     f"--dashboard-agent-listen-port={free_port()}", "--block"],
+                                    stdout=log, stderr=subprocess.STDOUT, env=self.env)
         self.procs[role] = proc
         self.seen.add(proc.pid)
         return proc
@@ -224,15 +218,15 @@ class LocalCluster:
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(module_procs):
     temp = Path(tempfile.mkdtemp(prefix="tlc", dir="/tmp"))  # short: Ray's socket paths must stay < 108 bytes
     port = free_port()
     (temp / "faults").mkdir()
     # Token auth on, with this cluster's own token (``ray start --head`` does not create one; ~/.ray is left alone).
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
-           "TLSWEEP_TORCH_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0", "TLSWEEP_TEST_FAULTS": str(temp / "faults"),
+           "TLSWEEP_TORCH_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    c = LocalCluster(f"127.0.0.1:{port}", env, temp)
+    c = LocalCluster(f"127.0.0.1:{port}", env, temp, module_procs)
     try:
         c.start("head", ["--head", f"--port={port}", f"--temp-dir={temp}", "--include-dashboard=false",
                          f"--dashboard-port={free_port()}", f"--ray-client-server-port={free_port()}",
@@ -246,15 +240,9 @@ def cluster():
 
 @pytest.fixture()
 def faults(cluster):
-    """This test's fault rules (``tlsweep/sweep/faults.py``), markers of earlier tests cleared."""
-    for path in cluster.faults.iterdir():
-        path.unlink()
-
-    def rules(**kw) -> Path:
-        (cluster.faults / "faults.json").write_text(json.dumps(kw))
-        return cluster.faults
-
-    return rules
+    """This test's fault rules (``tests/faults.py``), markers of earlier tests cleared."""
+    write_rules(cluster.faults)
+    return lambda **kw: write_rules(cluster.faults, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -278,10 +266,11 @@ def sweep_file(folder: Path, data_root, name: str, **overrides) -> tuple[Path, P
 
 
 def launch(cluster: LocalCluster, sweep: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
+    """``tlsweep run SWEEP --address CLUSTER`` with the fault rules on (``tests/launch.py``)."""
     env = {**(env or cluster.env), "TUNE_GLOBAL_CHECKPOINT_S": "1"}
-    return subprocess.Popen([sys.executable, "-m", "tlsweep.cli", "run", str(sweep), "--address", cluster.address,
-                             *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            cwd=REPO, start_new_session=True)
+    return cluster.processes.popen([sys.executable, "-m", "tests.launch", str(cluster.faults), "run", str(sweep),
+                                    "--address", cluster.address, *extra],
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
 
 
 def finish(proc: subprocess.Popen, timeout: float = 300, code: int = 0) -> str:
@@ -300,7 +289,11 @@ def histories(storage: Path) -> dict[str, pd.DataFrame]:
     out = {}
     for result in storage.glob("*/result.json"):
         rows = []
-        for line in result.read_text().splitlines():
+        try:
+            text = result.read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError:

@@ -168,18 +168,17 @@ def test_probe_rejects_an_address_without_a_cluster_and_a_malformed_one():
     probe_cluster("auto")  # left to Ray
 
 
-def test_run_with_nothing_at_the_address_exits_2_in_one_line(spec_dict, tmp_path):
+def test_run_with_nothing_at_the_address_exits_2_in_one_line(spec_dict, tmp_path, procs):
     """Ray alone retries for minutes printing GCS warnings; the CLI answers at once (the timeout is the bound)."""
     import os
-    import subprocess
     import sys
 
     spec_dict.update(models=["mobilenet_v3_small"], scheduler={"type": "fifo"})
     sweep = tmp_path / "s.yaml"
     sweep.write_text(yaml.safe_dump(spec_dict))
     port = _free_port()
-    res = subprocess.run([sys.executable, "-m", "tlsweep.cli", "run", str(sweep), "--address", f"127.0.0.1:{port}"],
-                         capture_output=True, text=True, timeout=60, env={**os.environ, "RAY_ADDRESS": ""})
+    res = procs.run([sys.executable, "-m", "tlsweep.cli", "run", str(sweep), "--address", f"127.0.0.1:{port}"],
+                    capture_output=True, text=True, timeout=60, env={**os.environ, "RAY_ADDRESS": ""})
     assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith(f"error: no Ray cluster answers at 127.0.0.1:{port}"), res.stderr

@@ -1,8 +1,8 @@
 """Faults users hit, survived with nothing lost.
 
 Ray-free: a truncated or corrupt newest checkpoint falls back to the previous one with a warning.
-On a real local Ray through the CLI (slow), trials acted upon are held by the test-only rules of
-``tlsweep/sweep/faults.py`` (``TLSWEEP_TEST_FAULTS``), so every assertion is on an order the test forces:
+On a real local Ray through the CLI (slow, ``python -m tests.launch``), trials acted upon are held by the rules
+of ``tests/faults.py``, so every assertion is on an order the test forces:
 SIGTERM to the driver stops like Ctrl-C (prints what finished, exit 130) and running again resumes, past a
 truncated last checkpoint; a trial raising once in epoch 2 is retried from its epoch-1 checkpoint; every trial
 failing exits 1; storage filling up mid-sweep is a clear error, finished trials stay and the sweep resumes once
@@ -16,7 +16,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -27,6 +26,10 @@ from tlsweep.sweep.trainable import restore
 from tlsweep.trial.loop import CHECKPOINT_FILE, Trial
 
 from .conftest import trial_config_for
+from .faults import write_rules
+from .processes import wait_for
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _checkpoints(shapes_root, folder: Path, epochs: int) -> list[Path]:
@@ -75,22 +78,27 @@ def sweep_file(tmp_path: Path, shapes_root, name: str, **fields) -> tuple[Path, 
 
 @pytest.fixture()
 def faults(tmp_path):
-    """Rules for ``tlsweep/sweep/faults.py`` and the environment that turns them on for a CLI run."""
+    """Rules for ``tests/faults.py`` and the environment of a CLI run with them (``python -m tests.launch``)."""
     folder = tmp_path / "faults"
-    folder.mkdir()
 
     def rules(**kw) -> dict:
-        (folder / "faults.json").write_text(json.dumps(kw))
+        write_rules(folder, **kw)
         env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-        return {**env, "TLSWEEP_TEST_FAULTS": str(folder), "TLSWEEP_TORCH_THREADS": "1"}
+        return {**env, "TLSWEEP_TORCH_THREADS": "1",
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
 
     rules.folder = folder
     return rules
 
 
-def cli(sweep: Path, env: dict, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "tlsweep.cli", "run", str(sweep), *extra], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+@pytest.fixture()
+def cli(procs, faults):
+    """``tlsweep run SWEEP EXTRA...`` with the fault rules on, in a subprocess that ``procs`` ends."""
+    def start(sweep: Path, env: dict, *extra: str) -> subprocess.Popen:
+        return procs.popen([sys.executable, "-m", "tests.launch", str(faults.folder), "run", str(sweep), *extra],
+                           env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    return start
 
 
 def done(proc: subprocess.Popen, code: int, timeout: float = 300) -> tuple[str, str]:
@@ -104,33 +112,28 @@ def done(proc: subprocess.Popen, code: int, timeout: float = 300) -> tuple[str, 
     return out, err
 
 
-def wait_for(predicate, proc: subprocess.Popen, timeout: float = 240):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            raise AssertionError(f"the sweep ended first (exit {proc.returncode}):\n{out[-3000:]}\n{err[-3000:]}")
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f}s")
-
-
 def history(storage: Path, model: str) -> list[dict]:
-    (result,) = storage.glob(f"*_{model}/result.json")
-    return [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+    """The rows of model ``model``'s trial's result.json; [] before it exists, half-written lines skipped."""
+    rows = []
+    for result in storage.glob(f"*_{model}/result.json"):
+        for line in result.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                pass
+    return rows
 
 
 @pytest.mark.slow
-def test_sigterm_stops_like_ctrl_c_and_resume_survives_a_truncated_last_checkpoint(shapes_root, tmp_path, faults):
+def test_sigterm_stops_like_ctrl_c_and_resume_survives_a_truncated_last_checkpoint(shapes_root, tmp_path, faults,
+                                                                                    cli):
     env = faults(hold_after=2, labels=["b"])  # b stops after reporting epoch 2 (two checkpoints stored)
     sweep, storage = sweep_file(tmp_path, shapes_root, "term", checkpoints={"num_to_keep": 2},
                                 models=[{"name": "mobilenet_v3_small", "id": "a"},
                                         {"name": "mobilenet_v3_small", "id": "b"}])
     proc = cli(sweep, env)
-    wait_for(lambda: list(faults.folder.glob("held-*")), proc)
-    wait_for(lambda: [r["epoch"] for r in history(storage, "b")] == [1, 2], proc, 60)
+    wait_for(lambda: list(faults.folder.glob("held-*")), what="a held trial", proc=proc)
+    wait_for(lambda: [r["epoch"] for r in history(storage, "b")] == [1, 2], 60, "b's epochs 1-2", proc)
     a_before = next(storage.glob("*_a/result.json")).read_bytes()  # a ran first (one trial at a time)
     assert [r["epoch"] for r in history(storage, "a")] == [1, 2, 3]
 
@@ -157,7 +160,7 @@ def test_sigterm_stops_like_ctrl_c_and_resume_survives_a_truncated_last_checkpoi
 
 @pytest.mark.slow
 def test_trial_raising_once_is_retried_from_its_checkpoint_and_diverged_trial_is_reported(
-        shapes_root, tmp_path, faults):
+        shapes_root, tmp_path, faults, cli):
     from typer.testing import CliRunner
 
     from tlsweep.cli import app
@@ -183,7 +186,7 @@ def test_trial_raising_once_is_retried_from_its_checkpoint_and_diverged_trial_is
 
 
 @pytest.mark.slow
-def test_every_trial_failing_exits_1(shapes_root, tmp_path, faults):
+def test_every_trial_failing_exits_1(shapes_root, tmp_path, faults, cli):
     env = faults(raise_at=1)
     sweep, storage = sweep_file(tmp_path, shapes_root, "allfail", max_failures=0, epochs=2)
     out, err = done(cli(sweep, env), 1)
@@ -220,22 +223,29 @@ def fill(folder: Path) -> Path:
 
 @pytest.mark.slow
 def test_storage_filling_up_is_a_clear_error_and_the_sweep_resumes_once_space_is_back(
-        shapes_root, tmp_path, faults, small_disk):
+        shapes_root, tmp_path, faults, cli, small_disk):
     env = {**faults(hold_after=1, labels=["b"]), "TUNE_GLOBAL_CHECKPOINT_S": "1"}  # a finishes; b is held
     sweep, storage = sweep_file(small_disk, shapes_root, "full", max_failures=0,
                                 models=[{"name": "mobilenet_v3_small", "id": "a"},
                                         {"name": "mobilenet_v3_small", "id": "b"}])
     proc = cli(sweep, env)
 
-    def a_done_in_the_last_good_state():
+    def a_done_and_b_checkpointed_in_the_last_good_state():
+        """a finished and b's epoch 1 (and so its checkpoint) recorded, in the state a full disk leaves."""
         from tlsweep.sweep.resume import BACKUP_SUFFIX
 
         for backup in storage.glob(f"experiment_state-*.json{BACKUP_SUFFIX}"):
-            trials = [json.loads(t[0]) for t in json.loads(backup.read_text())["trial_data"]]
-            return any(t["config"]["model"] == "a" and t["status"] == "TERMINATED" for t in trials)
+            try:
+                trials = [(json.loads(t[0]), json.loads(t[1])) for t in json.loads(backup.read_text())["trial_data"]]
+            except (OSError, ValueError, KeyError, IndexError):
+                return False
+            model = {t["config"]["model"]: (t, meta) for t, meta in trials}
+            return "a" in model and "b" in model and model["a"][0]["status"] == "TERMINATED" \
+                and (model["b"][1].get("last_result") or {}).get("training_iteration") == 1
 
-    wait_for(lambda: list(faults.folder.glob("held-*")), proc)
-    wait_for(a_done_in_the_last_good_state, proc)
+    wait_for(lambda: list(faults.folder.glob("held-*")), what="a held trial", proc=proc)
+    wait_for(a_done_and_b_checkpointed_in_the_last_good_state, what="a finished and b's epoch 1 in the last good "
+             "state", proc=proc)
     filler = fill(small_disk)
     (faults.folder / "release").touch()  # b's next checkpoint no longer fits
     out, err = done(proc, 2)

@@ -142,9 +142,8 @@ def test_trial_records_its_device_each_epoch(shapes_root):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not NO_GPU, reason="checks a cluster without GPUs")
-def test_validate_with_an_address_checks_the_cluster(tmp_path, spec_dict):
+def test_validate_with_an_address_checks_the_cluster(tmp_path, spec_dict, procs):
     """``validate --address`` attaches to the cluster (here a fresh local Ray): GPUs it lacks are an error."""
-    import subprocess
     import sys
 
     import yaml
@@ -152,10 +151,10 @@ def test_validate_with_an_address_checks_the_cluster(tmp_path, spec_dict):
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump({**spec_dict, "resources": {"cpu": 1, "gpu": 1}}, sort_keys=False))
     cmd = [sys.executable, "-m", "tlsweep.cli", "validate", str(path)]
-    assert subprocess.run(cmd, capture_output=True, text=True).returncode == 0
-    out = subprocess.run(cmd + ["--address", "local"], capture_output=True, text=True)
+    assert procs.run(cmd, capture_output=True, text=True).returncode == 0
+    out = procs.run(cmd + ["--address", "local"], capture_output=True, text=True)
     assert out.returncode == 2, out.stdout + out.stderr
     assert "no node of the Ray cluster can run a trial" in out.stderr and "1 GPU" in out.stderr
     path.write_text(yaml.safe_dump(spec_dict, sort_keys=False))  # gpu: auto → none on a cluster without GPUs
-    ok = subprocess.run(cmd + ["--address", "local"], capture_output=True, text=True)
+    ok = procs.run(cmd + ["--address", "local"], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stdout + ok.stderr

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import subprocess
 import sys
 from pathlib import Path
 
@@ -46,7 +45,7 @@ def test_a_missing_extra_names_the_pip_install(spec_dict, monkeypatch, tmp_path)
 
 
 @pytest.mark.slow
-def test_mlflow_and_wandb_receive_every_trial(shapes_root, tmp_path):
+def test_mlflow_and_wandb_receive_every_trial(shapes_root, tmp_path, procs):
     import mlflow
     import pandas as pd
 
@@ -63,8 +62,8 @@ def test_mlflow_and_wandb_receive_every_trial(shapes_root, tmp_path):
     sweep = tmp_path / "tracked.yaml"
     sweep.write_text(yaml.safe_dump(spec))
     env = {**os.environ, "TLSWEEP_TORCH_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    res = subprocess.run([sys.executable, "-m", "tlsweep.cli", "run", str(sweep), "--quiet"],
-                         capture_output=True, text=True, env=env, timeout=600)
+    res = procs.run([sys.executable, "-m", "tlsweep.cli", "run", str(sweep), "--quiet"],
+                    capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     summary = pd.read_csv(storage / "summary.csv")
     assert list(summary["status"]) == ["finished", "finished"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.metadata as md
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,12 +15,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def metadata(tmp_path_factory) -> md.PackageMetadata:
+def metadata(tmp_path_factory, module_procs) -> md.PackageMetadata:
     """The metadata setuptools builds from pyproject.toml, as pip would install it."""
     out = tmp_path_factory.mktemp("meta")
-    name = subprocess.run([sys.executable, "-c", "import sys; from setuptools import build_meta as b; "
-                           "print(b.prepare_metadata_for_build_wheel(sys.argv[1]))", str(out)],
-                          cwd=ROOT, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    name = module_procs.run([sys.executable, "-c", "import sys; from setuptools import build_meta as b; "
+                             "print(b.prepare_metadata_for_build_wheel(sys.argv[1]))", str(out)],
+                            cwd=ROOT, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
     return md.PathDistribution(out / name).metadata
 
 

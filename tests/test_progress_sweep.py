@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,12 +18,12 @@ from .conftest import failing_sweep_file
 pytestmark = pytest.mark.slow
 
 
-def test_run_prints_trial_events_and_status_reads_them_back(shapes_root, tmp_path):
+def test_run_prints_trial_events_and_status_reads_them_back(shapes_root, tmp_path, procs):
     sweep, storage = failing_sweep_file(shapes_root, tmp_path, "events", max_concurrent=2)
     env = {**os.environ, "TLSWEEP_TORCH_THREADS": "1"}
-    res = subprocess.run([sys.executable, "-m", "tlsweep.cli", "run", str(sweep), "--set",
-                          "search.lr={grid: [1.0e-3, 1.0e+12]}"],
-                         capture_output=True, text=True, env=env, timeout=600)
+    res = procs.run([sys.executable, "-m", "tlsweep.cli", "run", str(sweep), "--set",
+                     "search.lr={grid: [1.0e-3, 1.0e+12]}"],
+                    capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     out = res.stdout
     (tmp_path / "run.out").write_text(out)
@@ -43,8 +42,8 @@ def test_run_prints_trial_events_and_status_reads_them_back(shapes_root, tmp_pat
     assert out.count("epoch 1 ") == 0 or "at epoch 1" in out  # events, not a line per epoch
     assert "events: 1 finished, 1 diverged, 2 error of 4 trials" in out
 
-    res = subprocess.run([sys.executable, "-m", "tlsweep.cli", "status", str(storage), "--json"],
-                         capture_output=True, text=True, env=env, timeout=120)
+    res = procs.run([sys.executable, "-m", "tlsweep.cli", "status", str(storage), "--json"],
+                    capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 0, res.stderr
     status = json.loads(res.stdout)
     assert status["counts"] == {"pending": 0, "running": 0, "finished": 1, "stopped": 0, "diverged": 1, "error": 2}
@@ -59,6 +58,6 @@ def test_run_prints_trial_events_and_status_reads_them_back(shapes_root, tmp_pat
     for row in failed.itertuples():
         assert by_id[row.trial_id]["error_file"] == f"{storage}/{Path(row.path).name}/error.txt"
 
-    res = subprocess.run([sys.executable, "-m", "tlsweep.cli", "status", str(storage)],
-                         capture_output=True, text=True, env=env, timeout=120)
+    res = procs.run([sys.executable, "-m", "tlsweep.cli", "status", str(storage)],
+                    capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 0 and "resnet18" in res.stdout and "full error:" in res.stdout

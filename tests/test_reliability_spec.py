@@ -1,6 +1,5 @@
 """Bad sweep files: every mistake reported before Ray starts, with YAML path, line and a clear message."""
 
-import subprocess
 import sys
 import textwrap
 
@@ -134,12 +133,12 @@ def test_problems_from_file_and_data_all_at_once(tmp_path, sweep_text):
     assert {p for p, _, _ in err.problems} == {"search.freeze_depth", "search.batch_size"}
 
 
-def test_validate_cli_checks_data_and_exits_2_without_traceback(tmp_path, sweep_text):
+def test_validate_cli_checks_data_and_exits_2_without_traceback(tmp_path, sweep_text, procs):
     path = tmp_path / "sweep.yaml"
     path.write_text(sweep_text.replace("  batch_size: {choice: [8, 16]}", "  batch_size: 128"))
     cmd = [sys.executable, "-m", "tlsweep.cli", "validate", str(path)]
-    assert subprocess.run(cmd + ["--no-data"], capture_output=True, text=True).returncode == 0
-    res = subprocess.run(cmd + ["--data"], capture_output=True, text=True)
+    assert procs.run(cmd + ["--no-data"], capture_output=True, text=True).returncode == 0
+    res = procs.run(cmd + ["--data"], capture_output=True, text=True)
     assert res.returncode == 2, res.stdout + res.stderr
     assert "line 11: search.batch_size: batch size 128 is larger than the train split" in res.stderr
     assert "Traceback" not in res.stderr

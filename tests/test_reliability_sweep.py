@@ -5,34 +5,24 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from .conftest import failing_sweep_file
+from .processes import size, wait_for
 
 pytestmark = pytest.mark.slow
 
 
-def wait_for_first_result(storage: Path, proc, timeout=120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        if any(p.stat().st_size > 0 for p in storage.glob("*/result.json")):
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"no trial reported (exit {proc.poll()})")
-
-
-def test_failing_trials_are_kept_and_ctrl_c_resumes(shapes_root, tmp_path):
+def test_failing_trials_are_kept_and_ctrl_c_resumes(shapes_root, tmp_path, procs):
     sweep, storage = failing_sweep_file(shapes_root, tmp_path, "fails", max_concurrent=1)
     cmd = [sys.executable, "-m", "tlsweep.cli", "run", str(sweep)]
     env = {**os.environ, "TLSWEEP_TORCH_THREADS": "1"}
 
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
-    wait_for_first_result(storage, proc)
+    proc = procs.popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    wait_for(lambda: any(size(p) for p in storage.glob("*/result.json")), 120, "a trial's first result", proc)
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, out[-2000:] + err[-3000:]
@@ -40,7 +30,7 @@ def test_failing_trials_are_kept_and_ctrl_c_resumes(shapes_root, tmp_path):
     assert "trials: " in out and "best trial per model" in out  # what finished so far
     assert "Traceback" not in err
 
-    res = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=env, timeout=300)
+    res = procs.run(cmd + ["--resume"], capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     summary = pd.read_csv(storage / "summary.csv")
     assert len(summary) == 4

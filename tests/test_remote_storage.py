@@ -23,13 +23,13 @@ SERVER = Path(os.environ.get("TLSWEEP_S3_SERVER", ROOT / ".venv-s3" / "bin" / "m
 
 
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory):
+def s3(tmp_path_factory, module_procs):
     """A moto S3 server on 127.0.0.1 (random port) and the AWS environment pointing at it."""
     if not SERVER.is_file():
         pytest.fail(f"{SERVER} is missing: run `bash scripts/setup.sh test` (it installs moto[server] in .venv-s3)")
     log = tmp_path_factory.mktemp("moto") / "moto.log"
-    proc = subprocess.Popen([str(SERVER), "-H", "127.0.0.1", "-p", "0"], stdout=log.open("w"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = module_procs.popen([str(SERVER), "-H", "127.0.0.1", "-p", "0"], stdout=log.open("w"),
+                              stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while not (m := re.search(r"Running on http://127\.0\.0\.1:(\d+)", log.read_text())):
         assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
@@ -41,11 +41,11 @@ def s3(tmp_path_factory):
     import pyarrow.fs as pafs
 
     pafs.S3FileSystem(endpoint_override=env["AWS_ENDPOINT_URL_S3"], allow_bucket_creation=True).create_dir("sweeps")
-    yield env
-    for k, v in saved.items():
-        os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
+    try:
+        yield env
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
 
 
 def test_storage_io_round_trip(s3, tmp_path):
@@ -76,11 +76,11 @@ def test_storage_io_round_trip(s3, tmp_path):
     assert not (tmp_path / "m" / "a.json").exists()  # gone from the bucket, gone from the mirror
 
 
-def test_validate_names_a_missing_bucket(s3, spec_dict, tmp_path):
+def test_validate_names_a_missing_bucket(s3, spec_dict, tmp_path, procs):
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump({**spec_dict, "storage": "s3://no-such-bucket/x"}))
-    res = subprocess.run([sys.executable, "-m", "tlsweep.cli", "validate", str(path)], capture_output=True, text=True,
-                         timeout=120)
+    res = procs.run([sys.executable, "-m", "tlsweep.cli", "validate", str(path)], capture_output=True, text=True,
+                    timeout=120)
     assert res.returncode == 2 and "bucket 'no-such-bucket' does not exist" in res.stderr
 
 
@@ -95,7 +95,7 @@ def _remote_files(prefix: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_sweep_on_s3_survives_a_driver_kill_and_serves_every_command(s3, shapes_root, tmp_path):
+def test_sweep_on_s3_survives_a_driver_kill_and_serves_every_command(s3, shapes_root, tmp_path, procs):
     uri = "s3://sweeps/remote/shapes"
     spec = {
         "name": "shapes", "data": {"root": str(shapes_root), "image_size": 32}, "weights": "none",
@@ -109,8 +109,7 @@ def test_sweep_on_s3_survives_a_driver_kill_and_serves_every_command(s3, shapes_
     sweep.write_text(yaml.safe_dump(spec))
     env = {**os.environ, "TLSWEEP_TORCH_THREADS": "1", "TUNE_GLOBAL_CHECKPOINT_S": "1"}
     cmd = [sys.executable, "-m", "tlsweep.cli", "run", str(sweep), "--progress", "plain"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            start_new_session=True)
+    proc = procs.popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
         files = _remote_files(uri)
@@ -123,7 +122,7 @@ def test_sweep_on_s3_survives_a_driver_kill_and_serves_every_command(s3, shapes_
     files = _remote_files(uri)
     assert "tlsweep_spec.json" in files and "summary.csv" not in files
 
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    res = procs.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "resuming" in res.stdout
     from tlsweep.results.storage import locate, read_text
@@ -141,8 +140,8 @@ def test_sweep_on_s3_survives_a_driver_kill_and_serves_every_command(s3, shapes_
     assert {t.state.name for t in stored} == {"COMPLETE"}
 
     def cli(*args):
-        out = subprocess.run([sys.executable, "-m", "tlsweep.cli", *map(str, args)], capture_output=True, text=True,
-                             env=env, timeout=600)
+        out = procs.run([sys.executable, "-m", "tlsweep.cli", *map(str, args)], capture_output=True, text=True,
+                        env=env, timeout=600)
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
         return out.stdout
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,8 @@ import torch
 from PIL import Image
 
 from tlsweep.config.sections import DataConfig
+
+from .processes import Processes
 
 MODELS = {"resnet18", "mobilenet_v3_small", "resnet18+mobilenet_v3_small-logits"}
 CAM_IMAGES = 4
@@ -195,11 +196,13 @@ def rendered_dom(page: Path | str, tmp_path: Path, budget_ms: int) -> str:
     time."""
     chromium = shutil.which("chromium")
     assert chromium, "chromium missing: bash scripts/setup.sh test"
-    return subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-         f"--virtual-time-budget={budget_ms}", "--dump-dom", page if isinstance(page, str) else page.as_uri()],
-        capture_output=True, text=True, timeout=120).stdout
+    with Processes() as procs:  # Chromium's helper processes end with it
+        return procs.run(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run",
+             f"--user-data-dir={tmp_path / 'profile'}", f"--virtual-time-budget={budget_ms}", "--dump-dom",
+             page if isinstance(page, str) else page.as_uri()],
+            capture_output=True, text=True, timeout=120).stdout
 
 
 @pytest.mark.slow

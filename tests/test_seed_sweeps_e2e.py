@@ -19,6 +19,8 @@ from tlsweep.data.synthetic import make_shapes_dataset
 from tlsweep.report.collect import collect
 from tlsweep.trial.loop import Trial
 
+pytestmark = pytest.mark.slow  # its module fixture runs real Ray sweeps
+
 SWEEPS = Path(__file__).resolve().parent.parent / "sweeps"
 PER_SPLIT = {"train": 8, "val": 4, "test": 4}
 SMALL_PAIR = ["mobilenet_v3_small", "mnasnet0_75"]  # for resnet50 + mobilenet_v2

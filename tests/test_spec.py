@@ -1,4 +1,3 @@
-import subprocess
 import sys
 import textwrap
 
@@ -91,14 +90,14 @@ def test_spec_built_in_python_matches_yaml(spec_dict):
     assert set(plan.models_table) == {"resnet18", "mobilenet_v3_small", "resnet18+mobilenet_v3_small-logits"}
 
 
-def test_validate_cli_exit_codes(tmp_path):
+def test_validate_cli_exit_codes(tmp_path, procs):
     good = write(tmp_path, VALID)
-    ok = subprocess.run([sys.executable, "-m", "tlsweep.cli", "validate", str(good)], capture_output=True, text=True)
+    ok = procs.run([sys.executable, "-m", "tlsweep.cli", "validate", str(good)], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert "9 trials" in ok.stdout  # 3 models, 3 samples each
     bad = tmp_path / "bad.yaml"
     bad.write_text(VALID.replace("epochs: 5", "epocs: 5"))
-    res = subprocess.run([sys.executable, "-m", "tlsweep.cli", "validate", str(bad)], capture_output=True, text=True)
+    res = procs.run([sys.executable, "-m", "tlsweep.cli", "validate", str(bad)], capture_output=True, text=True)
     assert res.returncode == 2
     assert "did you mean 'epochs'" in res.stderr
     assert "Traceback" not in res.stderr

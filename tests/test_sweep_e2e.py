@@ -2,7 +2,6 @@
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -27,7 +26,7 @@ def trial_order(storage: Path) -> list[str]:
     return [json.loads(t[0])["trial_id"] for t in state["trial_data"]]
 
 
-def test_cli_sweep_runs_asha_optuna_and_keeps_everything(spec_dict, tmp_path):
+def test_cli_sweep_runs_asha_optuna_and_keeps_everything(spec_dict, tmp_path, procs):
     from benchmarks.asha_replay import replay
 
     # One trial at a time: trials reach ASHA's rungs in the order they were created, so which trials ASHA
@@ -38,8 +37,8 @@ def test_cli_sweep_runs_asha_optuna_and_keeps_everything(spec_dict, tmp_path):
     sweep = tmp_path / "tiny.yaml"
     sweep.write_text(yaml.safe_dump(spec_dict))
     env = {**os.environ, "TLSWEEP_TORCH_THREADS": "1"}
-    res = subprocess.run([sys.executable, "-m", "tlsweep.cli", "run", str(sweep)], capture_output=True, text=True,
-                         env=env, timeout=600)
+    res = procs.run([sys.executable, "-m", "tlsweep.cli", "run", str(sweep)], capture_output=True, text=True,
+                    env=env, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "best trial per model" in res.stdout
     for label in ("resnet18", "mobilenet_v3_small", "resnet18+mobilenet_v3_small-logits"):

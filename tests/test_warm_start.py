@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -16,6 +15,8 @@ import pytest
 import yaml
 
 from tlsweep.config.spec import parse_spec
+
+from .processes import size, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -101,16 +102,7 @@ def test_incompatible_space_says_why_and_runs_cold(earlier, shapes_root, tmp_pat
     assert all(0.1 <= lr <= 0.5 for lr in result.trials["lr"])
 
 
-def wait_for_results(storage: Path, proc, count: int, timeout=240.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        if sum(p.stat().st_size > 0 for p in storage.glob("*/result.json")) >= count:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"fewer than {count} trials reported (exit {proc.poll()})")
-
-
-def test_warm_started_sweep_resumes_without_adding_history_twice(earlier, shapes_root, tmp_path):
+def test_warm_started_sweep_resumes_without_adding_history_twice(earlier, shapes_root, tmp_path, procs):
     from tlsweep.sweep.searcher import GroupedSearcher
 
     storage_a, summary_a = earlier
@@ -120,13 +112,12 @@ def test_warm_started_sweep_resumes_without_adding_history_twice(earlier, shapes
                                                max_concurrent=2, searcher={"type": "optuna", "seed": 7})))
     cmd = [sys.executable, "-m", "tlsweep.cli", "run", str(sweep)]
     env = {**os.environ, "TLSWEEP_TORCH_THREADS": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
-    wait_for_results(storage, proc, 2)
+    proc = procs.popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    wait_for(lambda: sum(size(p) > 0 for p in storage.glob("*/result.json")) >= 2, 240, "2 trials' results", proc)
     os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 130, out[-2000:] + err[-3000:]
-    res = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=env, timeout=400)
+    res = procs.run(cmd + ["--resume"], capture_output=True, text=True, env=env, timeout=400)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
 
     summary = pd.read_csv(storage / "summary.csv")

@@ -176,6 +176,7 @@ def models(pattern: str = typer.Argument("*", help="Glob over backbone names, e.
 
 @app.command()
 def run(
+    ctx: typer.Context,
     file: Path = typer.Argument(..., help="Sweep file (YAML)."),
     address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", show_envvar=True,
                                           help="Ray cluster to attach to (HOST:PORT or 'auto'); else a local Ray."),
@@ -188,6 +189,7 @@ def run(
 ) -> None:
     """Run a sweep on Ray Tune (Optuna proposes, ASHA stops weak trials)."""
     spec = _load(file, sets)
+    hooks = (ctx.obj or {}).get("trial_hooks")  # a Python caller's seam: app(args, obj={"trial_hooks": ...})
     from .config.space import total_trials
     from .sweep.resume import sweep_state
     from .sweep.runner import SweepInterrupted, run_sweep
@@ -205,7 +207,7 @@ def run(
             probe_cluster(address)
         checked = _preflight(spec, data=True, address=address)
         result = run_sweep(spec, address=address, num_samples=num_samples, resume=resume, checked=checked,
-                           progress=_view(progress, quiet))
+                           progress=_view(progress, quiet), hooks=hooks)
     except KeyboardInterrupt as err:
         if isinstance(err, SweepInterrupted):
             print_summary(err.result, spec.scheduler.metric, spec.scheduler.mode)

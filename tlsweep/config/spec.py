@@ -284,6 +284,52 @@ def _absolute(spec: Spec, base: Path) -> Spec:
     return spec.model_copy(update={"data": spec.data.model_copy(update=data), "storage": storage, **update})
 
 
+# ---- hostile sweep files: too large, not text, nested too deeply, an alias bomb ("billion laughs") ----------------
+MAX_SPEC_BYTES = 1 << 20  # sweep files are a few KB
+MAX_SPEC_NODES = 100_000  # YAML nodes with every alias expanded
+
+
+def _expanded_nodes(node: yaml.Node, memo: dict[int, int]) -> int:
+    """Nodes under ``node`` once each alias is replaced by a copy of its anchor (memoized: linear time)."""
+    if id(node) in memo:
+        return memo[id(node)]
+    memo[id(node)] = 1  # a recursive anchor counts once
+    if isinstance(node, yaml.MappingNode):
+        children = [n for pair in node.value for n in pair]
+    elif isinstance(node, yaml.SequenceNode):
+        children = node.value
+    else:
+        children = []
+    memo[id(node)] = 1 + sum(_expanded_nodes(c, memo) for c in children)
+    return memo[id(node)]
+
+
+def read_yaml(path: Path) -> tuple[yaml.Node | None, Any]:
+    """A sweep file's YAML node tree and data; a ``SpecError`` for anything that is not a sweep-sized YAML file."""
+    def fail(msg: str, line: int | None = None):
+        raise SpecError(str(path), [("", line, msg)]) from None
+
+    try:
+        size = path.stat().st_size
+        if size > MAX_SPEC_BYTES:
+            fail(f"the sweep file is too large ({size / 2**20:.1f} MiB; at most {MAX_SPEC_BYTES // 2**20} MiB)")
+        text = path.read_bytes().decode("utf-8")
+    except OSError as err:
+        fail(f"cannot read the sweep file: {err.strerror or err}")
+    except UnicodeDecodeError as err:
+        fail(f"not UTF-8 text (byte {err.start}: {err.reason})")
+    try:
+        root_node = yaml.compose(text)
+        if root_node is not None and _expanded_nodes(root_node, {}) > MAX_SPEC_NODES:
+            fail(f"the YAML expands to more than {MAX_SPEC_NODES:,} values through its aliases (*name)")
+        return root_node, yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        fail(f"not valid YAML: {err}", mark.line + 1 if mark else None)
+    except RecursionError:
+        fail("the YAML is nested too deeply")
+
+
 def load_spec(path: str | os.PathLike, overrides: dict | None = None) -> Spec:
     """Read and validate a sweep file. Relative paths in it are taken from the current directory.
 
@@ -298,16 +344,7 @@ def load_spec(path: str | os.PathLike, overrides: dict | None = None) -> Spec:
         SpecError: an unreadable file, invalid YAML, or every validation problem with its line.
     """
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise SpecError(str(path), [("", None, f"cannot read the sweep file: {err.strerror}")]) from None
-    try:
-        root_node = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        raise SpecError(str(path), [("", mark.line + 1 if mark else None, f"not valid YAML: {err}")]) from None
+    root_node, data = read_yaml(path)
     if isinstance(data, dict) and overrides:
         data = _merged(data, overrides)
     try:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,9 +91,23 @@ def stratified_split(targets: list[int], fractions: SplitConfig, seed: int) -> d
     return {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
 
 
+def check_folder_links(folder: Path) -> None:
+    """Refuse a folder tree in which symbolic links reach a folder twice (a loop, where listing never ends, or a
+    second path to the same images); links to folders elsewhere are fine."""
+    seen: dict[tuple[int, int], str] = {}
+    for parent, dirs, _ in os.walk(folder, followlinks=True):
+        st = os.stat(parent)
+        key = (st.st_dev, st.st_ino)
+        if key in seen:
+            raise DataError(f"{parent}: a symbolic link leads back to {seen[key]} (a link loop, or the same folder "
+                            f"twice); remove the link")
+        seen[key] = parent
+
+
 def _scan(folder: Path, classes: list[str] | None = None) -> tuple[list[str], list[tuple[str, int]]]:
     from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
+    check_folder_links(folder)
     found, _ = find_classes(str(folder))
     classes = classes or found
     if set(found) != set(classes):

@@ -22,7 +22,12 @@ from ..data.images import open_rgb, to_rgb
 from ..data.transforms import build_transform
 from ..models import IMAGENET, Preprocessing, preprocessing
 from ..posthoc.ensemble_checkpoint import is_ensemble_checkpoint
-from ..results.checkpoints import CheckpointError, Resolved, resolve_checkpoint
+from ..results.checkpoints import (
+    CheckpointError,
+    Resolved,
+    load_error,
+    resolve_checkpoint,
+)
 from ..trial.loop import load_checkpoint, resolve_device
 
 
@@ -159,7 +164,7 @@ def load_predictor(path: str | os.PathLike, model: str | None = None, device: st
         raise PredictError(f"{resolved.path}: checkpoint written by an incompatible tlsweep ({err}); use the "
                            f"tlsweep version that trained it") from None
     except Exception as err:  # noqa: BLE001 - torch.load raises many kinds
-        raise PredictError(f"{resolved.path}: cannot load checkpoint ({type(err).__name__}: {err})") from None
+        raise PredictError(load_error(resolved.path, err)) from None
     dev = resolve_device(device)
     net = rebuild_model(state).to(dev)
     return Predictor(net, classes, config.data.image_size, config.model_label, resolved, config, dev,

@@ -16,6 +16,18 @@ class CheckpointError(TLSweepError, ValueError):
     """No usable checkpoint at the given path."""
 
 
+def load_error(path: Path, err: BaseException) -> str:
+    """One line saying why ``torch.load(path, weights_only=True)`` failed."""
+    if path.is_file() and path.stat().st_size == 0:
+        return f"{path}: empty file (0 bytes), not a checkpoint"
+    text = str(err).strip()
+    if "Weights only load failed" in text:
+        named = re.search(r"GLOBAL (\S+)", text)
+        return (f"{path}: not a tlsweep checkpoint: it holds Python objects other than tensors and plain data"
+                f"{f' ({named.group(1)})' if named else ''}; refused without running any of it (weights-only loading)")
+    return f"{path}: cannot load checkpoint ({type(err).__name__}: {text.splitlines()[0][:200] if text else ''})"
+
+
 @dataclass(frozen=True)
 class Resolved:
     path: Path  # the checkpoint.pt file

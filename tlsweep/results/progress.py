@@ -35,6 +35,8 @@ class TrialState:
     epoch_seconds: list[float] = field(default_factory=list)
     error: str | None = None
     error_file: str | None = None
+    restarts: int = 0  # runs after the first: the trial recovered from a fault (a lost worker, node or driver)
+    run_started: float | None = None
 
 
 def error_line(text: str) -> str:
@@ -72,6 +74,10 @@ class Progress:
         state = self.trial(trial_id, model)
         if state.status == "pending":
             state.status = "running"
+        run = metrics.get("started_at")  # set once per run of the trial: a new value is a restart
+        if run is not None and state.run_started is not None and run != state.run_started:
+            state.restarts += 1
+        state.run_started = run if run is not None else state.run_started
         epoch = int(metrics.get("training_iteration") or state.epochs + 1)
         if epoch <= state.epochs:  # re-reported after a restore
             return state
@@ -146,6 +152,10 @@ class Progress:
     def failures(self) -> list[TrialState]:
         return [t for t in self.trials.values() if t.status == "error"]
 
+    def restarts(self) -> int:
+        """Trial runs after a fault (restored from a checkpoint, or from the start when none was readable)."""
+        return sum(t.restarts for t in self.trials.values())
+
     def done(self) -> bool:
         c = self.counts()
         return c["pending"] == 0 and c["running"] == 0
@@ -157,13 +167,15 @@ class Progress:
             "total_trials": self.total_trials, "max_epochs": self.max_epochs, "counts": self.counts(),
             "epochs_done": self.epochs_done(), "epochs_left_at_most": self.epochs_left(),
             "epoch_seconds": self.epoch_seconds(), "eta_seconds": self.eta_seconds(), "done": self.done(),
+            "restarts": self.restarts(),
             "models": {m: {"trials": sum(t.model == m for t in self.trials.values()),
                            "running": sum(t.model == m and t.status == "running" for t in self.trials.values()),
                            "best": best[m].best if m in best else None,
                            "best_trial": best[m].trial_id if m in best else None,
                            "best_epoch": best[m].best_epoch if m in best else None} for m in self.models()},
             "trials": [{"trial_id": t.trial_id, "model": t.model, "status": t.status, "epochs": t.epochs,
-                        "best": t.best, "error": t.error, "error_file": t.error_file} for t in self.trials.values()],
+                        "best": t.best, "error": t.error, "error_file": t.error_file, "restarts": t.restarts}
+                       for t in self.trials.values()],
         }
 
     # views
@@ -199,6 +211,9 @@ class Progress:
             table.add_row(m, str(len(trials)), str(sum(t.status == "running" for t in trials)),
                           f"{b.best:.4f}" if b else "-", b.trial_id if b else "-", str(b.best_epoch) if b else "-")
         parts = [head, bar, table]
+        if restarts := [t for t in self.trials.values() if t.restarts]:
+            parts.append(Text(f"recovered: {sum(t.restarts for t in restarts)} trial restart(s) after a fault "
+                              f"({', '.join(f'{t.trial_id} ×{t.restarts}' for t in restarts[:8])})", style="yellow"))
         for t in self.failures()[-5:]:
             parts.append(Text.assemble(("error ", "red bold"), f"{t.trial_id} {t.model}: {t.error}"
                                        + (f"\n  full error: {t.error_file}" if t.error_file else "")))

@@ -12,6 +12,7 @@ from pathlib import Path
 from ..config.plan import SweepPlan, model_label
 from ..errors import TLSweepError
 from ..results.layout import is_uri
+from .hooks import TrialHooks
 
 # File systems every node of a cluster can mount at the same path (see /proc/mounts).
 SHARED_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "lustre", "glusterfs", "fuse.glusterfs", "gpfs", "beegfs",
@@ -80,12 +81,10 @@ class TrialResources:
     the trial's model (``SweepPlan.model_resources``)."""
 
     plan: SweepPlan
+    hooks: TrialHooks | None = None
 
     def demand(self, model: str | None) -> dict:
-        from .faults import extra_resources
-
-        return {**self.plan.resources_of(model).demand(),
-                **extra_resources(model)}  # test-only, empty without TLSWEEP_TEST_FAULTS
+        return {**self.plan.resources_of(model).demand(), **(self.hooks.resources(model) if self.hooks else {})}
 
     def __call__(self, config: dict):
         from ray.tune import PlacementGroupFactory
@@ -93,8 +92,8 @@ class TrialResources:
         return PlacementGroupFactory([self.demand(model_label(config))])
 
 
-def trial_resources(plan: SweepPlan) -> TrialResources:
-    return TrialResources(plan)
+def trial_resources(plan: SweepPlan, hooks: TrialHooks | None = None) -> TrialResources:
+    return TrialResources(plan, hooks)
 
 
 def alive_nodes() -> list[dict]:
@@ -153,9 +152,9 @@ def unplaceable(demands: dict[str, dict], nodes: list[dict]) -> dict[str, dict]:
     return {m: need for m, need in demands.items() if not any(fits(need, n) for n in nodes)}
 
 
-def check_resources(plan: SweepPlan, nodes: list[dict]) -> None:
+def check_resources(plan: SweepPlan, nodes: list[dict], hooks: TrialHooks | None = None) -> None:
     """Fail early when a model's trials could never start (e.g. GPUs asked on a cluster without any)."""
-    res = trial_resources(plan)
+    res = trial_resources(plan, hooks)
     models = list(plan.models_table) or [None]
     bad = unplaceable({m: res.demand(m) for m in models}, nodes)
     if not bad:
@@ -204,12 +203,12 @@ def check_storage(storage: str, nodes: list[dict], driver_ip: str, shared: bool 
             f"it with `storage_shared: true` in the sweep file.")
 
 
-def check_cluster(plan: SweepPlan) -> list[dict]:
+def check_cluster(plan: SweepPlan, hooks: TrialHooks | None = None) -> list[dict]:
     """Both checks against the attached cluster; returns its alive nodes."""
     import ray.util
 
     nodes = alive_nodes()
-    check_resources(plan, nodes)
+    check_resources(plan, nodes, hooks)
     storage = plan.storage
     check_storage(storage, nodes, ray.util.get_node_ip_address(), plan.storage_shared,
                   None if is_uri(storage) else filesystem_type(storage))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -42,6 +43,7 @@ from .cluster import (  # noqa: F401
     check_cluster,
     probe_cluster,
 )
+from .hooks import TrialHooks
 from .progress_callback import ProgressCallback, TrialLaunches, showing
 
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -117,8 +119,34 @@ def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | N
             raise ClusterError(f"could not attach to the Ray cluster at {address}: {err}") from None
     else:  # a local Ray's workers inherit this process's environment
         os.environ.update(hidden_gpus_env())
-        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
+        with private_local_ray():
+            ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
+                     log_to_driver=False, configure_logging=False, _node_ip_address="127.0.0.1")
+
+
+@contextlib.contextmanager
+def private_local_ray():
+    """Around ``ray.init(address="local", _node_ip_address="127.0.0.1")``: keep the local Ray to this machine.
+    Token authentication on (a fresh token unless one is set), and the loopback node IP kept as given, so that
+    every server of the Ray listens on 127.0.0.1 (Ray turns a loopback node IP into the machine's address unless
+    it runs single-node, its setting for Windows and macOS)."""
+    import secrets
+
+    from ray._private import ray_constants
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    if not os.environ.get("RAY_AUTH_MODE"):
+        os.environ["RAY_AUTH_MODE"] = "token"
+    if os.environ["RAY_AUTH_MODE"] == "token" and not (os.environ.get("RAY_AUTH_TOKEN")
+                                                       or os.environ.get("RAY_AUTH_TOKEN_PATH")):
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    Config.initialize("")  # this process read the auth settings when it imported Ray: read them again
+    AuthenticationTokenLoader.instance().reset_cache()
+    saved, ray_constants.ENABLE_RAY_CLUSTER = ray_constants.ENABLE_RAY_CLUSTER, False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
 def trial_dirname(trial) -> str:
@@ -126,8 +154,10 @@ def trial_dirname(trial) -> str:
     return _dirname(trial.trial_id, model_label(trial.config))
 
 
-def build_tuner(plan: SweepPlan, callbacks: list | None = None, study_url: str | None = None):
-    """The Ray Tune ``Tuner`` of a sweep plan; ``study_url``: its studies' Optuna storage (None: in memory)."""
+def build_tuner(plan: SweepPlan, callbacks: list | None = None, study_url: str | None = None,
+                hooks: TrialHooks | None = None):
+    """The Ray Tune ``Tuner`` of a sweep plan; ``study_url``: its studies' Optuna storage (None: in memory);
+    ``hooks``: code run beside every trial (``tlsweep.sweep.hooks``)."""
     from ray import tune
 
     from .loggers import logger_callbacks
@@ -158,7 +188,7 @@ def build_tuner(plan: SweepPlan, callbacks: list | None = None, study_url: str |
                                population_size=plan.searcher.population_size, warm=warm, storage_url=study_url,
                                names=study_names(plan.name, groups, plan.search.params()), epochs=plan.epochs)
     return tune.Tuner(
-        make_trainable(plan),
+        make_trainable(plan, hooks),
         tune_config=tune.TuneConfig(metric=metric, mode=mode, search_alg=searcher, scheduler=scheduler,
                                     num_samples=total_trials(plan), max_concurrent_trials=plan.max_concurrent,
                                     trial_name_creator=trial_dirname, trial_dirname_creator=trial_dirname,
@@ -182,7 +212,8 @@ class SweepInterrupted(KeyboardInterrupt):
 
 
 def run_sweep(spec: Spec, address: str | None = None, num_samples: int | None = None, resume: bool = False,
-              callbacks: list | None = None, checked=None, progress="auto") -> SweepResult:
+              callbacks: list | None = None, checked=None, progress="auto",
+              hooks: TrialHooks | None = None) -> SweepResult:
     """Check a sweep against its data and machine, start or attach to Ray, and run (or resume) it to the end.
 
     Args:
@@ -194,6 +225,7 @@ def run_sweep(spec: Spec, address: str | None = None, num_samples: int | None = 
         checked: A ``tlsweep.sweep.preflight.Preflight`` already made; None runs the checks here.
         progress: ``auto`` (a live view in a terminal or notebook, else a line per trial event), ``live``,
             ``plain``, ``none``, or a ``tlsweep.results.progress.View``.
+        hooks: Code run beside every trial (``tlsweep.sweep.hooks``): tests inject faults through it.
 
     Returns:
         The storage folder, one row per trial (status, best metrics, hyperparameters) and the wall time.
@@ -227,7 +259,7 @@ def run_sweep(spec: Spec, address: str | None = None, num_samples: int | None = 
     gpus_here = cluster_gpus(nodes)
     cluster_gb = cluster_gpu_memory_gb(nodes) if gpus_here and not plan.resources.gpu_memory_gb else None
     run_plan = resolve_resources(plan, gpus_here, cluster_gb=cluster_gb)  # `gpu: auto` → a number for this cluster
-    check_cluster(run_plan)
+    check_cluster(run_plan, hooks)
     from ray import tune
 
     from .resume import changed_since, repair_state, sweep_state, unfinished_trials
@@ -256,10 +288,10 @@ def run_sweep(spec: Spec, address: str | None = None, num_samples: int | None = 
 
     study_url = prepare(plan, restoring)
     if restoring:
-        tuner = tune.Tuner.restore(loc.path, make_trainable(run_plan), resume_unfinished=True, resume_errored=True,
+        tuner = tune.Tuner.restore(loc.path, make_trainable(run_plan, hooks), resume_unfinished=True, resume_errored=True,
                                    storage_filesystem=loc.fs)
     else:
-        tuner = build_tuner(run_plan, [*(callbacks or []), ProgressCallback(), launches], study_url)
+        tuner = build_tuner(run_plan, [*(callbacks or []), ProgressCallback(), launches], study_url, hooks)
     previous = _stop_on_sigterm()
     try:
         with showing(*_progress_view(progress, plan, resume)):

@@ -21,9 +21,9 @@ from ..trial.gpus import trial_device  # noqa: E402
 from ..trial.latency import cached_latency  # noqa: E402
 from ..trial.loop import CHECKPOINT_FILE, Trial, load_checkpoint  # noqa: E402
 from ..trial.objectives import needs  # noqa: E402
-from . import faults  # noqa: E402
 from .checkpoint_epochs import checkpoint_epochs  # noqa: E402
 from .cluster import trial_resources  # noqa: E402
+from .hooks import EpochContext, TrialHooks  # noqa: E402
 
 IMPORT_SECONDS = time.perf_counter() - _IMPORTS_START  # what a fresh trial worker pays to import torch & co.
 _trials_in_this_process = 0
@@ -32,10 +32,11 @@ UNREADABLE = (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingErro
 log = logging.getLogger(__name__)
 
 
-def train_trial(config: dict, spec: dict) -> None:
+def train_trial(config: dict, spec: dict, hooks: TrialHooks | None = None) -> None:
     """``config``: the values the searcher drew (model label, hyperparameters); ``spec``: ``SweepPlan.to_dict()``
-    with GPUs resolved. Train on the device Ray assigned (a GPU share, or the CPU with every GPU hidden); restore
-    from the trial's last checkpoint if Tune hands one over, then report every epoch."""
+    with GPUs resolved; ``hooks``: see ``tlsweep.sweep.hooks``. Train on the device Ray assigned (a GPU share, or
+    the CPU with every GPU hidden); restore from the trial's last checkpoint if Tune hands one over, then report
+    every epoch."""
     global _trials_in_this_process
     started_at, start = time.time(), time.perf_counter()
     _trials_in_this_process += 1
@@ -61,12 +62,12 @@ def train_trial(config: dict, spec: dict) -> None:
     if needs(plan, "latency_ms"):
         info["latency_ms"] = trial_latency(trial)
     due = checkpoint_epochs(plan, trial.max_epochs)
+    hooks = hooks or TrialHooks()
     trial_id = tune.get_context().get_trial_id()
     for metrics in trial.run():
         info["train_seconds_total"] = sum(m["epoch_seconds"] for m in trial.history)
         info["train_s"] = sum(m.get("train_seconds", 0.0) for m in trial.history)
-        # test-only hooks (tlsweep.sweep.faults), inert without TLSWEEP_TEST_FAULTS
-        faults.before_report(trial_id, label, trial.epoch, info["node_id"])
+        hooks.before_report(EpochContext(trial_id, label, trial.epoch, info["node_id"]))
         # training_iteration is the trial's own epoch, also after a restore from an older checkpoint than Tune's
         result = {**metrics, **info, "training_iteration": trial.epoch}
         if warning:
@@ -77,7 +78,7 @@ def train_trial(config: dict, spec: dict) -> None:
             with tempfile.TemporaryDirectory() as directory:
                 trial.save(directory)
                 tune.report(result, checkpoint=tune.Checkpoint.from_directory(directory))
-        faults.after_report(trial_id, label, trial.epoch, info["node_id"])
+        hooks.after_report(EpochContext(trial_id, label, trial.epoch, info["node_id"]))
 
 
 def restore(trial: Trial, checkpoint) -> str | None:
@@ -107,9 +108,11 @@ def restore(trial: Trial, checkpoint) -> str | None:
     return message
 
 
-def make_trainable(plan: SweepPlan):
-    """The Tune trainable of a sweep: ``train_trial`` with the plan bound (as JSON data) and per-model resources."""
-    return tune.with_resources(tune.with_parameters(train_trial, spec=plan.to_dict()), trial_resources(plan))
+def make_trainable(plan: SweepPlan, hooks: TrialHooks | None = None):
+    """The Tune trainable of a sweep: ``train_trial`` with the plan bound (as JSON data), its hooks and per-model
+    resources."""
+    return tune.with_resources(tune.with_parameters(train_trial, spec=plan.to_dict(), hooks=hooks),
+                               trial_resources(plan, hooks))
 
 
 def trial_latency(trial: Trial) -> float:

@@ -1,0 +1,32 @@
+"""``tlsweep status`` counts the faults a sweep recovered from: each run of a trial after its first (a new
+``started_at`` in its results), shown per trial and in all."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from tlsweep.results.progress import Progress
+
+
+def test_restarts_are_counted_per_trial_and_shown():
+    p = Progress("demo", "val_acc", "max", 2, 3)
+    rows = [("a", 1, 10.0), ("a", 2, 10.0), ("a", 2, 20.0), ("a", 3, 20.0),  # restored from epoch 1
+            ("b", 1, 11.0), ("b", 1, 30.0), ("b", 2, 40.0), ("b", 3, 40.0)]  # restarted twice
+    for trial, epoch, started in rows:
+        p.result(trial, "m", {"training_iteration": epoch, "val_acc": 0.5, "started_at": started})
+    assert (p.trials["a"].restarts, p.trials["b"].restarts, p.restarts()) == (1, 2, 3)
+    assert p.to_dict()["restarts"] == 3 and [t["restarts"] for t in p.to_dict()["trials"]] == [1, 2]
+    out = io.StringIO()
+    Console(file=out, width=200).print(p.render())
+    assert "recovered: 3 trial restart(s) after a fault (a ×1, b ×2)" in out.getvalue()
+
+
+def test_a_sweep_without_faults_shows_no_recovery_line():
+    p = Progress("demo", "val_acc", "max", 1, 2)
+    for epoch in (1, 2):
+        p.result("a", "m", {"training_iteration": epoch, "val_acc": 0.5, "started_at": 5.0})
+    out = io.StringIO()
+    Console(file=out, width=200).print(p.render())
+    assert p.restarts() == 0 and "recovered" not in out.getvalue()

@@ -29,8 +29,9 @@ def trial_order(storage: Path) -> list[str]:
 def test_cli_sweep_runs_asha_optuna_and_keeps_everything(spec_dict, tmp_path, procs):
     from benchmarks.asha_replay import replay
 
-    # One trial at a time: trials reach ASHA's rungs in the order they were created, so which trials ASHA
-    # stops is decided by its rule alone and is checked against that rule replayed on the recorded curves.
+    # One trial at a time: trials reach ASHA's rungs in the order they start (Tune may create a trial before
+    # another it then starts first), so which trials ASHA stops is decided by its rule alone and is checked
+    # against that rule replayed on the recorded curves in start order.
     spec_dict.update(num_samples=3, epochs=4, max_concurrent=1)
     spec_dict["scheduler"].update(noise_band=0.0, rejudge=False)  # Ray's own ASHA rule, which the replay runs
     spec_dict["search"]["lr"] = {"loguniform": [1e-4, 3e-2]}
@@ -51,8 +52,10 @@ def test_cli_sweep_runs_asha_optuna_and_keeps_everything(spec_dict, tmp_path, pr
         "resnet18": 3, "mobilenet_v3_small": 3, "resnet18+mobilenet_v3_small-logits": 3}
     assert set(summary["status"]) <= {"finished", "stopped"}
     assert (summary["epochs"] < 4).sum() == (summary["status"] == "stopped").sum()
-    order = trial_order(storage)
     by_id = summary.set_index("trial_id")
+    first = {tid: json.loads((Path(by_id.loc[tid, "path"]) / "result.json").read_text().splitlines()[0])
+             for tid in trial_order(storage)}
+    order = sorted(first, key=lambda tid: first[tid]["started_at"])  # the order trials reached ASHA's first rung
     curves = [[(r["val_acc"], 1.0) for r in map(json.loads, (Path(by_id.loc[t, "path"]) / "result.json")
                                                 .read_text().splitlines())] for t in order]
     padded = [c + [(0.0, 1.0)] * (4 - len(c)) for c in curves]  # read only if the replay disagrees

@@ -259,6 +259,7 @@ def print_summary(result, metric: str, mode: str) -> None:
 
 @app.command()
 def demo(
+    ctx: typer.Context,
     sweep: Path = typer.Option(Path("sweeps/demo.yaml"), help="The demo sweep file."),
     report: bool = typer.Option(True, help="Write the report after the sweep."),
 ) -> None:
@@ -280,11 +281,9 @@ def demo(
         err_console.print(f"[red]error:[/] {escape(str(err))}\n(set up with: bash scripts/setup.sh demo)",
                           highlight=False)
         raise typer.Exit(2) from None
-    try:
-        run(sweep, address=None, num_samples=None, resume=False, sets=[], progress="auto", quiet=False)
-    finally:
-        if report:
-            _report(spec.storage_dir)
+    run(ctx, sweep, address=None, num_samples=None, resume=False, sets=[], progress="auto", quiet=False)
+    if report:
+        _report(spec.storage_dir)
 
 
 def _report(storage: str) -> None:

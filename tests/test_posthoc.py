@@ -115,6 +115,19 @@ def test_ensemble_selection_weights_sum_to_one_and_beat_members_on_val():
     assert sel.val_acc >= single and sel.steps <= 10 and len(sel.trace) == 10
 
 
+def test_ensemble_selection_does_not_add_a_member_for_one_validation_image():
+    """A near-uniform candidate whose one sure guess turns one more image right is noise, not a member."""
+    labels = np.full(100, 2)
+    good = np.full((100, 4), 0.1)
+    good[:, 2] = 0.7
+    good[90:] = [0.15, 0.4, 0.35, 0.1]  # wrong on the last ten, narrowly
+    flat = np.full((100, 4), 0.25)  # argmax of a tie: class 0, wrong
+    flat[95] = [0.1, 0.1, 0.7, 0.1]  # right on one of them
+    sel = greedy_selection([good, flat], labels, max_steps=5)
+    assert max(sel.trace) == pytest.approx(0.91)  # adding it gains exactly one image ...
+    assert sel.members == (0,) and sel.weights == (1.0,) and sel.val_acc == pytest.approx(0.90)  # ... not kept
+
+
 def test_the_temperature_of_an_over_confident_model_is_above_one_and_lowers_ece():
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 5, 2000)

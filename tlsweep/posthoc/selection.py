@@ -28,27 +28,28 @@ def _score(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
 def greedy_selection(val_probs: list[np.ndarray], labels: np.ndarray, max_steps: int) -> Selection:
     """``val_probs``: each candidate's (n, classes) validation probabilities, best candidate first. Each step
     adds the candidate (repeats allowed) that maximises the accuracy of the average, ties broken by lower NLL and
-    then by candidate order; the best prefix of at most ``max_steps`` picks is kept (the shortest among equals)."""
+    then by candidate order. Of the ``max_steps`` picks, the shortest prefix whose accuracy is within one
+    validation image of the best is kept: a one-image gain is noise, and each member costs a forward pass."""
     if not val_probs:
         raise ValueError("ensemble selection needs at least one candidate")
     labels = np.asarray(labels)
     stacked = np.stack([np.asarray(p, np.float64) for p in val_probs])
     total = np.zeros_like(stacked[0])
     picks: list[int] = []
-    trace, best = [], None
+    trace: list[tuple[float, float]] = []
     for step in range(1, max_steps + 1):
         scores = [_score((total + p) / step, labels) for p in stacked]
         i = min(range(len(scores)), key=lambda j: (-scores[j][0], scores[j][1], j))
         total += stacked[i]
         picks.append(i)
-        trace.append(scores[i][0])
-        if best is None or (scores[i][0], -scores[i][1]) > (best[1][0], -best[1][1]):
-            best = (step, scores[i])
-    steps, (acc, nll) = best
+        trace.append(scores[i])
+    enough = max(acc for acc, _ in trace) - 1.0 / len(labels) - 1e-12
+    steps = next(k for k, (acc, _) in enumerate(trace, 1) if acc >= enough)
+    acc, nll = trace[steps - 1]
     kept = picks[:steps]
     members = tuple(dict.fromkeys(kept))
     weights = tuple(kept.count(m) / steps for m in members)
-    return Selection(members, weights, acc, nll, steps, tuple(trace))
+    return Selection(members, weights, acc, nll, steps, tuple(a for a, _ in trace))
 
 
 def combine(probs: list[np.ndarray], weights) -> np.ndarray:

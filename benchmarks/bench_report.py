@@ -67,7 +67,7 @@ def run(quick: bool = False) -> list[dict]:
             wall, cpu = time.perf_counter(), _cpu()
             make_report(storage, out_dir=out, threads=threads)
             builds[threads].append((time.perf_counter() - wall, _cpu() - cpu))
-    summary = json.loads((WORK / "results" / f"report20_out1_0" / "summary.json").read_text())
+    summary = json.loads((WORK / "results" / "report20_out1_0" / "summary.json").read_text())
     rows = []
     for threads, times in builds.items():
         wall, cpu = min(times)

@@ -295,9 +295,9 @@ def run(quick: bool = False, seeds: int | None = None, **overrides) -> list[dict
         flags = sum(not ok for ok in x["reached"])
         return (f"{side}: time-to-target median {statistics.median(x['ttt']):.0f} s (runs "
                 + ", ".join(f"{t:.0f}" for t in x["ttt"]) + (f"; {flags} never reached it" if flags else "")
-                + f"), wall " + ", ".join(f"{w:.0f}" for w in x["wall"]) + " s, test acc "
+                + "), wall " + ", ".join(f"{w:.0f}" for w in x["wall"]) + " s, test acc "
                 + ", ".join(f"{a:.3f} [{lo:.3f}, {hi:.3f}]" for a, (lo, hi) in zip(x["test"], x["interval"]))
-                + f", CPU-s " + ", ".join(f"{c:.0f}" for c in x["cpu_s"])
+                + ", CPU-s " + ", ".join(f"{c:.0f}" for c in x["cpu_s"])
                 + ", epochs " + ", ".join(str(e) for e in x["epochs"]))
 
     base, ours = summary["Ray Tune"], summary["tlsweep"]

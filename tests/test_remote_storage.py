@@ -154,7 +154,7 @@ def test_sweep_on_s3_survives_a_driver_kill_and_serves_every_command(s3, shapes_
     assert "report/report.html" in _remote_files(uri)
 
     image = next((shapes_root / "test").rglob("*.png"))
-    out = cli("predict", uri, image, "--out", tmp_path / "preds.csv")
+    cli("predict", uri, image, "--out", tmp_path / "preds.csv")
     preds = pd.read_csv(tmp_path / "preds.csv")
     assert len(preds) == 1 and preds["predicted"].iloc[0] in {p.name for p in (shapes_root / "test").iterdir()}
     cli("export", uri, "--out", tmp_path / "exported", "--format", "torchscript")

@@ -84,7 +84,7 @@ class Trial:
         plan = trial_data(config, self.splits, self.model, self.device, self.fast,  # caches: see tlsweep.data.cache
                           self.memory.budget)
         self.cache_info, self.forward = plan.info, self.fast.compiled(plan.forward)
-        pin = self._pin = self.fast.pin_memory and plan.pin_memory
+        self._pin = self.fast.pin_memory and plan.pin_memory
         self._plan, self.train_size = plan, plan.train_size
         self.train_loader = self._batches(plan.train, batch_size, True, self.generator, plan.collate)
         self.val_loader = self._batches(plan.val, max(batch_size, 64), False, None, plan.collate)

@@ -36,6 +36,7 @@ class TrialState:
     error: str | None = None
     error_file: str | None = None
     restarts: int = 0  # runs after the first: the trial recovered from a fault (a lost worker, node or driver)
+    retries: int = 0  # failures Tune retried (a lost worker process or node, an error), from its experiment state
     run_started: float | None = None
 
 
@@ -156,6 +157,10 @@ class Progress:
         """Trial runs after a fault (restored from a checkpoint, or from the start when none was readable)."""
         return sum(t.restarts for t in self.trials.values())
 
+    def retries(self) -> int:
+        """Trial failures Tune retried (a trial's last failure counts only when it was retried)."""
+        return sum(t.retries for t in self.trials.values())
+
     def done(self) -> bool:
         c = self.counts()
         return c["pending"] == 0 and c["running"] == 0
@@ -167,14 +172,15 @@ class Progress:
             "total_trials": self.total_trials, "max_epochs": self.max_epochs, "counts": self.counts(),
             "epochs_done": self.epochs_done(), "epochs_left_at_most": self.epochs_left(),
             "epoch_seconds": self.epoch_seconds(), "eta_seconds": self.eta_seconds(), "done": self.done(),
-            "restarts": self.restarts(),
+            "restarts": self.restarts(), "retries": self.retries(),
             "models": {m: {"trials": sum(t.model == m for t in self.trials.values()),
                            "running": sum(t.model == m and t.status == "running" for t in self.trials.values()),
                            "best": best[m].best if m in best else None,
                            "best_trial": best[m].trial_id if m in best else None,
                            "best_epoch": best[m].best_epoch if m in best else None} for m in self.models()},
             "trials": [{"trial_id": t.trial_id, "model": t.model, "status": t.status, "epochs": t.epochs,
-                        "best": t.best, "error": t.error, "error_file": t.error_file, "restarts": t.restarts}
+                        "best": t.best, "error": t.error, "error_file": t.error_file, "restarts": t.restarts,
+                        "retries": t.retries}
                        for t in self.trials.values()],
         }
 
@@ -211,9 +217,10 @@ class Progress:
             table.add_row(m, str(len(trials)), str(sum(t.status == "running" for t in trials)),
                           f"{b.best:.4f}" if b else "-", b.trial_id if b else "-", str(b.best_epoch) if b else "-")
         parts = [head, bar, table]
-        if restarts := [t for t in self.trials.values() if t.restarts]:
-            parts.append(Text(f"recovered: {sum(t.restarts for t in restarts)} trial restart(s) after a fault "
-                              f"({', '.join(f'{t.trial_id} ×{t.restarts}' for t in restarts[:8])})", style="yellow"))
+        if hit := [t for t in self.trials.values() if t.restarts or t.retries]:
+            trials = ", ".join(f"{t.trial_id} ×{max(t.restarts, t.retries)}" for t in hit[:8])
+            parts.append(Text(f"recovered: {self.retries()} trial failure(s) retried, {self.restarts()} restart(s) "
+                              f"from checkpoints ({trials})", style="yellow"))
         for t in self.failures()[-5:]:
             parts.append(Text.assemble(("error ", "red bold"), f"{t.trial_id} {t.model}: {t.error}"
                                        + (f"\n  full error: {t.error_file}" if t.error_file else "")))
@@ -242,6 +249,7 @@ class Progress:
                        storage)
         progress.started = None  # unknown: the sweep ran elsewhere
         statuses = _tune_statuses(root)
+        failures = _tune_failures(root)
         for trial_dir in sorted(glob.glob(os.path.join(root, "*", "params.json"))):
             folder = os.path.dirname(trial_dir)
             trial_id = os.path.basename(folder).split("_", 1)[0]
@@ -250,6 +258,7 @@ class Progress:
                 progress.result(trial_id, model, metrics)
             state = progress.trial(trial_id, model)
             tune_status = statuses.get(trial_id)
+            state.retries = max(0, failures.get(trial_id, 0) - (tune_status == "ERROR"))
             error_path = os.path.join(folder, ERROR_FILE)
             if tune_status == "ERROR" or (tune_status is None and os.path.isfile(error_path)):
                 text = open(error_path).read() if os.path.isfile(error_path) else ""
@@ -262,17 +271,27 @@ class Progress:
         return progress
 
 
-def _tune_statuses(root: str) -> dict[str, str]:
-    """Trial id → Tune's status from the newest experiment state file (empty if none)."""
+def _tune_trials(root: str) -> list[tuple[dict, dict]]:
+    """(state, runtime metadata) of each trial in the newest experiment state file (empty if none)."""
     files = sorted(glob.glob(os.path.join(root, "experiment_state-*.json")))
     if not files:
-        return {}
+        return []
     try:
         data = json.loads(open(files[-1]).read())
-        trials = [json.loads(t[0] if isinstance(t, list) else t) for t in data.get("trial_data", [])]
-    except (OSError, ValueError, KeyError, IndexError):
-        return {}
-    return {t["trial_id"]: t.get("status") for t in trials if "trial_id" in t}
+        return [(json.loads(t[0]), json.loads(t[1]) if len(t) > 1 else {}) if isinstance(t, list)
+                else (json.loads(t), {}) for t in data.get("trial_data", [])]
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return []
+
+
+def _tune_statuses(root: str) -> dict[str, str]:
+    """Trial id → Tune's status."""
+    return {t["trial_id"]: t.get("status") for t, _ in _tune_trials(root) if "trial_id" in t}
+
+
+def _tune_failures(root: str) -> dict[str, int]:
+    """Trial id → how often the trial failed (Tune's ``num_failures``)."""
+    return {t["trial_id"]: int(m.get("num_failures") or 0) for t, m in _tune_trials(root) if "trial_id" in t}
 
 
 def _results(path: str) -> Iterable[dict]:

@@ -17,12 +17,15 @@ class EpochContext:
 
 
 class TrialHooks:
-    """Base class, every method a no-op. Instances are pickled to the trial workers (``before_report``,
-    ``after_report`` run there); ``resources`` runs on the driver."""
+    """Base class, every method a no-op. Instances are pickled to the trial workers (``on_start``,
+    ``before_report``, ``after_report`` run there); ``resources`` runs on the driver."""
 
     def resources(self, label: str | None) -> dict[str, float]:
         """Extra Ray resources per trial of model ``label`` (e.g. a custom resource only one node has)."""
         return {}
+
+    def on_start(self, ctx: EpochContext) -> None:
+        """When a run of the trial starts on its worker, after any restore (``ctx.epoch``: the epochs it has)."""
 
     def before_report(self, ctx: EpochContext) -> None:
         """In each epoch, after training it and before reporting it (raising fails the trial there)."""

@@ -64,6 +64,7 @@ def train_trial(config: dict, spec: dict, hooks: TrialHooks | None = None) -> No
     due = checkpoint_epochs(plan, trial.max_epochs)
     hooks = hooks or TrialHooks()
     trial_id = tune.get_context().get_trial_id()
+    hooks.on_start(EpochContext(trial_id, label, trial.epoch, info["node_id"]))
     for metrics in trial.run():
         info["train_seconds_total"] = sum(m["epoch_seconds"] for m in trial.history)
         info["train_s"] = sum(m.get("train_seconds", 0.0) for m in trial.history)

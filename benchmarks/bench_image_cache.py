@@ -13,12 +13,12 @@ from pathlib import Path
 
 import torch
 
-from tlsweep.data.cache.decoded import CachedImages, build_images, passthrough
+from tlsweep.config.sections import DataConfig
 from tlsweep.data import load_splits
+from tlsweep.data.cache.decoded import CachedImages, build_images, passthrough
 from tlsweep.data.sources import ImageList, Splits
 from tlsweep.data.transforms import build_transform
-from tlsweep.trial.loop import Trial, TransformedDataset, make_loader
-from tlsweep.config.sections import DataConfig
+from tlsweep.trial.loop import TransformedDataset, Trial, make_loader
 
 WORK = Path(__file__).resolve().parent / "_work" / "image_cache"
 SIZE, SOURCE_SIZE, AUGMENT = 64, 256, "flip"

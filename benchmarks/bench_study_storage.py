@@ -41,8 +41,8 @@ def _sweep(name: str, root, trials: int, storage: str) -> tuple[float, int]:
 def _controller(trials: int, storage: str, folder: Path) -> float:
     """Seconds of the searcher's calls for ``trials`` three-epoch trials, as Tune's controller makes them."""
     from tlsweep.config.distributions import parse_param
-    from tlsweep.sweep.searcher import GroupedSearcher
     from tlsweep.config.space import Group
+    from tlsweep.sweep.searcher import GroupedSearcher
 
     groups = [Group({"model": "m"}, {"lr": parse_param({"loguniform": [1e-4, 1e-1]}),
                                      "momentum": parse_param({"uniform": [0.0, 0.9]})})]

@@ -52,13 +52,13 @@ def _plan(name: str, root: Path, budget: int, seed: int, **extra):
 def sweep(plan) -> list[float]:
     """Run the sweep's trials one after another through the real searcher; write Tune's files; best val acc
     of each trial in order."""
-    from tlsweep.trial.objectives import constraints, objectives
-    from tlsweep.sweep import warmstart
-    from tlsweep.results.layout import write_plan
-    from tlsweep.sweep.searcher import GroupedSearcher
     from tlsweep.config.space import build_groups
     from tlsweep.data import load_splits
+    from tlsweep.results.layout import write_plan
+    from tlsweep.sweep import warmstart
+    from tlsweep.sweep.searcher import GroupedSearcher
     from tlsweep.trial.loop import Trial
+    from tlsweep.trial.objectives import constraints, objectives
 
     groups = build_groups(plan)
     warm = warmstart.plan(plan, groups) if plan.warm_start else None

@@ -9,6 +9,8 @@ given to ``run_sweep(..., hooks=Faults(folder))`` (or to the CLI through ``pytho
   before reporting it, a trial writes ``held-<trial id>`` (JSON: node id, worker pid) and waits until ``release``
   exists, once per trial, so a test acts on a trial that provably has epochs left (kills its node, its worker
   process, the driver). ``"labels": [...]`` limits both hold rules to trials of those model labels.
+- ``{"track": true}``: each trial worker keeps ``at-<pid>.json`` (trial id, node id, epoch, whether it reported
+  its last epoch) current, written when a run starts and after each report: which trial a worker process runs now.
 - ``{"resources": {label: {resource: amount}}}``: extra Ray resources per trial of a model label (e.g. a custom
   resource only one node has), read on the driver: the test decides where trials run, not Ray.
 """
@@ -64,12 +66,24 @@ class Faults(TrialHooks):
         while not (self.path / "release").exists():
             time.sleep(0.05)
 
+    def _track(self, ctx: EpochContext, reported: bool) -> None:
+        if not self.rules().get("track"):
+            return
+        tmp = self.path / f".at-{os.getpid()}"
+        tmp.write_text(json.dumps({"trial_id": ctx.trial_id, "node_id": ctx.node_id, "epoch": ctx.epoch,
+                                   "reported": reported, "time": time.time()}))
+        tmp.replace(self.path / f"at-{os.getpid()}.json")
+
+    def on_start(self, ctx: EpochContext) -> None:
+        self._track(ctx, False)
+
     def before_report(self, ctx: EpochContext) -> None:
         if self.rules().get("raise_at") == ctx.epoch and self._once(f"raised-{ctx.trial_id}"):
             raise InjectedFault(f"injected fault in epoch {ctx.epoch}")
         self._hold("hold_before", ctx)
 
     def after_report(self, ctx: EpochContext) -> None:
+        self._track(ctx, True)
         self._hold("hold_after", ctx)
 
 

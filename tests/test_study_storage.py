@@ -5,6 +5,7 @@ with exit 2 before Ray starts, and a searcher resumed from its checkpoint that a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -98,13 +99,11 @@ def test_default_journal_holds_every_trial_with_state_status_and_curve(file_swee
     assert set(summary.loc[summary["lr"] > 1, "status"]) == {"diverged"}
 
 
-@pytest.mark.slow
-def test_dashboard_serves_the_studies_to_its_api_and_to_chromium(file_sweep, tmp_path):
-    from tests.test_report import rendered_dom
-
-    storage, summary = file_sweep
-    expected = {s.study_name: len(s.trials) for s in load_studies(str(storage))}
-    proc = subprocess.Popen([sys.executable, "-m", "tlsweep.cli", "dashboard", str(storage), "--port", "0"],
+@contextlib.contextmanager
+def dashboard(target: str):
+    """``tlsweep dashboard TARGET --port 0`` running: yields its page URL and (name → trials) from its HTTP API;
+    Ctrl-C stops it cleanly at the end."""
+    proc = subprocess.Popen([sys.executable, "-m", "tlsweep.cli", "dashboard", target, "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     try:
         line = proc.stdout.readline()
@@ -112,17 +111,11 @@ def test_dashboard_serves_the_studies_to_its_api_and_to_chromium(file_sweep, tmp
         assert match, line + proc.stderr.read() if proc.poll() is not None else line
         base = match.group(0).removesuffix("/dashboard")
         listed = json.load(urllib.request.urlopen(f"{base}/api/studies", timeout=30))["study_summaries"]
-        ids = {s["study_name"]: s["study_id"] for s in listed}
-        assert set(ids) == set(expected)
-        for name, study_id in ids.items():
-            detail = json.load(urllib.request.urlopen(f"{base}/api/studies/{study_id}?after=0", timeout=30))
-            assert len(detail["trials"]) == expected[name]
-        home = rendered_dom(match.group(0), tmp_path, 8000)
-        assert all(name in home for name in expected), home[-2000:]
-        for name, study_id in ids.items():
-            dom = rendered_dom(f"{match.group(0)}/studies/{study_id}/trials", tmp_path, 8000)
-            text = re.sub(r"<[^>]+>", " ", dom)
-            assert name in text and re.search(rf"\b{expected[name]}\s+Trials\b", text), text[-2000:]
+        served = {}
+        for study in listed:
+            detail = json.load(urllib.request.urlopen(f"{base}/api/studies/{study['study_id']}?after=0", timeout=30))
+            served[study["study_name"]] = (study["study_id"], len(detail["trials"]))
+        yield match.group(0), served
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0 and "dashboard stopped" in out
@@ -130,6 +123,22 @@ def test_dashboard_serves_the_studies_to_its_api_and_to_chromium(file_sweep, tmp
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.slow
+def test_dashboard_serves_the_studies_to_its_api_and_to_chromium(file_sweep, tmp_path):
+    from tests.test_report import rendered_dom
+
+    storage, summary = file_sweep
+    expected = {s.study_name: len(s.trials) for s in load_studies(str(storage))}
+    with dashboard(str(storage)) as (url, served):
+        assert {name: n for name, (_, n) in served.items()} == expected
+        home = rendered_dom(url, tmp_path, 8000)
+        assert all(name in home for name in expected), home[-2000:]
+        for name, (study_id, _) in served.items():
+            dom = rendered_dom(f"{url}/studies/{study_id}/trials", tmp_path, 8000)
+            text = re.sub(r"<[^>]+>", " ", dom)
+            assert name in text and re.search(rf"\b{expected[name]}\s+Trials\b", text), text[-2000:]
 
 
 def test_dashboard_of_a_folder_without_studies_exits_2(tmp_path):
@@ -277,6 +286,8 @@ def test_two_sweeps_share_one_postgres_without_mixing(postgres, ray_session, sha
     with pytest.raises(StorageError, match="already holds trials of a sweep named 'pga'"):
         run(spec("pga", "again"))
     assert pd.read_csv(tmp_path / "pga" / "summary.csv").shape[0] == 2
+    with dashboard(postgres) as (_, served):  # the dashboard over the database URL: both sweeps' studies
+        assert {name: n for name, (_, n) in served.items()} == {"pga/resnet18": 2, "pgb/resnet18": 2}
 
 
 # --- warm start from a study storage ---------------------------------------------------------------------------

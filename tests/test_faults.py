@@ -63,6 +63,40 @@ def test_unreadable_newest_checkpoint_falls_back_to_the_previous_one(shapes_root
     assert trial.epoch == 0 and "no older one is readable; restarted at epoch 0" in warning
 
 
+def test_a_deleted_newest_checkpoint_restores_from_the_one_before_or_starts_over(tmp_path):
+    """Tune would fail the trial on every retry ("does not exist on storage anymore"); ``FallbackRestore`` hands it
+    the newest older checkpoint, or no restore at all, and says so in the next run's ``restore_warning``."""
+    from ray.tune import Checkpoint
+
+    from tlsweep.sweep import trainable
+    from tlsweep.sweep.ray_internals import training_result
+
+    class Base:
+        def restore(self, result):
+            self.restored = result.checkpoint.path
+
+    class Trainable(trainable.FallbackRestore, Base):
+        restored = None
+
+    for name in ("checkpoint_000000", "checkpoint_000001", "checkpoint_000003"):
+        (tmp_path / name).mkdir()
+    present = Trainable()
+    present.restore(training_result(Checkpoint.from_directory(str(tmp_path / "checkpoint_000003"))))
+    assert present.restored == str(tmp_path / "checkpoint_000003") and trainable._fallbacks == []
+
+    t = Trainable()
+    t.restore(training_result(Checkpoint.from_directory(str(tmp_path / "checkpoint_000002"))))  # deleted
+    assert t.restored == str(tmp_path / "checkpoint_000001")
+    assert trainable._fallbacks == [f"checkpoint {tmp_path / 'checkpoint_000002'} is missing; resumed from "
+                                    "checkpoint_000001"]
+    trainable._fallbacks.clear()
+    (tmp_path / "alone").mkdir()
+    t = Trainable()
+    t.restore(training_result(Checkpoint.from_directory(str(tmp_path / "alone" / "checkpoint_000004"))))
+    assert t.restored is None and "no older one exists; restarted at epoch 0" in trainable._fallbacks[0]
+    trainable._fallbacks.clear()
+
+
 # ---- through the CLI on a real local Ray ------------------------------------------------------------------------
 
 def sweep_file(tmp_path: Path, shapes_root, name: str, **fields) -> tuple[Path, Path]:

@@ -5,6 +5,8 @@
 - Noise-aware ASHA (``noise_asha``) subclasses ASHA's private ``_Bracket`` (``AshaBracket``) and swaps a
   scheduler's brackets (``set_brackets``); its rule reads the scheduler's ``_metric`` and the bracket's ``_rungs`` (``rungs``: highest milestone
   first, each a milestone and its {trial id: signed metric}) and ``_stop_last_trials``.
+- ``FallbackRestore`` (``trainable``) hands Tune's ``Trainable.restore`` a ``ray.train._internal.session
+  ._TrainingResult`` (``training_result``), the type Tune passes it, for an older checkpoint.
 - A ``ResultGrid`` does not say whether ``fit()`` returned early on Ctrl-C: ``grid_trials`` reads its
   ``_experiment_analysis.trials`` (each with ``.status``).
 """
@@ -53,3 +55,10 @@ def brackets(scheduler) -> list:
 
 def set_brackets(scheduler, new: list) -> None:
     scheduler._brackets = new
+
+
+def training_result(checkpoint):
+    """What Tune hands ``Trainable.restore``: a checkpoint and the metrics reported with it (none here)."""
+    from ray.train._internal.session import _TrainingResult
+
+    return _TrainingResult(checkpoint=checkpoint, metrics={})

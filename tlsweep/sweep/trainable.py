@@ -24,9 +24,11 @@ from ..trial.objectives import needs  # noqa: E402
 from .checkpoint_epochs import checkpoint_epochs  # noqa: E402
 from .cluster import trial_resources  # noqa: E402
 from .hooks import EpochContext, TrialHooks  # noqa: E402
+from .ray_internals import training_result  # noqa: E402
 
 IMPORT_SECONDS = time.perf_counter() - _IMPORTS_START  # what a fresh trial worker pays to import torch & co.
 _trials_in_this_process = 0
+_fallbacks: list[str] = []  # what FallbackRestore did in this worker, for the next run's restore_warning
 
 UNREADABLE = (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile)
 log = logging.getLogger(__name__)
@@ -49,6 +51,8 @@ def train_trial(config: dict, spec: dict, hooks: TrialHooks | None = None) -> No
     trial = Trial(plan.trial_config(config), device=device, gpu_share=demand.get("GPU", 0.0))
     checkpoint = tune.get_checkpoint()
     warning = restore(trial, checkpoint) if checkpoint is not None else None
+    warning = "; ".join(filter(None, [*_fallbacks, warning])) or None
+    _fallbacks.clear()
     info = {"model_label": label, "total_params": trial.total_params,
             "trainable_params": trial.trainable_params, "node_ip": _node_ip(),
             "node_id": ray.get_runtime_context().get_node_id(), "start_epoch": trial.epoch,
@@ -109,11 +113,52 @@ def restore(trial: Trial, checkpoint) -> str | None:
     return message
 
 
+class FallbackRestore:
+    """Mixed into Tune's trial class (``__mixins__``). Tune fails a trial on every retry when the checkpoint it
+    restores from is gone (deleted, lost with a disk): restore from the newest older checkpoint beside it instead,
+    or start the trial over when there is none."""
+
+    def restore(self, checkpoint_path):
+        checkpoint = getattr(checkpoint_path, "checkpoint", None)
+        if checkpoint is None or _exists(checkpoint.filesystem, checkpoint.path):
+            return super().restore(checkpoint_path)
+        older = _older_checkpoint(checkpoint)
+        if older is None:
+            _fallbacks.append(f"checkpoint {checkpoint.path} is missing and no older one exists; restarted at "
+                              "epoch 0")
+            log.warning(_fallbacks[-1])
+            return None
+        _fallbacks.append(f"checkpoint {checkpoint.path} is missing; resumed from {Path(older.path).name}")
+        log.warning(_fallbacks[-1])
+        return super().restore(training_result(older))
+
+
+def _exists(fs, path: str) -> bool:
+    import pyarrow.fs
+
+    return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
+
+
+def _older_checkpoint(missing):
+    """The newest ``checkpoint_*`` folder beside ``missing`` (a ``Checkpoint``) that sorts before it, or None."""
+    import pyarrow.fs
+
+    parent, name = os.path.dirname(missing.path), os.path.basename(missing.path)
+    try:
+        entries = missing.filesystem.get_file_info(pyarrow.fs.FileSelector(parent))
+    except (OSError, FileNotFoundError):
+        return None
+    older = sorted((e.path for e in entries if e.type == pyarrow.fs.FileType.Directory
+                    and e.base_name.startswith("checkpoint_") and e.base_name < name), reverse=True)
+    return tune.Checkpoint(older[0], filesystem=missing.filesystem) if older else None
+
+
 def make_trainable(plan: SweepPlan, hooks: TrialHooks | None = None):
-    """The Tune trainable of a sweep: ``train_trial`` with the plan bound (as JSON data), its hooks and per-model
-    resources."""
-    return tune.with_resources(tune.with_parameters(train_trial, spec=plan.to_dict(), hooks=hooks),
-                               trial_resources(plan, hooks))
+    """The Tune trainable of a sweep: ``train_trial`` with the plan bound (as JSON data), its hooks, per-model
+    resources and ``FallbackRestore``."""
+    trainable = tune.with_parameters(train_trial, spec=plan.to_dict(), hooks=hooks)
+    trainable.__mixins__ = (FallbackRestore,)
+    return tune.with_resources(trainable, trial_resources(plan, hooks))
 
 
 def trial_latency(trial: Trial) -> float:

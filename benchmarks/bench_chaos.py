@@ -89,25 +89,6 @@ def sweep_file(folder: Path, root: Path, seed: int) -> tuple[Path, Path]:
     return path, storage
 
 
-def rows(storage: Path) -> dict[str, list[dict]]:
-    """Trial id → rows of its result.json in the order written (half-written lines skipped)."""
-    out = {}
-    for result in storage.glob("*/result.json"):
-        got = []
-        try:
-            text = result.read_text()
-        except OSError:
-            continue
-        for line in text.splitlines():
-            try:
-                got.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass
-        if got:
-            out[got[0]["trial_id"]] = got
-    return out
-
-
 def tune_trials(storage: Path) -> list[tuple[dict, dict]]:
     """(state, runtime metadata) of each trial in Tune's newest experiment state, read here on its own."""
     files = sorted(storage.glob("experiment_state-*.json"))
@@ -248,7 +229,7 @@ def check(chaos: Chaos, result: Round) -> None:
     """The round's invariants (module docstring); failures go to ``result.problems`` and ``result.lost``."""
     import pandas as pd
 
-    from tests.cluster import cmdline, descendants
+    from tests.cluster import cmdline, descendants, result_rows
     from tests.processes import alive, in_sessions
 
     storage, problems = chaos.storage, result.problems
@@ -273,7 +254,7 @@ def check(chaos: Chaos, result: Round) -> None:
             problems.append(f"trial {row.trial_id}: status {row.status!r}, error {row.error!r}")
             result.lost.add(row.trial_id)
 
-    history = rows(storage)
+    history = result_rows(storage)
     for trial_id in ids:
         trial_runs = runs(history.get(trial_id, []))
         if not trial_runs:

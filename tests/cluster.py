@@ -241,8 +241,8 @@ def finish(proc: subprocess.Popen, timeout: float = 300, code: int = 0) -> str:
     return out
 
 
-def histories(storage: Path) -> dict[str, pd.DataFrame]:
-    """Trial id → rows of its result.json, in the order written."""
+def result_rows(storage: Path) -> dict[str, list[dict]]:
+    """Trial id → rows of its result.json, in the order written (half-written lines skipped)."""
     out = {}
     for result in storage.glob("*/result.json"):
         rows = []
@@ -256,8 +256,13 @@ def histories(storage: Path) -> dict[str, pd.DataFrame]:
             except json.JSONDecodeError:
                 pass
         if rows:
-            out[rows[0]["trial_id"]] = pd.DataFrame(rows)
+            out[rows[0]["trial_id"]] = rows
     return out
+
+
+def histories(storage: Path) -> dict[str, pd.DataFrame]:
+    """Trial id → rows of its result.json as a frame."""
+    return {trial_id: pd.DataFrame(rows) for trial_id, rows in result_rows(storage).items()}
 
 
 def statuses(storage: Path) -> dict[str, tuple[str, str]]:

@@ -344,8 +344,8 @@ def chaos_rounds(quick: bool = False, rounds: int = ROUNDS, seed: int = 0, work:
     plan = plan_faults(rng, quick, rounds)
     done: list[Round] = []
     with Processes() as processes, local_cluster(processes, head_cpus=1, workers=("worker-a",)) as cluster:
-        k = 0
-        while plan and k < len(plan) + 4:  # a kind that did not fire (the sweep ended first) goes to the next round
+        k, limit = 0, len(plan) + 4
+        while plan and k < limit:  # a kind that did not fire (the sweep ended first) goes to the next round
             kinds = plan.pop(0)
             folder = work / f"round{k}"
             folder.mkdir(parents=True)

@@ -1,8 +1,8 @@
-"""What persisting the studies costs the controller: ``run_sweep`` of many tiny trials (one resnet18 epoch on a
-few 32-px images, FIFO, two at a time) with ``searcher.storage: file`` (the default journal) against ``memory``,
-in alternating pairs on one warm local Ray (memory first in odd pairs, file first in even ones). The ratio is the
-median of the pairs' file/memory wall times; the notes give every pair and what the journal holds. A first,
-informative row times the searcher's calls alone (what the storage adds to Tune's controller per trial).
+"""What persisting the studies costs the controller: ``run_sweep`` of many tiny trials (one mobilenet_v3_small
+epoch on a few 32-px images, FIFO, two at a time) with ``searcher.storage: file`` (the default journal) against
+``memory``, in alternating pairs on one warm local Ray (memory first in odd pairs, file first in even ones). The
+ratio is the median of the pairs' file/memory wall times; the notes give every pair and what the journal holds. A
+first, informative row times the searcher's calls alone (what the storage adds to Tune's controller per trial).
 
     python -m benchmarks.bench_study_storage [TRIALS] [PAIRS]
 """
@@ -10,6 +10,7 @@ informative row times the searcher's calls alone (what the storage adds to Tune'
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -26,7 +27,7 @@ def _sweep(name: str, root, trials: int, storage: str) -> tuple[float, int]:
     from tlsweep.results.studies import load_studies
     from tlsweep.sweep.runner import run_sweep
 
-    spec = sweep_spec(name, root, models=["resnet18"], epochs=1, num_samples=trials, max_concurrent=2,
+    spec = sweep_spec(name, root, models=["mobilenet_v3_small"], epochs=1, num_samples=trials, max_concurrent=2,
                       search={"lr": {"loguniform": [1e-3, 1e-1]}, "batch_size": 8, "optimizer": "sgd",
                               "lr_scheduler": "none"},
                       scheduler={"type": "fifo"}, resources={"cpu": 1}, searcher={"storage": storage})
@@ -35,6 +36,7 @@ def _sweep(name: str, root, trials: int, storage: str) -> tuple[float, int]:
     seconds = time.perf_counter() - start
     assert len(result.trials) == trials, result.trials
     held = sum(len(s.trials) for s in load_studies(spec.storage_dir)) if storage == "file" else 0
+    shutil.rmtree(spec.storage_dir, ignore_errors=True)  # a checkpoint per trial: GBs per arm
     return seconds, held
 
 
@@ -95,16 +97,14 @@ def run(quick: bool = False, trials: int | None = None, pairs: int | None = None
         "baseline": f"searcher.storage: memory, median {median(m for m, _, _ in done):.1f} s",
         "candidate": f"file (journal), median {median(f for _, f, _ in done):.1f} s",
         "ratio": ratio, "target": f"≤ {TARGET:.2f}×", "met": ratio <= TARGET,
-        "notes": (f"run_sweep of {trials} one-epoch resnet18 trials (32 px, 8 train images), FIFO, 2 at a time, "
-                  f"{pairs} alternating pairs (memory, file) s: "
+        "notes": (f"run_sweep of {trials} one-epoch mobilenet_v3_small trials (32 px, 8 train images), FIFO, "
+                  f"2 at a time, {pairs} alternating pairs (memory, file) s: "
                   + "; ".join(f"{m:.1f}, {f:.1f}" for m, f, _ in done)
                   + f"; the journal held {done[-1][2]} trials; load average at start {load:.1f}"),
     }]
 
 
 if __name__ == "__main__":
-    import shutil
-
     from ._common import WORK
     from .run import format_table
 

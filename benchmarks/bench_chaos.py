@@ -235,7 +235,7 @@ def check(chaos: Chaos, result: Round) -> None:
     storage, problems = chaos.storage, result.problems
     if chaos.driver.returncode != 0:
         problems.append(f"driver exited {chaos.driver.returncode}: {chaos.log()[-1500:]}")
-    summary = pd.read_csv(storage / "summary.csv") if (storage / "summary.csv").exists() else None
+    summary = pd.read_csv(storage / "summary.csv", dtype={"trial_id": str}) if (storage / "summary.csv").exists() else None
     trial_dirs = {p.name.split("_", 1)[0] for p in storage.iterdir() if p.is_dir() and "_" in p.name
                   and (p / "params.json").exists()}
     if summary is None:

@@ -112,7 +112,7 @@ def test_driver_killed_mid_sweep_resumes_without_rerunning_finished_trials(clust
     (cluster.faults / "release").touch()
     out = finish(launch(cluster, sweep))
     assert "unfinished sweep: resuming it" in out
-    summary = pd.read_csv(storage / "summary.csv")
+    summary = pd.read_csv(storage / "summary.csv", dtype={"trial_id": str})
     assert len(summary) == 2 and summary["trial_id"].nunique() == 2  # the searcher kept its count
     assert sorted(summary["model"]) == ["a", "b"]
     assert set(summary["status"]) <= {"finished", "stopped"}, summary[["trial_id", "status", "error"]]
@@ -180,7 +180,7 @@ def test_lost_node_and_killed_worker_process_retry_from_checkpoint(cluster, faul
     finally:
         if driver.poll() is None:
             driver.kill()
-    summary = pd.read_csv(storage / "summary.csv").set_index("trial_id")
+    summary = pd.read_csv(storage / "summary.csv", dtype={"trial_id": str}).set_index("trial_id")
     assert len(summary) == 2 and set(summary["status"]) == {"finished"}, out[-3000:]
 
     hist = histories(storage)

@@ -185,7 +185,7 @@ def test_sigterm_stops_like_ctrl_c_and_resume_survives_a_truncated_last_checkpoi
     warnings = [line for line in out.splitlines() if line.startswith("warning: trial")]
     assert len(warnings) == 1 and str(newest.parent) in warnings[0], out
     assert "resumed from checkpoint_000000 (epoch 1)" in warnings[0]
-    summary = pd.read_csv(storage / "summary.csv").set_index("model")
+    summary = pd.read_csv(storage / "summary.csv", dtype={"trial_id": str}).set_index("model")
     assert list(summary["status"]) == ["finished", "finished"] and list(summary["epochs"]) == [3, 3]
     b = history(storage, "b")
     assert [r["epoch"] for r in b] == [1, 2, 2, 3] and [r["start_epoch"] for r in b] == [0, 0, 1, 1]
@@ -204,7 +204,7 @@ def test_trial_raising_once_is_retried_from_its_checkpoint_and_diverged_trial_is
                                 search={"lr": {"grid": [1e-3, 1e12]}, "batch_size": 16, "optimizer": "sgd",
                                         "momentum": 0.0, "lr_scheduler": "none"})
     out, err = done(cli(sweep, env), 0)
-    summary = pd.read_csv(storage / "summary.csv").set_index("lr")
+    summary = pd.read_csv(storage / "summary.csv", dtype={"trial_id": str}).set_index("lr")
     assert summary.loc[1e-3, "status"] == "finished" and summary.loc[1e12, "status"] == "diverged", out
     (retried,) = storage.glob(f"{summary.loc[1e-3, 'trial_id']}_*/result.json")
     rows = [json.loads(line) for line in retried.read_text().splitlines()]
@@ -214,7 +214,7 @@ def test_trial_raising_once_is_retried_from_its_checkpoint_and_diverged_trial_is
 
     report = CliRunner().invoke(app, ["report", str(storage), "--cam-images", "1"])
     assert report.exit_code == 0, report.output
-    trials = pd.read_csv(storage / "report" / "trials.csv").set_index("trial_id")
+    trials = pd.read_csv(storage / "report" / "trials.csv", dtype={"trial_id": str}).set_index("trial_id")
     assert trials.loc[summary.loc[1e12, "trial_id"], "status"] == "diverged"
     assert trials.loc[summary.loc[1e-3, "trial_id"], "status"] == "finished"
 
@@ -225,7 +225,7 @@ def test_every_trial_failing_exits_1(shapes_root, tmp_path, faults, cli):
     sweep, storage = sweep_file(tmp_path, shapes_root, "allfail", max_failures=0, epochs=2)
     out, err = done(cli(sweep, env), 1)
     assert "trials: 1 error" in out
-    assert "InjectedFault" in pd.read_csv(storage / "summary.csv")["error"].item()
+    assert "InjectedFault" in pd.read_csv(storage / "summary.csv", dtype={"trial_id": str})["error"].item()
 
 
 @pytest.fixture()
@@ -297,7 +297,7 @@ def test_storage_filling_up_is_a_clear_error_and_the_sweep_resumes_once_space_is
 
     filler.unlink()
     out, err = done(cli(sweep, env, "--resume"), 0)
-    summary = pd.read_csv(storage / "summary.csv").set_index("model")
+    summary = pd.read_csv(storage / "summary.csv", dtype={"trial_id": str}).set_index("model")
     assert list(summary["status"]) == ["finished", "finished"], summary
     b = history(storage, "b")
     assert [r["epoch"] for r in b][-2:] == [2, 3] and b[-1]["start_epoch"] == 1  # from its epoch-1 checkpoint

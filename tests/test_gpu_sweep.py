@@ -67,7 +67,7 @@ def test_trials_see_the_gpus_ray_gave_them_and_read_prebuilt_caches(fake_gpu_ray
     assert len(metas) == 2  # train and val
     first_start = float(trials["started_at"].min())
     assert max(m.stat().st_mtime for m in metas) <= first_start
-    summary = pd.read_csv(Path(result.storage) / "summary.csv")
+    summary = pd.read_csv(Path(result.storage) / "summary.csv", dtype={"trial_id": str})
     assert (summary["setup_s"] > 0).all() and (summary["start_s"] >= 0).all()
     assert (summary["setup_model_s"] > 0).all() and summary["import_s"].max() > 0  # a fresh worker imports
     stored = json.loads((Path(result.storage) / "tlsweep_spec.json").read_text())

@@ -65,7 +65,7 @@ def test_mlflow_and_wandb_receive_every_trial(shapes_root, tmp_path, procs):
     res = procs.run([sys.executable, "-m", "tlsweep.cli", "run", str(sweep), "--quiet"],
                     capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    summary = pd.read_csv(storage / "summary.csv")
+    summary = pd.read_csv(storage / "summary.csv", dtype={"trial_id": str})
     assert list(summary["status"]) == ["finished", "finished"]
     last = {}
     for row in summary.itertuples():

@@ -80,7 +80,7 @@ def test_multi_objective_sweep_pareto_front_and_constraint(shapes_root, tmp_path
     eligible = trials[trials["feasible"] & trials["status"].isin(["finished", "stopped"])]
     listed = pd.read_csv(out / "pareto.csv", dtype={"trial_id": str})
     assert set(listed["trial_id"]) == non_dominated(eligible, objectives) == front
-    board = pd.read_csv(out / "leaderboard.csv")
+    board = pd.read_csv(out / "leaderboard.csv", dtype={"trial_id": str})
     assert set(board["model"]) == {"mobilenet_v3_small", "mnet_mlp"}  # the constraint rules resnet18 out
     page = (out / "report.html").read_text()
     assert "Pareto front (all trials)" in page and 'id="pareto"' in page

@@ -285,7 +285,7 @@ def test_report_adds_soup_rows_and_calibration_and_can_skip_them(soup_sweep, tmp
     from tlsweep.report.build import _posthoc
 
     page = make_report(soup_sweep, tmp_path / "report", cam_images=0, hparams=False)
-    board = pd.read_csv(page.parent / "leaderboard.csv")
+    board = pd.read_csv(page.parent / "leaderboard.csv", dtype={"trial_id": str})
     singles = board[board["kind"] == "single"]
     assert set(singles["model"]) == {"mobilenet_v3_small", "mnv3-mlp"}
     assert {"soup (greedy)", "soup (uniform)", "ensemble (post-hoc)"} <= set(board["kind"])

@@ -27,7 +27,7 @@ def test_run_prints_trial_events_and_status_reads_them_back(shapes_root, tmp_pat
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     out = res.stdout
     (tmp_path / "run.out").write_text(out)
-    summary = pd.read_csv(storage / "summary.csv")
+    summary = pd.read_csv(storage / "summary.csv", dtype={"trial_id": str})
     assert sorted(summary["status"]) == ["diverged", "error", "error", "finished"]
 
     for row in summary.itertuples():

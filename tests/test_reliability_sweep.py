@@ -32,7 +32,7 @@ def test_failing_trials_are_kept_and_ctrl_c_resumes(shapes_root, tmp_path, procs
 
     res = procs.run(cmd + ["--resume"], capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
-    summary = pd.read_csv(storage / "summary.csv")
+    summary = pd.read_csv(storage / "summary.csv", dtype={"trial_id": str})
     assert len(summary) == 4
     assert summary["trial_id"].notna().all()
     status = {(r["model"], r["lr"]): r["status"] for _, r in summary.iterrows()}

@@ -127,7 +127,7 @@ def test_sweep_on_s3_survives_a_driver_kill_and_serves_every_command(s3, shapes_
     assert "resuming" in res.stdout
     from tlsweep.results.storage import locate, read_text
 
-    summary = pd.read_csv(io.StringIO(read_text(locate(uri), "summary.csv")))
+    summary = pd.read_csv(io.StringIO(read_text(locate(uri), "summary.csv")), dtype={"trial_id": str})
     assert list(summary["status"]) == ["finished", "finished"] and list(summary["epochs"]) == [3, 3]
 
     # the studies' journal travelled with the results: each trial once, told complete, after the kill too

@@ -94,7 +94,7 @@ def test_report_writes_all_artifacts(sweep_report):
     _, page = sweep_report
     out = page.parent
     assert page.name == "report.html" and out.name == "report"
-    board = pd.read_csv(out / "leaderboard.csv")
+    board = pd.read_csv(out / "leaderboard.csv", dtype={"trial_id": str})
     assert set(board["model"]) == MODELS
     assert (board["test_acc_ci_low"] <= board["test_acc"]).all() and (board["test_acc"] <= board["test_acc_ci_high"]).all()
     assert (board["trainable_params"] <= board["total_params"]).all() and (board["latency_ms"] > 0).all()
@@ -113,7 +113,7 @@ def test_report_writes_all_artifacts(sweep_report):
     assert len(list(figures.glob("curves_*.png"))) == 3
     reports = json.loads((out / "classification_report.json").read_text())
     assert set(reports) == MODELS and "macro avg" in reports["resnet18"]
-    trials = pd.read_csv(out / "trials.csv")
+    trials = pd.read_csv(out / "trials.csv", dtype={"trial_id": str})
     assert len(trials) == 6 and set(trials["status"]) <= {"finished", "stopped"}
     for name in ("summary.json", "cost.csv", "comparisons.csv", "importance.json"):
         assert (out / name).is_file(), name
@@ -132,7 +132,7 @@ def test_each_trial_shows_once_in_tensorboard(sweep_report):
 @pytest.mark.slow
 def test_leaderboard_matches_direct_evaluation_of_val_best_checkpoint(sweep_report, shapes_root):
     result, page = sweep_report
-    board = pd.read_csv(page.parent / "leaderboard.csv")
+    board = pd.read_csv(page.parent / "leaderboard.csv", dtype={"trial_id": str})
     storage = Path(result.storage)
     for row in board.itertuples():
         assert direct_accuracy(row.checkpoint, shapes_root) == pytest.approx(row.test_acc)
@@ -152,7 +152,7 @@ def test_leaderboard_matches_direct_evaluation_of_val_best_checkpoint(sweep_repo
 def test_cam_grid_has_images_by_models_panels(sweep_report):
     _, page = sweep_report
     meta = json.loads((page.parent / "figures" / "cam_grid.json").read_text())
-    board = pd.read_csv(page.parent / "leaderboard.csv")
+    board = pd.read_csv(page.parent / "leaderboard.csv", dtype={"trial_id": str})
     assert meta["rows"] == CAM_IMAGES
     assert meta["columns"] == ["original", *board["model"]]
     assert len(set(meta["labels"])) == 3  # images spread over the classes
@@ -171,7 +171,7 @@ def test_cam_maps_vary_galleries_exist_and_intervals_have_width(sweep_report, sh
     from tlsweep.report.evaluate import load_model
 
     result, page = sweep_report
-    board = pd.read_csv(page.parent / "leaderboard.csv")
+    board = pd.read_csv(page.parent / "leaderboard.csv", dtype={"trial_id": str})
     # Clopper–Pearson intervals have width at 0% and 100% too
     assert ((board["test_acc_ci_high"] - board["test_acc_ci_low"]) > 0).all(), board
     best = board.iloc[0]  # pick order: best validation metric first
@@ -240,7 +240,7 @@ def test_summary_matches_direct_computation(sweep_report, shapes_root):
                 best_val[model] = max(best_val.get(model, -1.0), r["val_acc"])
     top = max(best_val.values())
     assert best_val[summary["winner"]] == top and summary["val_value"] == pytest.approx(top)
-    board = pd.read_csv(out / "leaderboard.csv").set_index("model")
+    board = pd.read_csv(out / "leaderboard.csv", dtype={"trial_id": str}).set_index("model")
     correct = {m: direct_correct(board.loc[m, "checkpoint"], shapes_root) for m in board.index}
     k, n = sum(correct[summary["winner"]]), len(correct[summary["winner"]])
     assert (summary["test_correct"], summary["test_total"]) == (k, n)

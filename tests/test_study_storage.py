@@ -285,7 +285,7 @@ def test_two_sweeps_share_one_postgres_without_mixing(postgres, ray_session, sha
         assert all(t.state.name == "COMPLETE" and len(t.intermediate_values) == 1 for _, t in trials.values())
     with pytest.raises(StorageError, match="already holds trials of a sweep named 'pga'"):
         run(spec("pga", "again"))
-    assert pd.read_csv(tmp_path / "pga" / "summary.csv").shape[0] == 2
+    assert pd.read_csv(tmp_path / "pga" / "summary.csv", dtype={"trial_id": str}).shape[0] == 2
     with dashboard(postgres) as (_, served):  # the dashboard over the database URL: both sweeps' studies
         assert {name: n for name, (_, n) in served.items()} == {"pga/resnet18": 2, "pgb/resnet18": 2}
 

@@ -46,7 +46,7 @@ def test_cli_sweep_runs_asha_optuna_and_keeps_everything(spec_dict, tmp_path, pr
         assert label in res.stdout
 
     storage = Path(spec_dict["storage"])
-    summary = pd.read_csv(storage / "summary.csv")
+    summary = pd.read_csv(storage / "summary.csv", dtype={"trial_id": str})
     assert len(summary) == 9
     assert summary.groupby("model").size().to_dict() == {
         "resnet18": 3, "mobilenet_v3_small": 3, "resnet18+mobilenet_v3_small-logits": 3}

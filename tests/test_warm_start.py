@@ -43,7 +43,7 @@ def earlier(shapes_root, tmp_path_factory):
     result = run_sweep(parse_spec(sweep_dict(shapes_root, storage)))
     ray.shutdown()
     assert len(result.trials) == 8 and set(result.trials["status"]) == {"finished"}
-    return storage, pd.read_csv(storage / "summary.csv")
+    return storage, pd.read_csv(storage / "summary.csv", dtype={"trial_id": str})
 
 
 def best_lrs(summary: pd.DataFrame, model: str, batch: int) -> list[float]:
@@ -120,7 +120,7 @@ def test_warm_started_sweep_resumes_without_adding_history_twice(earlier, shapes
     res = procs.run(cmd + ["--resume"], capture_output=True, text=True, env=env, timeout=400)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
 
-    summary = pd.read_csv(storage / "summary.csv")
+    summary = pd.read_csv(storage / "summary.csv", dtype={"trial_id": str})
     assert len(summary) == 8 and set(summary["status"]) == {"finished"}
     searcher = GroupedSearcher.__new__(GroupedSearcher)
     searcher.restore(sorted(storage.glob("searcher-state-*.pkl"))[-1])

@@ -390,7 +390,7 @@ def report(
 
     from .report.leaderboard import display_frame
 
-    board = pd.read_csv(page.parent / "leaderboard.csv")
+    board = pd.read_csv(page.parent / "leaderboard.csv", dtype={"trial_id": str})  # ids like 1234e567
     if as_json:
         rows = {k: json.loads(board[(board["kind"] == "single") == (k == "leaderboard")].to_json(orient="records"))
                 for k in ("leaderboard", "posthoc")}

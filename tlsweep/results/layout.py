@@ -100,7 +100,7 @@ def read_history(trial_dir: Path) -> pd.DataFrame:
                 continue
     if not rows and (trial_dir / PROGRESS_FILE).is_file():
         try:
-            return pd.read_csv(trial_dir / PROGRESS_FILE)
+            return pd.read_csv(trial_dir / PROGRESS_FILE, dtype={"trial_id": str})
         except pd.errors.EmptyDataError:
             pass
     return dedupe_history(pd.DataFrame(rows))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections import Counter
 
 import pytest
 
@@ -20,15 +21,17 @@ RAY_TMPDIR = os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="tlr", dir="/tmp
 make_subreaper()  # orphans of the tests' processes (a killed driver's Ray) stay our descendants
 
 
-# The longest test files (minutes each on 2 cores), started first: with ``--dist loadfile`` each file goes whole to
-# one worker in collection order, so a long file collected last would run alone at the end.
+# The longest test files (minutes each on 2 cores) start first, then the others by their number of tests: with
+# ``--dist loadfile --no-loadscope-reorder`` each file goes whole to one worker in this order (xdist's own order,
+# by number of tests alone, left the one-test chaos file to run by itself at the end).
 LONGEST_FIRST = ("test_chaos.py", "test_cluster.py", "test_faults.py", "test_study_storage.py", "test_sweep_e2e.py",
                  "test_warm_start.py")
 
 
 def pytest_collection_modifyitems(items):
     rank = {name: k for k, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+    tests_in = Counter(item.path for item in items)
+    items.sort(key=lambda item: (rank.get(item.path.name, len(rank)), -tests_in[item.path]))  # stable in a file
 
 
 @pytest.fixture()

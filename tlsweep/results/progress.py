@@ -248,8 +248,9 @@ class Progress:
         progress = cls(plan.name, plan.scheduler.metric, plan.scheduler.mode, total_trials(plan), plan.epochs,
                        storage)
         progress.started = None  # unknown: the sweep ran elsewhere
-        statuses = _tune_statuses(root)
-        failures = _tune_failures(root)
+        tune_trials = _tune_trials(root)  # the experiment state, read once
+        statuses = {t["trial_id"]: t.get("status") for t, _ in tune_trials if "trial_id" in t}
+        failures = _failures(tune_trials)
         for trial_dir in sorted(glob.glob(os.path.join(root, "*", "params.json"))):
             folder = os.path.dirname(trial_dir)
             trial_id = os.path.basename(folder).split("_", 1)[0]
@@ -284,14 +285,13 @@ def _tune_trials(root: str) -> list[tuple[dict, dict]]:
         return []
 
 
-def _tune_statuses(root: str) -> dict[str, str]:
-    """Trial id → Tune's status."""
-    return {t["trial_id"]: t.get("status") for t, _ in _tune_trials(root) if "trial_id" in t}
+def _failures(tune_trials: list[tuple[dict, dict]]) -> dict[str, int]:
+    """Trial id → how often the trial failed (Tune's ``num_failures``)."""
+    return {t["trial_id"]: int(m.get("num_failures") or 0) for t, m in tune_trials if "trial_id" in t}
 
 
 def _tune_failures(root: str) -> dict[str, int]:
-    """Trial id → how often the trial failed (Tune's ``num_failures``)."""
-    return {t["trial_id"]: int(m.get("num_failures") or 0) for t, m in _tune_trials(root) if "trial_id" in t}
+    return _failures(_tune_trials(root))
 
 
 def _results(path: str) -> Iterable[dict]:

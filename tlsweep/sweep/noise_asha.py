@@ -33,6 +33,7 @@ from .scheduler_state import ResumableASHA
 
 # metrics that are a proportion of the validation images, so a binomial band applies
 PROPORTIONS = {"val_acc", "val_macro_f1"}
+NOISE_Z = 1.0  # the spec's default (``scheduler.noise_z``); benchmarks/RESULTS.md has the scan behind it
 
 
 def binomial_band(p: float, n: int, z: float) -> float:
@@ -46,7 +47,7 @@ def binomial_band(p: float, n: int, z: float) -> float:
 class NoiseBracket(AshaBracket):
     """Ray's ASHA bracket whose stop rule leaves a noise band below the cutoff and can re-judge lower rungs."""
 
-    def __init__(self, *args, band=0.0, z: float = 2.0, rejudge: bool = True, **kwargs):
+    def __init__(self, *args, band=0.0, z: float = NOISE_Z, rejudge: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self.band, self.z, self.rejudge = band, z, rejudge
         self.val_images = 0  # of the result being judged; set by the scheduler
@@ -82,7 +83,7 @@ class NoiseBracket(AshaBracket):
 class NoiseAwareASHA(ResumableASHA):
     """``ASHAScheduler`` whose brackets are ``NoiseBracket``s (see the module docstring)."""
 
-    def __init__(self, *, noise_band: float | str = "binomial", noise_z: float = 2.0, rejudge: bool = True,
+    def __init__(self, *, noise_band: float | str = "binomial", noise_z: float = NOISE_Z, rejudge: bool = True,
                  **asha_kwargs):
         super().__init__(**asha_kwargs)
         grace, max_t = asha_kwargs.get("grace_period", 1), asha_kwargs.get("max_t", 100)

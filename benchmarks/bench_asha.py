@@ -1,20 +1,31 @@
 """Early stopping on signal: tlsweep's noise-aware ASHA against FIFO and against Ray's ASHA rule, on real sweeps.
 
-Fixed configs (learning rates spread log-evenly over 1e-4..1e-1) of resnet18 and mobilenet_v3_small, weights
-none, on shapes told apart by shape alone, two one-thread trials at a time. FIFO sweeps in several seeds give:
+    python -m benchmarks.bench_asha [--task transfer|shapes|pilot|all] [--quick] [--configs N --epochs N ...]
+
+Three tasks, two one-thread trials at a time:
+- ``transfer`` (the headline): a learning-rate sweep fine-tuning mobilenet_v2 (ImageNet weights) on Fashion-MNIST,
+  learning rates spread log-evenly over 1e-4..1e-1, what a practitioner sweeps first.
+- ``shapes``: resnet18 and mobilenet_v3_small from scratch on shapes told apart by shape alone, the same learning
+  rates: curves near chance, where noise dominates (and, for mobilenet_v3_small, precise BN on and off).
+- ``pilot``: issue 23's pilot: mobilenet_v2 (ImageNet), freeze depth {0, 0.5, 1}, lr log-uniform [3e-4, 3e-3],
+  3 epochs, grace 1, factor 2, 8 Optuna-drawn trials (seed 0), 500 val images: FIFO against tlsweep's ASHA on the
+  same configs, and whether the configs FIFO finds best survive ASHA.
+
+For ``transfer`` and ``shapes``, FIFO sweeps in several seeds give:
 - noise: the spread of one config's val accuracy across seeds at each rung, against the gaps between configs;
-- the rank correlation of first-rung with final val accuracy per backbone, for mobilenet_v3_small (BatchNorm
-  momentum 0.01) also with precise BN off;
+- the rank correlation of first-rung with final val accuracy per backbone;
 - Ray's ASHA rule and tlsweep's replayed on those curves over 200 orders: epoch share, how often a config that
   would finish in the top quarter is stopped, points of best val accuracy lost.
-Then real tlsweep ASHA sweeps (its defaults: binomial noise band, re-judging) of the resnet18 configs in several
-shuffled orders: epoch share against FIFO, and the val-picked best's test accuracy against FIFO's (McNemar)."""
+Then real tlsweep ASHA sweeps (its defaults: binomial noise band, re-judging) of the first backbone's configs in
+several shuffled orders: epoch share against FIFO, and the val-picked best's test accuracy against FIFO's
+(McNemar)."""
 
 from __future__ import annotations
 
 import json
 import random
 import statistics
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,19 +34,74 @@ from ._common import WORK, shapes, start_ray, sweep_spec
 from .asha_replay import noise_bracket
 from .noise import rank_correlation, seed_spread, top_quarter_stopped
 
-GRACE, RF, SLOTS = 1, 3, 2
-MODELS = ("resnet18", "mobilenet_v3_small")
+SLOTS = 2
+NO_BN = "mobilenet_v3_small, precise_bn 0"
 
 
-def _sweep(name: str, root, lrs: list[float], epochs: int, scheduler: dict, models=("resnet18",), seed: int = 0,
-           **search):
+@dataclass(frozen=True)
+class Task:
+    """One benchmark task: its models (label → weights), data and the fixed part of its sweeps."""
+
+    name: str
+    models: dict[str, str]
+    grace: int = 1
+    rf: int = 3
+    search: dict = field(default_factory=dict)
+    no_bn: bool = False  # also record mobilenet_v3_small's curves with precise BN off
+    about: str = ""
+
+    def data(self, quick: bool) -> tuple[Path, int]:
+        """(image-folder root with train/val/test, val images)."""
+        if self.name == "shapes":
+            per_class = 25 if quick else 100
+            return shapes(f"asha_shape_only_{per_class}", 6, train=16, val=per_class, test=per_class,
+                          colour_cue=False), 6 * per_class
+        from .bench_vs_tune import prepare_data
+
+        sizes = {"train": 1000, "val": 500, "test": 500} if quick else \
+            {"train": 2000, "val": 500 if self.name == "pilot" else 1000, "test": 1000}
+        return prepare_data(sizes), sizes["val"]
+
+
+TASKS = {
+    "transfer": Task("transfer", {"mobilenet_v2": "IMAGENET1K_V1"}, search={"freeze_depth": 0.5},
+                     about="mobilenet_v2 ImageNet, freeze depth 0.5, Fashion-MNIST at 32 px"),
+    "shapes": Task("shapes", {"resnet18": "none", "mobilenet_v3_small": "none"}, no_bn=True,
+                   about="weights none, 6 shape-only classes at 32 px, 96 train images"),
+    "pilot": Task("pilot", {"mobilenet_v2": "IMAGENET1K_V1"}, rf=2,
+                  about="issue 23's pilot: mobilenet_v2 ImageNet, freeze {0, 0.5, 1}, lr log-uniform [3e-4, 3e-3], "
+                        "Fashion-MNIST at 32 px"),
+}
+
+
+def _sweep(name: str, task: Task, root: Path, epochs: int, scheduler: dict, models=None, seed: int = 0,
+           search: dict | None = None, searcher: dict | None = None, num_samples: int = 1, **extra):
     from tlsweep.sweep.runner import run_sweep
 
-    spec = sweep_spec(name, root, models=list(models), epochs=epochs, scheduler=scheduler, seed=seed,
-                      search={"lr": {"grid": lrs}, "batch_size": 16, "lr_scheduler": "none", **search},
-                      searcher={"type": "grid"}, max_concurrent=SLOTS, resources={"cpu": 1},
-                      checkpoints={"num_to_keep": 1})
-    return run_sweep(spec).trials
+    models = models or list(task.models)
+    data = {"root": str(root), "image_size": 32, "augment": "none",
+            **({} if task.name == "shapes" else {"preprocess": "squash"})}
+    spec = sweep_spec(name, root, data=data, models=[{"name": m, "weights": task.models.get(m, "none")} for m in models],
+                      epochs=epochs, scheduler={**scheduler, "grace_period": task.grace,
+                                                "reduction_factor": task.rf} if scheduler["type"] == "asha"
+                      else scheduler, seed=seed,
+                      search={"batch_size": 32 if task.name != "shapes" else 16, "lr_scheduler": "none",
+                              **task.search, **(search or {}), **extra},
+                      searcher=searcher or {"type": "grid"}, num_samples=num_samples, max_concurrent=SLOTS,
+                      resources={"cpu": 1}, checkpoints={"num_to_keep": 1})
+    return run_sweep(spec, progress="none").trials
+
+
+def _lr_sweep(name, task, root, lrs, epochs, scheduler, models=None, seed=0, reuse=False, **extra):
+    """An lr-grid sweep; with ``reuse``, the trials table of an earlier sweep of that name when it finished."""
+    import pandas as pd
+
+    from tlsweep.results.layout import SUMMARY_FILE
+
+    summary = _storage(name) / SUMMARY_FILE
+    if reuse and summary.is_file():
+        return pd.read_csv(summary)
+    return _sweep(name, task, root, epochs, scheduler, models, seed, search={"lr": {"grid": lrs}}, **extra)
 
 
 def _rows(path) -> list[dict]:
@@ -50,83 +116,99 @@ def _curves(trials, lrs: list[float], model: str) -> list[list[tuple[float, floa
     return [by_lr[lr] for lr in lrs]
 
 
-def _test_correct(trials, root: Path) -> tuple[np.ndarray, str]:
-    """Test-set outcomes of the trial with the best last-epoch val accuracy (its last checkpoint)."""
+def _test_correct(trials, storage: Path, root: Path) -> tuple[np.ndarray, str]:
+    """Test-set outcomes of the trial with the best last-epoch val accuracy (its last checkpoint), with the
+    preprocessing its sweep used."""
     from torchvision.datasets import ImageFolder
 
+    from tlsweep.config.sections import resolve_mode
+    from tlsweep.models import preprocessing
+    from tlsweep.report.collect import collect
     from tlsweep.report.evaluate import load_model, predict
 
-    last = {row["path"]: _rows(row["path"])[-1]["val_acc"] for _, row in trials.iterrows()}
-    best = max(last, key=last.get)
+    last = {row["path"]: (_rows(row["path"])[-1]["val_acc"], row["model"]) for _, row in trials.iterrows()}
+    best = max(last, key=lambda p: last[p][0])
+    plan = collect(storage).plan
+    model = plan.models_table[last[best][1]]
     checkpoint = sorted(Path(best).glob("checkpoint_*/checkpoint.pt"))[-1]
     test = ImageFolder(str(root / "test"))
-    labels, probs = predict(load_model(checkpoint, len(test.classes)), test, 32)
+    labels, probs = predict(load_model(checkpoint, len(test.classes)), test, plan.data.image_size,
+                            pre=preprocessing(model, resolve_mode(plan.data, model)))
     return probs.argmax(1) == labels, Path(best).name
 
 
-def run(quick: bool = False, configs: int | None = None, epochs: int | None = None, seeds: int | None = None,
-        orders: int | None = None) -> list[dict]:
+def _storage(name: str) -> Path:
+    return WORK / "results" / name
+
+
+def run_lr_task(task: Task, quick: bool = False, configs: int | None = None, epochs: int | None = None,
+                seeds: int | None = None, orders: int | None = None, reuse: bool = False) -> list[dict]:
+    """``reuse``: take the FIFO sweeps of an earlier run with the same sizes (to re-run only the ASHA sweeps)."""
     from tlsweep.report.stats import accuracy_interval, mcnemar_exact
 
-    default = (6, 3, 2, 1) if quick else (12, 9, 3, 3)
+    default = (6, 3, 2, 1) if quick else (12, 9, 3 if task.name == "shapes" else 2, 3)
     n, epochs, seeds, orders = (given or d for given, d in zip((configs, epochs, seeds, orders), default))
     lrs = [float(f"{x:.3g}") for x in np.logspace(-4, -1, n)]
-    classes, val_per_class = 6, 25 if quick else 100
-    root = shapes(f"asha_shape_only_{val_per_class}", classes, train=16, val=val_per_class, test=val_per_class,
-                  colour_cue=False)
-    n_val = classes * val_per_class
+    root, n_val = task.data(quick)
     start_ray()
-    curves = {m: [] for m in (*MODELS, "mobilenet_v3_small, precise_bn 0")}
+    models = list(task.models)
+    curves = {m: [] for m in (*models, *([NO_BN] if task.no_bn else []))}
     fifo0 = None
     for seed in range(seeds):
-        trials = _sweep(f"asha_fifo_s{seed}", root, lrs, epochs, {"type": "fifo"}, MODELS, seed)
-        assert trials["epochs"].sum() == len(MODELS) * n * epochs, trials[["status", "epochs", "error"]]
-        fifo0 = trials if seed == 0 else fifo0
-        for m in MODELS:
+        name = f"asha_{task.name}_fifo_s{seed}"
+        trials = _lr_sweep(name, task, root, lrs, epochs, {"type": "fifo"}, seed=seed, reuse=reuse)
+        assert trials["epochs"].sum() == len(models) * n * epochs, trials[["status", "epochs", "error"]]
+        fifo0 = fifo0 if fifo0 is not None else (trials, _storage(name))
+        for m in models:
             curves[m].append(_curves(trials, lrs, m))
-        plain = _sweep(f"asha_fifo_nobn_s{seed}", root, lrs, epochs, {"type": "fifo"}, ["mobilenet_v3_small"], seed,
-                       precise_bn=0)
-        curves["mobilenet_v3_small, precise_bn 0"].append(_curves(plain, lrs, "mobilenet_v3_small"))
-    (WORK / "asha_curves.json").write_text(json.dumps({"lrs": lrs, "n_val": n_val, "curves": curves}))
+        if task.no_bn:
+            plain = _lr_sweep(f"asha_{task.name}_fifo_nobn_s{seed}", task, root, lrs, epochs, {"type": "fifo"},
+                              ["mobilenet_v3_small"], seed, reuse, precise_bn=0)
+            curves[NO_BN].append(_curves(plain, lrs, "mobilenet_v3_small"))
+    (WORK / f"asha_curves_{task.name}.json").write_text(json.dumps({"lrs": lrs, "n_val": n_val, "curves": curves}))
 
-    rungs = sorted({min(epochs, GRACE * RF ** k) for k in range(4) if GRACE * RF ** k <= epochs})
+    grace, rf = task.grace, task.rf
+    rungs = sorted({min(epochs, grace * rf ** k) for k in range(4) if grace * rf ** k <= epochs})
     noise_notes, replay_notes = [], []
     for m, per_seed in curves.items():
         spread = "; ".join("epoch {}: seed std {:.3f} vs gap {:.3f}".format(e, *seed_spread(per_seed, e))
                            for e in rungs)
-        noise_notes.append(f"{m}: first-rung/final Spearman {rank_correlation(per_seed, GRACE):.2f}; {spread}")
+        noise_notes.append(f"{m}: first-rung/final Spearman {rank_correlation(per_seed, grace):.2f}; {spread}")
         for rule, bracket in (("Ray's ASHA", None), ("tlsweep ASHA", noise_bracket(n_val))):
-            got = [top_quarter_stopped(c, epochs, GRACE, RF, SLOTS, bracket=bracket) for c in per_seed]
+            got = [top_quarter_stopped(c, epochs, grace, rf, SLOTS, bracket=bracket) for c in per_seed]
             share, stopped, lost = (statistics.mean(x) for x in zip(*got))
             replay_notes.append(f"{m}, {rule}: {share:.2f}× epochs, top-quarter configs stopped {100 * stopped:.0f}%, "
                                 f"{lost:.1f} points lost")
 
-    fifo_r18 = fifo0[fifo0["model"] == "resnet18"]
-    fifo_correct, fifo_best = _test_correct(fifo_r18, root)
-    real = []  # per order: (epoch share, test acc, McNemar p)
+    first = models[0]
+    fifo_trials, fifo_storage = fifo0
+    fifo_correct, _ = _test_correct(fifo_trials[fifo_trials["model"] == first], fifo_storage, root)
+    real = []  # per order: (epoch share, test acc, McNemar p, wall s)
     for k in range(orders):
         order = random.Random(k).sample(lrs, n)
-        asha = _sweep(f"asha_asha{k}", root, order, epochs, {"type": "asha", "grace_period": GRACE,
-                                                            "reduction_factor": RF})
-        correct, _ = _test_correct(asha, root)
+        name = f"asha_{task.name}_asha{k}"
+        asha = _lr_sweep(name, task, root, order, epochs, {"type": "asha"}, [first])
+        correct, _ = _test_correct(asha, _storage(name), root)
         real.append((asha["epochs"].sum() / (n * epochs), correct.mean(), mcnemar_exact(correct, fifo_correct)[2]))
+        print(f"[asha] {task.name} order {k}: {real[-1][0]:.2f}× epochs, test {real[-1][1]:.3f}, "
+              f"McNemar p {real[-1][2]:.2f}", flush=True)
     share = statistics.mean(r[0] for r in real)
     low, high = accuracy_interval(int(fifo_correct.sum()), len(fifo_correct))
     worst_p = min(r[2] for r in real)
     return [{
-        "benchmark": "asha (noise-aware)",
+        "benchmark": f"asha ({task.name})",
         "baseline": f"FIFO: {n * epochs} epochs, val-picked best test acc {fifo_correct.mean():.3f} "
                     f"[{low:.3f}, {high:.3f}]",
         "candidate": f"tlsweep ASHA: {share * n * epochs:.0f} epochs on average over {orders} real sweep(s) in "
                      f"shuffled orders; test acc " + ", ".join(f"{r[1]:.3f} (McNemar p {r[2]:.2f})" for r in real),
         "ratio": share, "target": "≤ 0.35× of the epochs, McNemar p > 0.05",
         "met": share <= 0.35 and worst_p > 0.05,
-        "notes": (f"{n} resnet18 configs × {epochs} epochs (grace {GRACE}, reduction {RF}, {SLOTS} trials at a "
-                  f"time), {classes} shape-only classes, {n_val} val and {n_val} test images; per order epoch share "
+        "notes": (f"{n} {first} configs (lr 1e-4..1e-1) × {epochs} epochs (grace {grace}, reduction {rf}, {SLOTS} "
+                  f"trials at a time), {task.about}, {n_val} val and test images; per order epoch share "
                   + ", ".join(f"{r[0]:.2f}×" for r in real) + "; replayed over 200 orders on the FIFO curves of "
-                  f"{seeds} seeds: " + "; ".join(replay_notes)),
+                  f"{seeds} seed(s): " + "; ".join(replay_notes)),
     }, {
-        "benchmark": "asha noise (FIFO curves)",
+        "benchmark": f"asha noise ({task.name}, FIFO curves)",
         "baseline": f"{seeds} seeds × {n} configs × {epochs} epochs per backbone",
         "candidate": "see notes", "ratio": float("nan"), "target": "measurement", "met": None,
         "notes": f"{n_val} val images (binomial SE at 0.5: {100 * (0.25 / n_val) ** 0.5:.1f} points); "
@@ -134,15 +216,90 @@ def run(quick: bool = False, configs: int | None = None, epochs: int | None = No
     }]
 
 
+def run_pilot(quick: bool = False, trials: int | None = None) -> list[dict]:
+    """FIFO and tlsweep's ASHA over the pilot's space with the same Optuna-drawn configs (seed 0, all drawn at
+    random: fewer than TPE's startup trials); which of FIFO's best configs ASHA ran to the end."""
+    from tlsweep.report.stats import mcnemar_exact
+
+    task = TASKS["pilot"]
+    trials = trials or (4 if quick else 8)
+    epochs = 2 if quick else 3
+    root, n_val = task.data(quick)
+    start_ray()
+    search = {"freeze_depth": {"choice": [0, 0.5, 1]}, "lr": {"loguniform": [3e-4, 3e-3]}}
+    searcher = {"type": "optuna", "seed": 0}
+    runs = {}
+    for sched in ("fifo", "asha"):
+        name = f"asha_pilot_{sched}"
+        got = _sweep(name, task, root, epochs, {"type": sched}, search=search, searcher=searcher,
+                     num_samples=trials)
+        runs[sched] = (got, _storage(name))
+
+    def key(row):
+        return round(float(row["lr"]), 12), float(row["freeze_depth"])
+
+    fifo, asha = runs["fifo"][0], runs["asha"][0]
+    final = {key(r): _rows(r["path"])[-1]["val_acc"] for _, r in fifo.iterrows()}
+    ran = {key(r): int(r["epochs"]) for _, r in asha.iterrows()}
+    assert set(final) == set(ran), "FIFO and ASHA drew different configs"
+    top = sorted(final, key=final.get, reverse=True)[:2]
+    replays = {}
+    fifo_curves = [[(r["val_acc"], r["time_this_iter_s"]) for r in _rows(row["path"])] for _, row in fifo.iterrows()]
+    order_final = [c[-1][0] for c in fifo_curves]
+    top_idx = sorted(range(len(order_final)), key=lambda i: -order_final[i])[:2]
+    for rule, bracket in (("Ray's ASHA", None), ("tlsweep ASHA", noise_bracket(n_val))):
+        from .asha_replay import replay
+
+        stops, shares = [], []
+        for k in range(200):
+            order = random.Random(k).sample(range(len(fifo_curves)), len(fifo_curves))
+            ep = replay(fifo_curves, order, epochs, task.grace, task.rf, SLOTS, bracket=bracket)
+            stops.append(sum(ep[i] < epochs for i in top_idx))
+            shares.append(sum(ep.values()) / (len(fifo_curves) * epochs))
+        replays[rule] = (statistics.mean(shares), statistics.mean(stops))
+    fifo_correct, _ = _test_correct(fifo, runs["fifo"][1], root)
+    asha_correct, _ = _test_correct(asha, runs["asha"][1], root)
+    p = mcnemar_exact(asha_correct, fifo_correct)[2]
+    survived = sum(ran[c] == epochs for c in top)
+    return [{
+        "benchmark": "asha (pilot)",
+        "baseline": f"FIFO: {trials * epochs} epochs, best configs (lr, freeze) "
+                    + ", ".join(f"{c[0]:.3g}/{c[1]:g} val {final[c]:.3f}" for c in top)
+                    + f", val-picked test acc {fifo_correct.mean():.3f}",
+        "candidate": f"tlsweep ASHA: {asha['epochs'].sum()} epochs; FIFO's two best ran "
+                     + ", ".join(f"{ran[c]}" for c in top) + f" of {epochs} epochs; val-picked test acc "
+                     f"{asha_correct.mean():.3f} (McNemar p {p:.2f})",
+        "ratio": asha["epochs"].sum() / (trials * epochs), "target": "FIFO's two best configs survive",
+        "met": survived == len(top),
+        "notes": f"{trials} trials × {epochs} epochs (grace {task.grace}, reduction {task.rf}), {n_val} val images; "
+                 "replayed over 200 orders on the FIFO curves, share of epochs / FIFO's two best stopped per order: "
+                 + "; ".join(f"{rule} {s:.2f}× / {k:.2f}" for rule, (s, k) in replays.items()),
+    }]
+
+
+def run(quick: bool = False, task: str = "transfer", **sizes) -> list[dict]:
+    """``task``: a ``TASKS`` name or ``all``; ``sizes``: configs, epochs, seeds, orders, reuse (lr tasks)."""
+    rows = []
+    for name in (TASKS if task == "all" else [task]):
+        if name == "pilot":
+            rows += run_pilot(quick)
+        else:
+            rows += run_lr_task(TASKS[name], quick, **sizes)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--task", default="transfer", choices=[*TASKS, "all"])
     for name in ("configs", "epochs", "seeds", "orders"):
         parser.add_argument(f"--{name}", type=int)
+    parser.add_argument("--reuse", action="store_true", help="reuse the FIFO sweeps of an earlier run")
     args = parser.parse_args(argv)
-    for row in run(args.quick, args.configs, args.epochs, args.seeds, args.orders):
+    sizes = {k: getattr(args, k) for k in ("configs", "epochs", "seeds", "orders", "reuse")}
+    for row in run(args.quick, args.task, **sizes):
         print("\n".join(f"{k}: {v}" for k, v in row.items()), "\n")
 
 

@@ -398,8 +398,8 @@ class SchedulerConfig(Frozen):
     band to stop. binomial: noise_z standard errors of val accuracy from the val set's size; a number: a width in
     metric units."""
     noise_z: float = Field(1.0, ge=0)
-    """Standard errors in the binomial noise band: 1 stops a config truly tied with the cutoff at most 16% of the
-    time and one truly better by a standard error at most 2%; 0 is Ray's cut (with re-judging)."""
+    """Standard errors in the binomial noise band: 1 stops a config truly tied with the cutoff about 16% of the
+    time and one truly better by a standard error about 2%; 0 is Ray's cut (with re-judging)."""
     rejudge: bool = True
     """Judge a trial again at lower rungs against results recorded there since (small sweeps prune too)."""
 

@@ -47,28 +47,33 @@ class Task:
     grace: int = 1
     rf: int = 3
     search: dict = field(default_factory=dict)
+    batch_size: int = 32
+    val: int = 1000  # Fashion-MNIST val images (full size)
+    seeds: int = 2  # FIFO seeds (full size)
+    shapes_data: bool = False  # generated shapes (weights none) rather than Fashion-MNIST (squashed to 32 px)
     no_bn: bool = False  # also record mobilenet_v3_small's curves with precise BN off
     about: str = ""
 
     def data(self, quick: bool) -> tuple[Path, int]:
         """(image-folder root with train/val/test, val images)."""
-        if self.name == "shapes":
+        if self.shapes_data:
             per_class = 25 if quick else 100
             return shapes(f"asha_shape_only_{per_class}", 6, train=16, val=per_class, test=per_class,
                           colour_cue=False), 6 * per_class
         from .bench_vs_tune import prepare_data
 
         sizes = {"train": 1000, "val": 500, "test": 500} if quick else \
-            {"train": 2000, "val": 500 if self.name == "pilot" else 1000, "test": 1000}
+            {"train": 2000, "val": self.val, "test": 1000}
         return prepare_data(sizes), sizes["val"]
 
 
 TASKS = {
     "transfer": Task("transfer", {"mobilenet_v2": "IMAGENET1K_V1"}, search={"freeze_depth": 0.5},
                      about="mobilenet_v2 ImageNet, freeze depth 0.5, Fashion-MNIST at 32 px"),
-    "shapes": Task("shapes", {"resnet18": "none", "mobilenet_v3_small": "none"}, no_bn=True,
+    "shapes": Task("shapes", {"resnet18": "none", "mobilenet_v3_small": "none"}, batch_size=16, shapes_data=True,
+                   seeds=3, no_bn=True,
                    about="weights none, 6 shape-only classes at 32 px, 96 train images"),
-    "pilot": Task("pilot", {"mobilenet_v2": "IMAGENET1K_V1"}, rf=2,
+    "pilot": Task("pilot", {"mobilenet_v2": "IMAGENET1K_V1"}, rf=2, val=500,
                   about="issue 23's pilot: mobilenet_v2 ImageNet, freeze {0, 0.5, 1}, lr log-uniform [3e-4, 3e-3], "
                         "Fashion-MNIST at 32 px"),
 }
@@ -80,13 +85,13 @@ def _sweep(name: str, task: Task, root: Path, epochs: int, scheduler: dict, mode
 
     models = models or list(task.models)
     data = {"root": str(root), "image_size": 32, "augment": "none",
-            **({} if task.name == "shapes" else {"preprocess": "squash"})}
+            **({} if task.shapes_data else {"preprocess": "squash"})}
+    if scheduler["type"] == "asha":
+        scheduler = {**scheduler, "grace_period": task.grace, "reduction_factor": task.rf}
     spec = sweep_spec(name, root, data=data, models=[{"name": m, "weights": task.models.get(m, "none")} for m in models],
-                      epochs=epochs, scheduler={**scheduler, "grace_period": task.grace,
-                                                "reduction_factor": task.rf} if scheduler["type"] == "asha"
-                      else scheduler, seed=seed,
-                      search={"batch_size": 32 if task.name != "shapes" else 16, "lr_scheduler": "none",
-                              **task.search, **(search or {}), **extra},
+                      epochs=epochs, scheduler=scheduler, seed=seed,
+                      search={"batch_size": task.batch_size, "lr_scheduler": "none", **task.search, **(search or {}),
+                              **extra},
                       searcher=searcher or {"type": "grid"}, num_samples=num_samples, max_concurrent=SLOTS,
                       resources={"cpu": 1}, checkpoints={"num_to_keep": 1})
     return run_sweep(spec, progress="none").trials
@@ -146,7 +151,7 @@ def run_lr_task(task: Task, quick: bool = False, configs: int | None = None, epo
     """``reuse``: take the FIFO sweeps of an earlier run with the same sizes (to re-run only the ASHA sweeps)."""
     from tlsweep.report.stats import accuracy_interval, mcnemar_exact
 
-    default = (6, 3, 2, 1) if quick else (12, 9, 3 if task.name == "shapes" else 2, 3)
+    default = (6, 3, 2, 1) if quick else (12, 9, task.seeds, 3)
     n, epochs, seeds, orders = (given or d for given, d in zip((configs, epochs, seeds, orders), default))
     lrs = [float(f"{x:.3g}") for x in np.logspace(-4, -1, n)]
     root, n_val = task.data(quick)

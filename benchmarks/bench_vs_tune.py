@@ -289,7 +289,8 @@ def run(quick: bool = False, seeds: int | None = None, **overrides) -> list[dict
         pvals = [mcnemar_exact(r["test_correct"], b["test_correct"])[2] for r, b in zip(rs, runs["Ray Tune"])]
         summary[side] = {"ttt": [t for t, _ in ttt], "reached": [ok for _, ok in ttt], "wall": [r["wall"] for r in rs],
                          "test": [float(c.mean()) for c in tests], "interval": intervals, "mcnemar_p": pvals,
-                         "cpu_s": [r["cpu_s"] for r in rs], "epochs": [r["epochs"] for r in rs]}
+                         "cpu_s": [r["cpu_s"] for r in rs], "epochs": [r["epochs"] for r in rs],
+                         "timeline": [sorted(r["timeline"]) for r in rs]}  # (s, val acc) per epoch, per run
     (WORK / "vs_tune.json").write_text(json.dumps({"target": target, "settings": s, "summary": summary}, indent=1))
 
     def describe(side: str) -> str:

@@ -39,7 +39,7 @@ def _mlflow(options: MLflowLogger, plan: SweepPlan):
 
 
 def _wandb(options: WandbLogger, plan: SweepPlan):
-    from ray.air.integrations.wandb import WandbLoggerCallback
+    from .ray_internals import flushing_wandb_callback
 
     if options.mode in ("offline", "disabled"):  # Ray asks for an API key unless WANDB_MODE says otherwise
         os.environ["WANDB_MODE"] = options.mode
@@ -47,8 +47,8 @@ def _wandb(options: WandbLogger, plan: SweepPlan):
                                 "dir": options.dir or _local_dir(plan.storage, "wandb")}.items() if v}
     if kwargs.get("dir"):
         os.makedirs(kwargs["dir"], exist_ok=True)
-    return WandbLoggerCallback(project=options.project or os.environ.get("WANDB_PROJECT") or plan.name,
-                               group=options.group or plan.name, **kwargs)
+    return flushing_wandb_callback(project=options.project or os.environ.get("WANDB_PROJECT") or plan.name,
+                                   group=options.group or plan.name, **kwargs)
 
 
 def _local_dir(storage: str, name: str) -> str | None:

@@ -7,6 +7,9 @@
   first, each a milestone and its {trial id: signed metric}) and ``_stop_last_trials``.
 - ``FallbackRestore`` (``trainable``) hands Tune's ``Trainable.restore`` a ``ray.train._internal.session
   ._TrainingResult`` (``training_result``), the type Tune passes it, for an older checkpoint.
+- Ray's W&B callback kills its logging actor once the actor's ``run`` returns, while W&B's service may still be
+  writing the run file: ``flushing_wandb_callback`` swaps in (``_logger_actor_cls``) a subclass of the private
+  ``_WandbLoggingActor`` whose ``run`` waits for ``wandb.teardown()``.
 - A ``ResultGrid`` does not say whether ``fit()`` returned early on Ctrl-C: ``grid_trials`` reads its
   ``_experiment_analysis.trials`` (each with ``.status``).
 """
@@ -62,3 +65,18 @@ def training_result(checkpoint):
     from ray.train._internal.session import _TrainingResult
 
     return _TrainingResult(checkpoint=checkpoint, metrics={})
+
+
+def flushing_wandb_callback(**kwargs):
+    """Ray's ``WandbLoggerCallback`` whose logging actors return only after W&B's service has written the run
+    (a service killed mid-teardown leaves a run file of its header alone)."""
+    from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
+
+    class FlushingWandbActor(_WandbLoggingActor):
+        def run(self):
+            super().run()
+            self._wandb.teardown()
+
+    callback = WandbLoggerCallback(**kwargs)
+    callback._logger_actor_cls = FlushingWandbActor
+    return callback

@@ -140,3 +140,10 @@ def test_sweep_file_sets_the_band_and_rejects_bad_ones(spec_dict):
     for bad in (-0.1, "wide"):
         with pytest.raises(SpecError, match="noise_band"):
             parse_spec(dict(spec_dict, scheduler={"type": "asha", "noise_band": bad}))
+
+
+def test_the_sweep_files_default_band_is_the_schedulers():
+    from tlsweep.config.sections import SchedulerConfig
+    from tlsweep.sweep.noise_asha import NOISE_Z
+
+    assert SchedulerConfig().noise_z == NOISE_Z

@@ -1,6 +1,6 @@
 """Early stopping on signal: tlsweep's noise-aware ASHA against FIFO and against Ray's ASHA rule, on real sweeps.
 
-    python -m benchmarks.bench_asha [--task transfer|shapes|pilot|all] [--quick] [--configs N --epochs N ...]
+    python -m benchmarks.bench_asha [--task transfer|shapes|pilot|all] [--quick] [--reuse] [--noise-z Z] ...
 
 Three tasks, two one-thread trials at a time:
 - ``transfer`` (the headline): a learning-rate sweep fine-tuning mobilenet_v2 (ImageNet weights) on Fashion-MNIST,
@@ -98,14 +98,17 @@ def _sweep(name: str, task: Task, root: Path, epochs: int, scheduler: dict, mode
 
 
 def _lr_sweep(name, task, root, lrs, epochs, scheduler, models=None, seed=0, reuse=False, **extra):
-    """An lr-grid sweep; with ``reuse``, the trials table of an earlier sweep of that name when it finished."""
+    """An lr-grid sweep; with ``reuse``, the trials table of an earlier sweep of that name when it finished with
+    the same learning rates and epochs."""
     import pandas as pd
 
     from tlsweep.results.layout import SUMMARY_FILE
 
     summary = _storage(name) / SUMMARY_FILE
     if reuse and summary.is_file():
-        return pd.read_csv(summary)
+        done = pd.read_csv(summary)
+        if set(done["lr"]) == set(lrs) and (done["epochs"] == epochs).all():
+            return done
     return _sweep(name, task, root, epochs, scheduler, models, seed, search={"lr": {"grid": lrs}}, **extra)
 
 
@@ -142,13 +145,23 @@ def _test_correct(trials, storage: Path, root: Path) -> tuple[np.ndarray, str]:
     return probs.argmax(1) == labels, Path(best).name
 
 
+def _asha(noise_z: float | None) -> dict:
+    return {"type": "asha", **({} if noise_z is None else {"noise_z": noise_z})}
+
+
+def _z_label(noise_z: float | None) -> str:
+    return "" if noise_z is None else f" (noise_z {noise_z:g})"
+
+
 def _storage(name: str) -> Path:
     return WORK / "results" / name
 
 
 def run_lr_task(task: Task, quick: bool = False, configs: int | None = None, epochs: int | None = None,
-                seeds: int | None = None, orders: int | None = None, reuse: bool = False) -> list[dict]:
-    """``reuse``: take the FIFO sweeps of an earlier run with the same sizes (to re-run only the ASHA sweeps)."""
+                seeds: int | None = None, orders: int | None = None, reuse: bool = False,
+                noise_z: float | None = None) -> list[dict]:
+    """``reuse``: take the FIFO sweeps of an earlier run with the same sizes (to re-run only the ASHA sweeps);
+    ``noise_z``: the real ASHA sweeps' ``scheduler.noise_z`` (default tlsweep's)."""
     from tlsweep.report.stats import accuracy_interval, mcnemar_exact
 
     default = (6, 3, 2, 1) if quick else (12, 9, task.seeds, 3)
@@ -179,7 +192,7 @@ def run_lr_task(task: Task, quick: bool = False, configs: int | None = None, epo
         spread = "; ".join("epoch {}: seed std {:.3f} vs gap {:.3f}".format(e, *seed_spread(per_seed, e))
                            for e in rungs)
         noise_notes.append(f"{m}: first-rung/final Spearman {rank_correlation(per_seed, grace):.2f}; {spread}")
-        for rule, bracket in (("Ray's ASHA", None), ("tlsweep ASHA", noise_bracket(n_val))):
+        for rule, bracket in (("Ray's ASHA", None), ("tlsweep ASHA", noise_bracket(n_val, z=noise_z))):
             got = [top_quarter_stopped(c, epochs, grace, rf, SLOTS, bracket=bracket) for c in per_seed]
             share, stopped, lost = (statistics.mean(x) for x in zip(*got))
             replay_notes.append(f"{m}, {rule}: {share:.2f}× epochs, top-quarter configs stopped {100 * stopped:.0f}%, "
@@ -191,8 +204,8 @@ def run_lr_task(task: Task, quick: bool = False, configs: int | None = None, epo
     real = []  # per order: (epoch share, test acc, McNemar p, wall s)
     for k in range(orders):
         order = random.Random(k).sample(lrs, n)
-        name = f"asha_{task.name}_asha{k}"
-        asha = _lr_sweep(name, task, root, order, epochs, {"type": "asha"}, [first])
+        name = f"asha_{task.name}_asha{k}" + ("" if noise_z is None else f"_z{noise_z:g}")
+        asha = _lr_sweep(name, task, root, order, epochs, _asha(noise_z), [first])
         correct, _ = _test_correct(asha, _storage(name), root)
         real.append((asha["epochs"].sum() / (n * epochs), correct.mean(), mcnemar_exact(correct, fifo_correct)[2]))
         print(f"[asha] {task.name} order {k}: {real[-1][0]:.2f}× epochs, test {real[-1][1]:.3f}, "
@@ -204,7 +217,7 @@ def run_lr_task(task: Task, quick: bool = False, configs: int | None = None, epo
         "benchmark": f"asha ({task.name})",
         "baseline": f"FIFO: {n * epochs} epochs, val-picked best test acc {fifo_correct.mean():.3f} "
                     f"[{low:.3f}, {high:.3f}]",
-        "candidate": f"tlsweep ASHA: {share * n * epochs:.0f} epochs on average over {orders} real sweep(s) in "
+        "candidate": f"tlsweep ASHA{_z_label(noise_z)}: {share * n * epochs:.0f} epochs on average over {orders} real sweep(s) in "
                      f"shuffled orders; test acc " + ", ".join(f"{r[1]:.3f} (McNemar p {r[2]:.2f})" for r in real),
         "ratio": share, "target": "≤ 0.35× of the epochs, McNemar p > 0.05",
         "met": share <= 0.35 and worst_p > 0.05,
@@ -221,7 +234,7 @@ def run_lr_task(task: Task, quick: bool = False, configs: int | None = None, epo
     }]
 
 
-def run_pilot(quick: bool = False, trials: int | None = None) -> list[dict]:
+def run_pilot(quick: bool = False, trials: int | None = None, noise_z: float | None = None) -> list[dict]:
     """FIFO and tlsweep's ASHA over the pilot's space with the same Optuna-drawn configs (seed 0, all drawn at
     random: fewer than TPE's startup trials); which of FIFO's best configs ASHA ran to the end."""
     from tlsweep.report.stats import mcnemar_exact
@@ -236,7 +249,7 @@ def run_pilot(quick: bool = False, trials: int | None = None) -> list[dict]:
     runs = {}
     for sched in ("fifo", "asha"):
         name = f"asha_pilot_{sched}"
-        got = _sweep(name, task, root, epochs, {"type": sched}, search=search, searcher=searcher,
+        got = _sweep(name, task, root, epochs, _asha(noise_z) if sched == "asha" else {"type": sched}, search=search, searcher=searcher,
                      num_samples=trials)
         runs[sched] = (got, _storage(name))
 
@@ -252,7 +265,7 @@ def run_pilot(quick: bool = False, trials: int | None = None) -> list[dict]:
     fifo_curves = [[(r["val_acc"], r["time_this_iter_s"]) for r in _rows(row["path"])] for _, row in fifo.iterrows()]
     order_final = [c[-1][0] for c in fifo_curves]
     top_idx = sorted(range(len(order_final)), key=lambda i: -order_final[i])[:2]
-    for rule, bracket in (("Ray's ASHA", None), ("tlsweep ASHA", noise_bracket(n_val))):
+    for rule, bracket in (("Ray's ASHA", None), ("tlsweep ASHA", noise_bracket(n_val, z=noise_z))):
         stops, shares = [], []
         for k in range(200):
             order = random.Random(k).sample(range(len(fifo_curves)), len(fifo_curves))
@@ -269,7 +282,7 @@ def run_pilot(quick: bool = False, trials: int | None = None) -> list[dict]:
         "baseline": f"FIFO: {trials * epochs} epochs, best configs (lr, freeze) "
                     + ", ".join(f"{c[0]:.3g}/{c[1]:g} val {final[c]:.3f}" for c in top)
                     + f", val-picked test acc {fifo_correct.mean():.3f}",
-        "candidate": f"tlsweep ASHA: {asha['epochs'].sum()} epochs; FIFO's two best ran "
+        "candidate": f"tlsweep ASHA{_z_label(noise_z)}: {asha['epochs'].sum()} epochs; FIFO's two best ran "
                      + ", ".join(f"{ran[c]}" for c in top) + f" of {epochs} epochs; val-picked test acc "
                      f"{asha_correct.mean():.3f} (McNemar p {p:.2f})",
         "ratio": asha["epochs"].sum() / (trials * epochs), "target": "FIFO's two best configs survive",
@@ -281,11 +294,12 @@ def run_pilot(quick: bool = False, trials: int | None = None) -> list[dict]:
 
 
 def run(quick: bool = False, task: str = "transfer", **sizes) -> list[dict]:
-    """``task``: a ``TASKS`` name or ``all``; ``sizes``: configs, epochs, seeds, orders, reuse (lr tasks)."""
+    """``task``: a ``TASKS`` name or ``all``; ``sizes``: configs, epochs, seeds, orders, reuse (lr tasks) and
+    noise_z (every task's ASHA sweeps)."""
     rows = []
     for name in (TASKS if task == "all" else [task]):
         if name == "pilot":
-            rows += run_pilot(quick)
+            rows += run_pilot(quick, noise_z=sizes.get("noise_z"))
         else:
             rows += run_lr_task(TASKS[name], quick, **sizes)
     return rows
@@ -300,8 +314,9 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("configs", "epochs", "seeds", "orders"):
         parser.add_argument(f"--{name}", type=int)
     parser.add_argument("--reuse", action="store_true", help="reuse the FIFO sweeps of an earlier run")
+    parser.add_argument("--noise-z", type=float, help="scheduler.noise_z of the ASHA sweeps (default tlsweep's)")
     args = parser.parse_args(argv)
-    sizes = {k: getattr(args, k) for k in ("configs", "epochs", "seeds", "orders", "reuse")}
+    sizes = {k: getattr(args, k) for k in ("configs", "epochs", "seeds", "orders", "reuse", "noise_z")}
     for row in run(args.quick, args.task, **sizes):
         print("\n".join(f"{k}: {v}" for k, v in row.items()), "\n")
 

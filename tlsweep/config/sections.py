@@ -399,7 +399,8 @@ class SchedulerConfig(Frozen):
     metric units."""
     noise_z: float = Field(1.0, ge=0)
     """Standard errors in the binomial noise band: 1 stops a config truly tied with the cutoff about 16% of the
-    time and one truly better by a standard error about 2%; 0 is Ray's cut (with re-judging)."""
+    time and one truly better by a standard error about 2%; 0 is Ray's cut (with re-judging), which cuts among ties:
+    fewer epochs, and more often a config that trails early but ends best is stopped (docs/schedulers.md)."""
     rejudge: bool = True
     """Judge a trial again at lower rungs against results recorded there since (small sweeps prune too)."""
 

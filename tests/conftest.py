@@ -5,6 +5,7 @@ the end-of-run check that no process the tests started is left alive."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections import Counter
 
@@ -14,10 +15,15 @@ from .processes import Processes, leftovers, make_subreaper, stop_all, wait_for 
 
 os.environ.setdefault("TLSWEEP_TORCH_THREADS", "1")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-os.environ.setdefault("TLSWEEP_CACHE", tempfile.mkdtemp(prefix="tlsweep-cache-"))  # keep tests out of ~/.cache
+if "TLSWEEP_CACHE" not in os.environ:  # keep tests out of ~/.cache
+    os.environ["TLSWEEP_CACHE"] = tempfile.mkdtemp(prefix="tlsweep-cache-")
+    OWN_DIRS = [os.environ["TLSWEEP_CACHE"]]
+else:
+    OWN_DIRS = []
 # Each pytest process's local Rays live under a temp dir of its own (short: Ray's socket paths stay < 108 bytes),
 # so the leak check can tell them from other programs' Ray processes and a plain ray.init finds no stranger's.
 RAY_TMPDIR = os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="tlr", dir="/tmp")
+OWN_DIRS.append(RAY_TMPDIR)
 make_subreaper()  # orphans of the tests' processes (a killed driver's Ray) stay our descendants
 
 
@@ -65,6 +71,14 @@ def no_process_left():
     if left:
         stop_all(left)
         raise AssertionError("processes left by the tests:\n" + "\n".join(f"{pid}: {cmd}" for pid, cmd in left.items()))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Remove this process's cache and Ray temp dirs when its tests passed (after a failure they stay, with Ray's
+    logs)."""
+    if exitstatus == 0:
+        for path in OWN_DIRS:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

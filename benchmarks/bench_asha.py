@@ -83,13 +83,12 @@ def _sweep(name: str, task: Task, root: Path, epochs: int, scheduler: dict, mode
            search: dict | None = None, searcher: dict | None = None, num_samples: int = 1, **extra):
     from tlsweep.sweep.runner import run_sweep
 
-    models = models or list(task.models)
+    models = [{"name": m, "weights": task.models.get(m, "none")} for m in models or task.models]
     data = {"root": str(root), "image_size": 32, "augment": "none",
             **({} if task.shapes_data else {"preprocess": "squash"})}
     if scheduler["type"] == "asha":
         scheduler = {**scheduler, "grace_period": task.grace, "reduction_factor": task.rf}
-    spec = sweep_spec(name, root, data=data, models=[{"name": m, "weights": task.models.get(m, "none")} for m in models],
-                      epochs=epochs, scheduler=scheduler, seed=seed,
+    spec = sweep_spec(name, root, data=data, models=models, epochs=epochs, scheduler=scheduler, seed=seed,
                       search={"batch_size": task.batch_size, "lr_scheduler": "none", **task.search, **(search or {}),
                               **extra},
                       searcher=searcher or {"type": "grid"}, num_samples=num_samples, max_concurrent=SLOTS,
@@ -217,8 +216,9 @@ def run_lr_task(task: Task, quick: bool = False, configs: int | None = None, epo
         "benchmark": f"asha ({task.name})",
         "baseline": f"FIFO: {n * epochs} epochs, val-picked best test acc {fifo_correct.mean():.3f} "
                     f"[{low:.3f}, {high:.3f}]",
-        "candidate": f"tlsweep ASHA{_z_label(noise_z)}: {share * n * epochs:.0f} epochs on average over {orders} real sweep(s) in "
-                     f"shuffled orders; test acc " + ", ".join(f"{r[1]:.3f} (McNemar p {r[2]:.2f})" for r in real),
+        "candidate": f"tlsweep ASHA{_z_label(noise_z)}: {share * n * epochs:.0f} epochs on average over {orders} "
+                     "real sweep(s) in shuffled orders; test acc "
+                     + ", ".join(f"{r[1]:.3f} (McNemar p {r[2]:.2f})" for r in real),
         "ratio": share, "target": "≤ 0.35× of the epochs, McNemar p > 0.05",
         "met": share <= 0.35 and worst_p > 0.05,
         "notes": (f"{n} {first} configs (lr 1e-4..1e-1) × {epochs} epochs (grace {grace}, reduction {rf}, {SLOTS} "
@@ -247,10 +247,9 @@ def run_pilot(quick: bool = False, trials: int | None = None, noise_z: float | N
     search = {"freeze_depth": {"choice": [0, 0.5, 1]}, "lr": {"loguniform": [3e-4, 3e-3]}}
     searcher = {"type": "optuna", "seed": 0}
     runs = {}
-    for sched in ("fifo", "asha"):
+    for sched, scheduler in (("fifo", {"type": "fifo"}), ("asha", _asha(noise_z))):
         name = f"asha_pilot_{sched}"
-        got = _sweep(name, task, root, epochs, _asha(noise_z) if sched == "asha" else {"type": sched}, search=search, searcher=searcher,
-                     num_samples=trials)
+        got = _sweep(name, task, root, epochs, scheduler, search=search, searcher=searcher, num_samples=trials)
         runs[sched] = (got, _storage(name))
 
     def key(row):

@@ -15,11 +15,9 @@ from .processes import Processes, leftovers, make_subreaper, stop_all, wait_for 
 
 os.environ.setdefault("TLSWEEP_TORCH_THREADS", "1")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+OWN_DIRS = []  # made here, removed after a passing run
 if "TLSWEEP_CACHE" not in os.environ:  # keep tests out of ~/.cache
-    os.environ["TLSWEEP_CACHE"] = tempfile.mkdtemp(prefix="tlsweep-cache-")
-    OWN_DIRS = [os.environ["TLSWEEP_CACHE"]]
-else:
-    OWN_DIRS = []
+    OWN_DIRS.append(os.environ.setdefault("TLSWEEP_CACHE", tempfile.mkdtemp(prefix="tlsweep-cache-")))
 # Each pytest process's local Rays live under a temp dir of its own (short: Ray's socket paths stay < 108 bytes),
 # so the leak check can tell them from other programs' Ray processes and a plain ray.init finds no stranger's.
 RAY_TMPDIR = os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="tlr", dir="/tmp")
